@@ -1,0 +1,445 @@
+//! The public JSON contract and its conversions to and from the gRPC
+//! messages. The proto types never appear in a response as they are: the
+//! JSON is versioned with the URL (`/api/v1`) and the protos with their
+//! package, and each may change without the other.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat};
+use serde::{Deserialize, Serialize};
+use shipshape_proto::{common, inventory, order};
+use shipshape_types::{Money, OrderId, Quantity};
+
+use crate::validation::{IdempotencyKey, NewOrder};
+
+// ---------------------------------------------------------------- requests
+
+/// `POST /api/v1/orders`. Unknown fields are rejected rather than ignored, so
+/// a client's typo (`"quantitiy"`) fails loudly instead of being dropped.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrderBody {
+    pub items: Vec<ItemBody>,
+    pub payment: PaymentBody,
+    pub shipping_address: AddressBody,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemBody {
+    // Plain strings and integers: the newtypes are applied by `validation`
+    // so that a bad sku is `invalid_sku`, not a generic `invalid_json`.
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentBody {
+    pub card_token: String,
+}
+
+// The card token stands for a card; keep it out of logs.
+impl fmt::Debug for PaymentBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PaymentBody")
+            .field("card_token", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressBody {
+    pub name: String,
+    pub line1: String,
+    /// Optional: absent, `null` and `""` all mean "no second line".
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+}
+
+/// The gRPC request for a validated order.
+pub fn create_order_request(
+    order: NewOrder,
+    customer_id: &str,
+    idempotency_key: Option<IdempotencyKey>,
+) -> order::CreateOrderRequest {
+    let address = order.shipping_address;
+    order::CreateOrderRequest {
+        customer_id: customer_id.to_owned(),
+        lines: order
+            .lines
+            .into_iter()
+            .map(|line| order::LineRequest {
+                sku: line.sku.into(),
+                quantity: line.quantity.get(),
+            })
+            .collect(),
+        card_token: order.card_token.expose().to_owned(),
+        shipping_address: Some(common::Address {
+            name: address.name,
+            line1: address.line1,
+            line2: address.line2,
+            city: address.city,
+            postal_code: address.postal_code,
+            country: address.country.to_string(),
+        }),
+        idempotency_key: idempotency_key
+            .map(|key| key.as_str().to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+// --------------------------------------------------------------- responses
+
+/// An upstream message that does not fit the public contract.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedResponse(String);
+
+impl MalformedResponse {
+    fn new(problem: impl Into<String>) -> Self {
+        Self(problem.into())
+    }
+}
+
+#[derive(Debug, PartialEq, Serialize)]
+pub struct MoneyJson {
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+impl From<Money> for MoneyJson {
+    fn from(money: Money) -> Self {
+        Self {
+            amount_minor: money.amount_minor,
+            currency: money.currency.to_string(),
+        }
+    }
+}
+
+/// A required money field, checked for a well-formed currency.
+fn money(field: &str, money: Option<&common::Money>) -> Result<Money, MalformedResponse> {
+    let money = money.ok_or_else(|| MalformedResponse::new(format!("{field} is missing")))?;
+    Money::try_from(money).map_err(|e| MalformedResponse::new(format!("{field}: {e}")))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProductJson {
+    pub sku: String,
+    pub name: String,
+    pub description: String,
+    pub price: MoneyJson,
+    pub available: i64,
+}
+
+impl TryFrom<inventory::Product> for ProductJson {
+    type Error = MalformedResponse;
+
+    fn try_from(product: inventory::Product) -> Result<Self, Self::Error> {
+        let price = money(&format!("price of {}", product.sku), product.price.as_ref())?;
+        Ok(Self {
+            sku: product.sku,
+            name: product.name,
+            description: product.description,
+            price: price.into(),
+            available: product.available,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProductListJson {
+    pub products: Vec<ProductJson>,
+}
+
+/// The answer to `POST /api/v1/orders`: the order exists, the saga decides
+/// the rest; the client follows `Location` to watch it.
+#[derive(Debug, Serialize)]
+pub struct OrderAcceptedJson {
+    pub order_id: OrderId,
+    pub status: &'static str,
+}
+
+impl TryFrom<&order::Order> for OrderAcceptedJson {
+    type Error = MalformedResponse;
+
+    fn try_from(order: &order::Order) -> Result<Self, Self::Error> {
+        Ok(Self {
+            order_id: order_id(&order.order_id)?,
+            status: status_name(order.status)?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderJson {
+    pub order_id: OrderId,
+    pub status: &'static str,
+    pub cancellation_reason: Option<String>,
+    pub items: Vec<OrderItemJson>,
+    pub total: MoneyJson,
+    pub shipping_address: AddressJson,
+    pub created_at: String,
+    pub updated_at: String,
+    pub completed_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderItemJson {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: MoneyJson,
+    pub line_total: MoneyJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AddressJson {
+    pub name: String,
+    pub line1: String,
+    pub line2: String,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+}
+
+impl From<common::Address> for AddressJson {
+    fn from(address: common::Address) -> Self {
+        Self {
+            name: address.name,
+            line1: address.line1,
+            line2: address.line2,
+            city: address.city,
+            postal_code: address.postal_code,
+            country: address.country,
+        }
+    }
+}
+
+impl TryFrom<order::Order> for OrderJson {
+    type Error = MalformedResponse;
+
+    fn try_from(order: order::Order) -> Result<Self, Self::Error> {
+        let items = order
+            .lines
+            .into_iter()
+            .map(|line| {
+                let unit_price = money(
+                    &format!("unit price of {}", line.sku),
+                    line.unit_price.as_ref(),
+                )?;
+                // The line total is derived here rather than sent, so it can
+                // never disagree with the unit price and quantity.
+                let line_total = Quantity::new(line.quantity)
+                    .ok()
+                    .and_then(|quantity| unit_price.times(quantity))
+                    .ok_or_else(|| {
+                        MalformedResponse::new(format!(
+                            "line {} has an impossible quantity {}",
+                            line.sku, line.quantity
+                        ))
+                    })?;
+                Ok(OrderItemJson {
+                    sku: line.sku,
+                    quantity: line.quantity,
+                    unit_price: unit_price.into(),
+                    line_total: line_total.into(),
+                })
+            })
+            .collect::<Result<_, MalformedResponse>>()?;
+        let address = order
+            .shipping_address
+            .ok_or_else(|| MalformedResponse::new("shipping address is missing"))?;
+        Ok(Self {
+            order_id: order_id(&order.order_id)?,
+            status: status_name(order.status)?,
+            // proto3 has no null; the empty string means "not cancelled".
+            cancellation_reason: Some(order.cancellation_reason).filter(|r| !r.is_empty()),
+            items,
+            total: money("total", order.total.as_ref())?.into(),
+            shipping_address: address.into(),
+            created_at: timestamp(order.created_at_micros)?
+                .ok_or_else(|| MalformedResponse::new("created_at is unset"))?,
+            updated_at: timestamp(order.updated_at_micros)?
+                .ok_or_else(|| MalformedResponse::new("updated_at is unset"))?,
+            completed_at: timestamp(order.completed_at_micros)?,
+        })
+    }
+}
+
+fn order_id(raw: &str) -> Result<OrderId, MalformedResponse> {
+    raw.parse()
+        .map_err(|e| MalformedResponse::new(format!("order id: {e}")))
+}
+
+/// The status as the API spells it. `UNSPECIFIED` (or a value added to the
+/// proto later) is not something a client could act on.
+fn status_name(raw: i32) -> Result<&'static str, MalformedResponse> {
+    match order::OrderStatus::try_from(raw) {
+        Ok(order::OrderStatus::Pending) => Ok("PENDING"),
+        Ok(order::OrderStatus::Confirmed) => Ok("CONFIRMED"),
+        Ok(order::OrderStatus::Cancelling) => Ok("CANCELLING"),
+        Ok(order::OrderStatus::Cancelled) => Ok("CANCELLED"),
+        Ok(order::OrderStatus::Unspecified) | Err(_) => Err(MalformedResponse::new(format!(
+            "order status {raw} is not known"
+        ))),
+    }
+}
+
+/// Unix microseconds as RFC 3339 in UTC with microseconds
+/// (`2025-01-31T09:30:00.123456Z`); 0 is proto3's "unset" and becomes `None`.
+fn timestamp(micros: i64) -> Result<Option<String>, MalformedResponse> {
+    if micros == 0 {
+        return Ok(None);
+    }
+    let at = DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| MalformedResponse::new(format!("timestamp {micros} is out of range")))?;
+    Ok(Some(at.to_rfc3339_opts(SecondsFormat::Micros, true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ORDER_ID: &str = "0193b6d2-7c1e-7a3b-9f00-1234567890ab";
+
+    fn eur(amount_minor: i64) -> Option<common::Money> {
+        Some(common::Money {
+            amount_minor,
+            currency: "EUR".into(),
+        })
+    }
+
+    fn order() -> order::Order {
+        order::Order {
+            order_id: ORDER_ID.into(),
+            customer_id: "guest".into(),
+            status: order::OrderStatus::Pending as i32,
+            cancellation_reason: String::new(),
+            lines: vec![order::OrderLine {
+                sku: "SKU-0001".into(),
+                quantity: 2,
+                unit_price: eur(1999),
+            }],
+            total: eur(3998),
+            shipping_address: Some(common::Address {
+                name: "Ada Lovelace".into(),
+                line1: "1 Main St".into(),
+                line2: String::new(),
+                city: "Berlin".into(),
+                postal_code: "10115".into(),
+                country: "DE".into(),
+            }),
+            // 2025-01-31T09:30:00.000042Z
+            created_at_micros: 1_738_315_800_000_042,
+            updated_at_micros: 1_738_315_801_500_000,
+            completed_at_micros: 0,
+        }
+    }
+
+    #[test]
+    fn a_pending_order_serializes_with_nulls_and_microsecond_timestamps() {
+        let json = serde_json::to_value(OrderJson::try_from(order()).expect("valid order"))
+            .expect("serializable");
+        assert_eq!(
+            json,
+            json!({
+                "order_id": ORDER_ID,
+                "status": "PENDING",
+                "cancellation_reason": null,
+                "items": [{
+                    "sku": "SKU-0001",
+                    "quantity": 2,
+                    "unit_price": {"amount_minor": 1999, "currency": "EUR"},
+                    "line_total": {"amount_minor": 3998, "currency": "EUR"},
+                }],
+                "total": {"amount_minor": 3998, "currency": "EUR"},
+                "shipping_address": {
+                    "name": "Ada Lovelace",
+                    "line1": "1 Main St",
+                    "line2": "",
+                    "city": "Berlin",
+                    "postal_code": "10115",
+                    "country": "DE",
+                },
+                "created_at": "2025-01-31T09:30:00.000042Z",
+                "updated_at": "2025-01-31T09:30:01.500000Z",
+                "completed_at": null,
+            })
+        );
+    }
+
+    #[test]
+    fn a_cancelled_order_has_its_reason_and_completion_time() {
+        let mut order = order();
+        order.status = order::OrderStatus::Cancelled as i32;
+        order.cancellation_reason = "payment_declined".into();
+        order.completed_at_micros = 1_738_315_802_000_000;
+        let json = serde_json::to_value(OrderJson::try_from(order).expect("valid order"))
+            .expect("serializable");
+        assert_eq!(json["status"], "CANCELLED");
+        assert_eq!(json["cancellation_reason"], "payment_declined");
+        assert_eq!(json["completed_at"], "2025-01-31T09:30:02.000000Z");
+    }
+
+    #[test]
+    fn orders_the_contract_cannot_express_are_malformed() {
+        let broken: [fn(&mut order::Order); 6] = [
+            |o| o.status = order::OrderStatus::Unspecified as i32,
+            |o| o.status = 42,
+            |o| o.order_id = "not-a-uuid".into(),
+            |o| o.total = None,
+            |o| o.lines[0].unit_price = None,
+            |o| o.created_at_micros = 0,
+        ];
+        for (i, breaks) in broken.into_iter().enumerate() {
+            let mut order = order();
+            breaks(&mut order);
+            assert!(OrderJson::try_from(order).is_err(), "case {i}");
+        }
+    }
+
+    #[test]
+    fn accepted_order_has_id_and_current_status() {
+        let mut order = order();
+        order.status = order::OrderStatus::Confirmed as i32;
+        let json = serde_json::to_value(OrderAcceptedJson::try_from(&order).expect("valid"))
+            .expect("serializable");
+        assert_eq!(json, json!({"order_id": ORDER_ID, "status": "CONFIRMED"}));
+    }
+
+    #[test]
+    fn product_needs_a_price() {
+        let product = inventory::Product {
+            sku: "SKU-0001".into(),
+            name: "Teapot".into(),
+            description: "Short and stout".into(),
+            price: eur(1999),
+            available: 7,
+        };
+        let json = serde_json::to_value(ProductJson::try_from(product.clone()).expect("valid"))
+            .expect("serializable");
+        assert_eq!(
+            json["price"],
+            json!({"amount_minor": 1999, "currency": "EUR"})
+        );
+        assert_eq!(json["available"], 7);
+
+        let unpriced = inventory::Product {
+            price: None,
+            ..product
+        };
+        assert!(ProductJson::try_from(unpriced).is_err());
+    }
+
+    #[test]
+    fn payment_debug_output_hides_the_card_token() {
+        let payment = PaymentBody {
+            card_token: "tok_visa".into(),
+        };
+        assert!(!format!("{payment:?}").contains("tok_visa"));
+    }
+}

@@ -1,0 +1,314 @@
+//! The one place where failures become HTTP answers. Every error the gateway
+//! returns has the body `{"error":{"code":"...","message":"..."}}`; the code
+//! is stable and meant for programs, the message is for people.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use shipshape_types::InvalidValue;
+use tonic::Code;
+use tonic::metadata::MetadataMap;
+
+/// gRPC response metadata key under which the services put a stable error
+/// code (such as `unknown_sku`) that is more specific than the status code.
+pub const ERROR_CODE_METADATA: &str = "x-error-code";
+
+/// Seconds a client should wait before retrying when an upstream is down.
+/// One second is long enough to ride out a restart or a breaker probe and
+/// short enough that a person at a checkout page does not notice.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// An error answered to the client; handlers return `Result<_, ApiError>`.
+#[derive(Debug, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+    retry_after_secs: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn bad_request(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// A failed gRPC call to `service`, mapped to the HTTP status a client
+    /// can act on: its own mistakes are 4xx with the upstream's explanation,
+    /// an upstream that is down is 503 with `Retry-After`, and anything else
+    /// is 502 without internal details.
+    pub fn upstream(service: &'static str, status: &tonic::Status) -> Self {
+        let (http, default_code) = classify(status.code());
+        let code = error_code(status.metadata()).unwrap_or(default_code);
+        if http.is_server_error() {
+            tracing::warn!(
+                service,
+                grpc_code = ?status.code(),
+                grpc_message = status.message(),
+                code,
+                "upstream call failed"
+            );
+        } else {
+            tracing::debug!(
+                service,
+                grpc_code = ?status.code(),
+                grpc_message = status.message(),
+                code,
+                "upstream rejected the request"
+            );
+        }
+        let message = if http.is_client_error() && !status.message().is_empty() {
+            status.message().to_owned()
+        } else if http == StatusCode::SERVICE_UNAVAILABLE {
+            format!("the {service} service is unavailable; retry shortly")
+        } else if http.is_client_error() {
+            format!("the {service} service rejected the request")
+        } else {
+            format!("the {service} service failed to answer")
+        };
+        let mut error = Self::new(http, code, message);
+        if http == StatusCode::SERVICE_UNAVAILABLE {
+            error.retry_after_secs = Some(RETRY_AFTER_SECS);
+        }
+        error
+    }
+
+    /// An upstream answered, but with something the gateway cannot turn into
+    /// the public contract (a missing field, an unknown status). That is a
+    /// bug on one side or the other, never the client's fault.
+    pub fn malformed_response(service: &'static str, problem: impl std::fmt::Display) -> Self {
+        tracing::warn!(service, %problem, "upstream answered with a malformed response");
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!("the {service} service gave an unusable answer"),
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        self.retry_after_secs
+    }
+}
+
+/// The HTTP status and default error code for a gRPC status code.
+fn classify(code: Code) -> (StatusCode, &'static str) {
+    match code {
+        Code::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_request"),
+        Code::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        // The order service's only precondition is that an idempotency key
+        // is not reused for a different request.
+        Code::FailedPrecondition => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+        Code::AlreadyExists => (StatusCode::UNPROCESSABLE_ENTITY, "already_exists"),
+        // Transport failures and timeouts (tonic reports an expired deadline
+        // as Cancelled) and an upstream shedding load: all transient.
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+            (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
+        }
+        _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
+    }
+}
+
+/// The upstream's own error code, if it sent a well-formed one. Anything
+/// else is ignored, so a misbehaving upstream cannot put arbitrary text into
+/// a field clients match on.
+fn error_code(metadata: &MetadataMap) -> Option<&str> {
+    let code = metadata.get(ERROR_CODE_METADATA)?.to_str().ok()?;
+    let well_formed = !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    well_formed.then_some(code)
+}
+
+impl From<InvalidValue> for ApiError {
+    fn from(invalid: InvalidValue) -> Self {
+        Self::bad_request(invalid.code, invalid.message)
+    }
+}
+
+/// axum's own answers to a bad body are plain text; ours are JSON with the
+/// codes the API documents.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON with `Content-Type: application/json`",
+            ),
+            // Syntax errors, wrong types, missing and unknown fields alike.
+            JsonRejection::JsonSyntaxError(_) | JsonRejection::JsonDataError(_) => {
+                Self::bad_request("invalid_json", rejection.body_text())
+            }
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            ),
+            other => Self::bad_request("invalid_json", other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: &self.code,
+                message: &self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataValue;
+
+    fn mapped(code: Code) -> ApiError {
+        ApiError::upstream("order", &tonic::Status::new(code, "upstream says no"))
+    }
+
+    #[test]
+    fn each_grpc_code_maps_to_a_status_and_default_code() {
+        let cases = [
+            (Code::InvalidArgument, 400, "invalid_request"),
+            (Code::NotFound, 404, "not_found"),
+            (Code::FailedPrecondition, 422, "idempotency_key_reused"),
+            (Code::AlreadyExists, 422, "already_exists"),
+            (Code::Unavailable, 503, "service_unavailable"),
+            (Code::DeadlineExceeded, 503, "service_unavailable"),
+            (Code::Cancelled, 503, "service_unavailable"),
+            (Code::ResourceExhausted, 503, "service_unavailable"),
+            (Code::Internal, 502, "upstream_error"),
+            (Code::Unknown, 502, "upstream_error"),
+            (Code::Unimplemented, 502, "upstream_error"),
+            (Code::Unauthenticated, 502, "upstream_error"),
+            (Code::PermissionDenied, 502, "upstream_error"),
+            (Code::Aborted, 502, "upstream_error"),
+            (Code::OutOfRange, 502, "upstream_error"),
+            (Code::DataLoss, 502, "upstream_error"),
+            (Code::Ok, 502, "upstream_error"),
+        ];
+        for (code, http, expected) in cases {
+            let error = mapped(code);
+            assert_eq!(error.status().as_u16(), http, "{code:?}");
+            assert_eq!(error.code(), expected, "{code:?}");
+            let retry = (http == 503).then_some(RETRY_AFTER_SECS);
+            assert_eq!(error.retry_after_secs(), retry, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn client_errors_carry_the_upstream_message_server_errors_do_not() {
+        assert_eq!(mapped(Code::InvalidArgument).message(), "upstream says no");
+        assert_eq!(mapped(Code::NotFound).message(), "upstream says no");
+        assert!(
+            !mapped(Code::Internal)
+                .message()
+                .contains("upstream says no")
+        );
+        assert!(
+            !mapped(Code::Unavailable)
+                .message()
+                .contains("upstream says no")
+        );
+    }
+
+    #[test]
+    fn metadata_error_code_overrides_the_default() {
+        let mut status = tonic::Status::invalid_argument("SKU-9999 is not in the catalog");
+        status.metadata_mut().insert(
+            ERROR_CODE_METADATA,
+            MetadataValue::from_static("unknown_sku"),
+        );
+        let error = ApiError::upstream("order", &status);
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error.code(), "unknown_sku");
+        assert_eq!(error.message(), "SKU-9999 is not in the catalog");
+    }
+
+    #[test]
+    fn malformed_metadata_error_code_is_ignored() {
+        for bad in ["", "Not A Code", "<script>", &"x".repeat(65)] {
+            let mut status = tonic::Status::not_found("no such order");
+            let value = MetadataValue::try_from(bad).expect("ascii metadata");
+            status.metadata_mut().insert(ERROR_CODE_METADATA, value);
+            assert_eq!(
+                ApiError::upstream("order", &status).code(),
+                "not_found",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn responses_are_json_and_unavailable_says_when_to_retry() {
+        let response = mapped(Code::Unavailable).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(json["error"]["code"], "service_unavailable");
+        assert!(json["error"]["message"].is_string());
+
+        let response = ApiError::bad_request("empty_order", "no items").into_response();
+        assert!(response.headers().get(RETRY_AFTER).is_none());
+    }
+}

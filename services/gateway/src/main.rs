@@ -1,0 +1,13 @@
+//! Starts the gateway; everything else is in the library.
+#![forbid(unsafe_code)]
+
+use shipshape_gateway::{Config, run};
+use shipshape_runtime::{logging, shutdown};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    logging::init("gateway");
+    let shutdown = shutdown::on_signal()?;
+    let config = Config::from_env()?;
+    run(config, shutdown).await
+}

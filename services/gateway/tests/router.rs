@@ -1,0 +1,228 @@
+//! The HTTP contract for everything the gateway answers by itself: bad input
+//! and unreachable upstreams. The router is called directly, without a
+//! socket; the upstream URLs point at a port where nothing listens.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{Request, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+use shipshape_gateway::{AppState, Config, MAX_BODY_BYTES, router};
+use tower::ServiceExt;
+
+/// Port 1 (tcpmux) is privileged and unused, so a connection is refused at
+/// once instead of timing out.
+const NOTHING_LISTENS: &str = "http://127.0.0.1:1";
+
+fn app() -> axum::Router {
+    let config = Config {
+        http_addr: ([127, 0, 0, 1], 0).into(),
+        ops_addr: ([127, 0, 0, 1], 0).into(),
+        order_url: NOTHING_LISTENS.into(),
+        inventory_url: NOTHING_LISTENS.into(),
+        upstream_timeout: Duration::from_secs(2),
+    };
+    router(AppState::from_config(&config).expect("state"))
+}
+
+async fn send(request: Request<Body>) -> (Response, Value) {
+    let response = app().oneshot(request).await.expect("infallible");
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "body is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (Response::from_parts(parts, Body::empty()), json)
+}
+
+async fn get(uri: &str) -> (Response, Value) {
+    send(Request::get(uri).body(Body::empty()).expect("request")).await
+}
+
+async fn post_order(content_type: Option<&str>, body: impl Into<Body>) -> (Response, Value) {
+    let mut request = Request::post("/api/v1/orders");
+    if let Some(content_type) = content_type {
+        request = request.header(CONTENT_TYPE, content_type);
+    }
+    send(request.body(body.into()).expect("request")).await
+}
+
+fn order_body() -> Value {
+    json!({
+        "items": [{"sku": "SKU-0001", "quantity": 2}],
+        "payment": {"card_token": "tok_visa"},
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "1 Main St",
+            "line2": "",
+            "city": "Berlin",
+            "postal_code": "10115",
+            "country": "DE"
+        }
+    })
+}
+
+#[track_caller]
+fn assert_error(response: &Response, json: &Value, status: StatusCode, code: &str) {
+    assert_eq!(response.status(), status, "{json}");
+    assert_eq!(json["error"]["code"], code, "{json}");
+    assert!(json["error"]["message"].is_string(), "{json}");
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let (response, json) = post_order(Some("application/json"), "{\"items\": [").await;
+    assert_error(&response, &json, StatusCode::BAD_REQUEST, "invalid_json");
+}
+
+#[tokio::test]
+async fn wrong_types_are_400() {
+    let mut body = order_body();
+    body["items"][0]["quantity"] = json!("two");
+    let (response, json) = post_order(Some("application/json"), body.to_string()).await;
+    assert_error(&response, &json, StatusCode::BAD_REQUEST, "invalid_json");
+}
+
+#[tokio::test]
+async fn unknown_fields_are_400() {
+    let mut body = order_body();
+    body["coupon"] = json!("FREE");
+    let (response, json) = post_order(Some("application/json"), body.to_string()).await;
+    assert_error(&response, &json, StatusCode::BAD_REQUEST, "invalid_json");
+
+    let mut body = order_body();
+    body["items"][0]["quantitiy"] = json!(1);
+    let (response, json) = post_order(Some("application/json"), body.to_string()).await;
+    assert_error(&response, &json, StatusCode::BAD_REQUEST, "invalid_json");
+}
+
+#[tokio::test]
+async fn wrong_or_missing_content_type_is_415() {
+    for content_type in [Some("text/plain"), None] {
+        let (response, json) = post_order(content_type, order_body().to_string()).await;
+        assert_error(
+            &response,
+            &json,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+    }
+}
+
+#[tokio::test]
+async fn empty_order_is_400() {
+    let mut body = order_body();
+    body["items"] = json!([]);
+    let (response, json) = post_order(Some("application/json"), body.to_string()).await;
+    assert_error(&response, &json, StatusCode::BAD_REQUEST, "empty_order");
+}
+
+#[tokio::test]
+async fn invalid_idempotency_key_is_400() {
+    let request = Request::post("/api/v1/orders")
+        .header(CONTENT_TYPE, "application/json")
+        .header("Idempotency-Key", "has a space")
+        .body(Body::from(order_body().to_string()))
+        .expect("request");
+    let (response, json) = send(request).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::BAD_REQUEST,
+        "invalid_idempotency_key",
+    );
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let body = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES));
+    let (response, json) = post_order(Some("application/json"), body).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+}
+
+#[tokio::test]
+async fn invalid_order_id_is_400() {
+    let (response, json) = get("/api/v1/orders/not-a-uuid").await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::BAD_REQUEST,
+        "invalid_order_id",
+    );
+}
+
+#[tokio::test]
+async fn malformed_sku_is_400() {
+    let (response, json) = get("/api/v1/products/sku%201").await;
+    assert_error(&response, &json, StatusCode::BAD_REQUEST, "invalid_sku");
+}
+
+#[tokio::test]
+async fn unknown_route_is_404_json() {
+    let (response, json) = get("/api/v2/teapots").await;
+    assert_error(&response, &json, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn unsupported_method_is_405_json_with_allow() {
+    let request = Request::delete("/api/v1/orders")
+        .body(Body::empty())
+        .expect("request");
+    let (response, json) = send(request).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    assert_eq!(response.headers()[ALLOW], "POST");
+}
+
+#[tokio::test]
+async fn unreachable_order_service_is_503_with_retry_after() {
+    let (response, json) = get("/api/v1/orders/0193b6d2-7c1e-7a3b-9f00-1234567890ab").await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
+    assert_eq!(response.headers()[RETRY_AFTER], "1");
+}
+
+#[tokio::test]
+async fn a_valid_order_reaches_the_upstream() {
+    // Validation passed: the only failure left is the missing order service.
+    let (response, json) = post_order(Some("application/json"), order_body().to_string()).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
+}
+
+#[tokio::test]
+async fn unreachable_inventory_is_503() {
+    for uri in ["/api/v1/products", "/api/v1/products/SKU-0001"] {
+        let (response, json) = get(uri).await;
+        assert_error(
+            &response,
+            &json,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+        );
+        assert_eq!(response.headers()[RETRY_AFTER], "1", "{uri}");
+    }
+}

@@ -1,0 +1,47 @@
+//! The saga deadline: a pending order past its deadline is cancelled
+//! (`timed_out`); steps that complete later compensate themselves.
+
+use std::time::Duration;
+
+use shipshape_runtime::CancellationToken;
+use sqlx::PgPool;
+
+use crate::events::advance;
+use crate::saga::Observation;
+use crate::store;
+
+const BATCH: i64 = 100;
+
+/// Sweeps overdue orders every `interval` until `shutdown`.
+pub async fn sweep(
+    pool: PgPool,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
+        loop {
+            match sweep_batch(&pool).await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "deadline sweep failed; retrying next interval");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn sweep_batch(pool: &PgPool) -> sqlx::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let overdue = store::lock_overdue(&mut tx, BATCH).await?;
+    for order_id in &overdue {
+        advance(&mut tx, *order_id, Observation::DeadlinePassed).await?;
+    }
+    tx.commit().await?;
+    Ok(overdue.len())
+}

@@ -1,0 +1,232 @@
+//! The order API over gRPC: create (idempotent by key) and read orders.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use shipshape_messaging::outbox;
+use shipshape_proto::inventory::PriceSkusRequest;
+use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
+use shipshape_proto::order::order_service_server::OrderService;
+use shipshape_proto::order::{CreateOrderRequest, CreateOrderResponse, GetOrderRequest, Order};
+use shipshape_proto::{Event, error_status, events};
+use shipshape_types::{InvalidValue, Money, OrderId, Sku};
+use sqlx::PgPool;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use crate::events::PRODUCER;
+use crate::placement::{self, OrderRequest, PricedLine};
+use crate::store::{self, NewOrder};
+
+pub struct OrderApi {
+    pool: PgPool,
+    inventory: InventoryServiceClient<Channel>,
+    deadline_secs: f64,
+}
+
+impl OrderApi {
+    pub fn new(
+        pool: PgPool,
+        inventory: InventoryServiceClient<Channel>,
+        deadline_secs: f64,
+    ) -> Self {
+        Self {
+            pool,
+            inventory,
+            deadline_secs,
+        }
+    }
+}
+
+/// Everything the order API can fail with, mapped to gRPC once.
+#[derive(Debug, thiserror::Error)]
+enum OrderApiError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidValue),
+    #[error("this idempotency key was already used for a different request")]
+    KeyReused,
+    #[error("no order {0}")]
+    NotFound(String),
+    #[error("inventory: {}", .0.message())]
+    Inventory(Status),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<OrderApiError> for Status {
+    fn from(error: OrderApiError) -> Self {
+        match error {
+            OrderApiError::Invalid(invalid) => {
+                error_status(Code::InvalidArgument, invalid.code, invalid.message)
+            }
+            OrderApiError::KeyReused => error_status(
+                Code::FailedPrecondition,
+                "idempotency_key_reused",
+                OrderApiError::KeyReused.to_string(),
+            ),
+            OrderApiError::NotFound(_) => {
+                error_status(Code::NotFound, "not_found", error.to_string())
+            }
+            // The catalog's own verdict on the request (e.g. unknown_sku) passes through.
+            OrderApiError::Inventory(status) if status.code() == Code::InvalidArgument => status,
+            OrderApiError::Inventory(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "inventory call failed");
+                error_status(
+                    Code::Unavailable,
+                    "inventory_unavailable",
+                    "inventory is unavailable",
+                )
+            }
+            OrderApiError::Database(e) => {
+                tracing::error!(error = %e, "order database failed");
+                error_status(
+                    Code::Unavailable,
+                    "database_unavailable",
+                    "order database unavailable",
+                )
+            }
+        }
+    }
+}
+
+impl OrderApi {
+    /// The order earlier created under this key, if any. The same key with a
+    /// different request is an error rather than a silent second order.
+    async fn replay(
+        &self,
+        customer_id: &str,
+        key: &str,
+        fingerprint: &[u8],
+    ) -> Result<Option<CreateOrderResponse>, OrderApiError> {
+        let Some((order_id, stored)) =
+            store::find_by_idempotency_key(&self.pool, customer_id, key).await?
+        else {
+            return Ok(None);
+        };
+        if stored != fingerprint {
+            return Err(OrderApiError::KeyReused);
+        }
+        let order = store::load_order(&self.pool, order_id)
+            .await?
+            .ok_or_else(|| OrderApiError::NotFound(order_id.to_string()))?;
+        Ok(Some(CreateOrderResponse {
+            order: Some(order),
+            replayed: true,
+        }))
+    }
+
+    async fn prices(&self, request: &OrderRequest) -> Result<HashMap<Sku, Money>, OrderApiError> {
+        let skus = request
+            .lines
+            .iter()
+            .map(|(sku, _)| sku.to_string())
+            .collect();
+        let response = self
+            .inventory
+            .clone()
+            .price_skus(PriceSkusRequest { skus })
+            .await
+            .map_err(OrderApiError::Inventory)?;
+        Ok(response
+            .into_inner()
+            .prices
+            .iter()
+            .filter_map(|p| {
+                let price = Money::try_from(p.unit_price.as_ref()?).ok()?;
+                Some((Sku::parse(&p.sku).ok()?, price))
+            })
+            .collect())
+    }
+
+    async fn create(&self, raw: CreateOrderRequest) -> Result<CreateOrderResponse, OrderApiError> {
+        let request = placement::validate(&raw)?;
+        // The request without its key identifies "the same request" on retry.
+        let fingerprint = CreateOrderRequest {
+            idempotency_key: String::new(),
+            ..raw
+        }
+        .encode_to_vec();
+        if let Some(key) = &request.idempotency_key
+            && let Some(replayed) = self.replay(&request.customer_id, key, &fingerprint).await?
+        {
+            return Ok(replayed);
+        }
+        let prices = self.prices(&request).await?;
+        let (lines, total) = placement::price(&request.lines, &prices)?;
+        let order_id = OrderId::generate();
+        let new = NewOrder {
+            order_id,
+            request: &request,
+            lines: &lines,
+            total,
+            fingerprint: &fingerprint,
+            deadline_secs: self.deadline_secs,
+        };
+        let mut tx = self.pool.begin().await?;
+        if !store::insert_order(&mut tx, &new).await? {
+            // A concurrent retry with the same key won the insert.
+            tx.rollback().await?;
+            let key = request.idempotency_key.as_deref().unwrap_or_default();
+            return self
+                .replay(&request.customer_id, key, &fingerprint)
+                .await?
+                .ok_or_else(|| OrderApiError::NotFound(key.to_owned()));
+        }
+        let placed = Event::OrderPlaced(order_placed(&request, &lines, total));
+        outbox::enqueue(&mut tx, PRODUCER, order_id, &placed).await?;
+        tx.commit().await?;
+        tracing::info!(%order_id, total = total.amount_minor, "order placed");
+        let order = store::load_order(&self.pool, order_id)
+            .await?
+            .ok_or_else(|| OrderApiError::NotFound(order_id.to_string()))?;
+        Ok(CreateOrderResponse {
+            order: Some(order),
+            replayed: false,
+        })
+    }
+}
+
+fn order_placed(request: &OrderRequest, lines: &[PricedLine], total: Money) -> events::OrderPlaced {
+    events::OrderPlaced {
+        customer_id: request.customer_id.clone(),
+        lines: lines
+            .iter()
+            .map(|l| events::OrderLine {
+                sku: l.sku.to_string(),
+                quantity: l.quantity.get(),
+                unit_price: Some(l.unit_price.into()),
+            })
+            .collect(),
+        total: Some(total.into()),
+        card_token: request.card_token.clone(),
+        shipping_address: Some(request.address.clone().into()),
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    async fn create_order(
+        &self,
+        request: Request<CreateOrderRequest>,
+    ) -> Result<Response<CreateOrderResponse>, Status> {
+        Ok(Response::new(self.create(request.into_inner()).await?))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let order_id: OrderId = request
+            .into_inner()
+            .order_id
+            .parse()
+            .map_err(OrderApiError::Invalid)?;
+        match store::load_order(&self.pool, order_id)
+            .await
+            .map_err(OrderApiError::from)?
+        {
+            Some(order) => Ok(Response::new(order)),
+            None => Err(OrderApiError::NotFound(order_id.to_string()).into()),
+        }
+    }
+}

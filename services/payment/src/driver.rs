@@ -1,0 +1,155 @@
+//! Makes the PSP calls payments wait for. Each call runs under a lease
+//! taken in its own transaction, never inside one, so a slow PSP holds no
+//! locks; a crashed call's lease expires and the call is retried with the
+//! same idempotency key, so the card is never charged twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shipshape_messaging::consumer::backoff;
+use shipshape_runtime::CancellationToken;
+use shipshape_types::OrderId;
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+
+use crate::domain::{CallResult, PspCall};
+use crate::events::publish;
+use crate::psp::{Answer, PspClient};
+use crate::store::{self, CallRecord};
+
+pub struct Driver {
+    pool: PgPool,
+    psp: PspClient,
+    /// How long a claimed call may take before others may retry it.
+    lease_secs: f64,
+    /// Bounds concurrent PSP calls.
+    calls: Semaphore,
+}
+
+impl Driver {
+    pub fn new(
+        pool: PgPool,
+        psp: PspClient,
+        call_timeout: Duration,
+        max_concurrent_calls: usize,
+    ) -> Self {
+        Self {
+            pool,
+            psp,
+            lease_secs: (call_timeout + Duration::from_secs(2)).as_secs_f64(),
+            calls: Semaphore::new(max_concurrent_calls),
+        }
+    }
+
+    /// Drives the order's payment in the background.
+    pub fn kick(self: &Arc<Self>, order_id: OrderId) {
+        let driver = self.clone();
+        tokio::spawn(async move { driver.drive(order_id).await });
+    }
+
+    async fn drive(&self, order_id: OrderId) {
+        loop {
+            match self.call_once(order_id).await {
+                Ok(true) => continue,
+                Ok(false) => return,
+                Err(error) => {
+                    tracing::warn!(%order_id, %error, "payment step failed; the retry sweep picks it up");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Makes one PSP call if the payment waits for one; `true` when another
+    /// call should follow at once (a capture that must now be refunded).
+    async fn call_once(&self, order_id: OrderId) -> sqlx::Result<bool> {
+        let Ok(_permit) = self.calls.acquire().await else {
+            return Ok(false);
+        };
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = store::lock_actionable(&mut tx, order_id).await? else {
+            return Ok(false);
+        };
+        let Some(call) = row.payment.pending_call() else {
+            return Ok(false);
+        };
+        store::claim(&mut tx, order_id, self.lease_secs, call == PspCall::Capture).await?;
+        tx.commit().await?;
+
+        let answer = self.call(&row, call).await;
+
+        let mut tx = self.pool.begin().await?;
+        let Some(mut current) = store::lock(&mut tx, order_id).await? else {
+            return Ok(false);
+        };
+        // The claim marked the capture uncertain in case we crashed; now the
+        // answer says what is actually known.
+        current.payment.capture_uncertain = row.payment.capture_uncertain;
+        if answer.psp_reference.is_some() {
+            current.psp_reference = answer.psp_reference.clone();
+        }
+        let decline_reason = match &answer.result {
+            CallResult::Declined(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        let failed = answer.error.is_some();
+        let notices = current.payment.record(answer.result);
+        let record = CallRecord {
+            decline_reason: decline_reason.as_deref(),
+            error: answer.error.as_deref(),
+            retry_in_secs: if failed {
+                backoff(current.attempts.max(1) as u32).as_secs_f64()
+            } else {
+                0.0
+            },
+        };
+        if let Some(error) = &answer.error {
+            tracing::warn!(%order_id, ?call, error, attempts = current.attempts, "PSP call failed");
+        }
+        store::save_answer(&mut tx, &current, &record).await?;
+        publish(&mut tx, &current, &notices).await?;
+        tx.commit().await?;
+        Ok(!failed && current.payment.pending_call().is_some())
+    }
+
+    async fn call(&self, row: &store::PaymentRow, call: PspCall) -> Answer {
+        let amount = row.amount_minor.unwrap_or_default();
+        let currency = row.currency.as_deref().unwrap_or_default();
+        match call {
+            PspCall::Capture => {
+                let token = row.card_token.as_deref().unwrap_or_default();
+                self.psp
+                    .capture(&row.payment_id.to_string(), amount, currency, token)
+                    .await
+            }
+            PspCall::Refund => {
+                let reference = row.psp_reference.as_deref().unwrap_or_default();
+                let key = format!("refund-{}", row.payment_id);
+                self.psp.refund(&key, reference, amount, currency).await
+            }
+        }
+    }
+
+    /// Retries due calls (failed ones after their backoff, expired leases)
+    /// every `interval` until `shutdown`.
+    pub async fn sweep(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let due = match self.pool.acquire().await {
+                Ok(mut conn) => store::due(&mut conn, 100).await,
+                Err(e) => Err(e),
+            };
+            match due {
+                Ok(ids) => ids.into_iter().for_each(|id| self.kick(id)),
+                Err(error) => tracing::warn!(%error, "payment retry sweep failed"),
+            }
+        }
+    }
+}

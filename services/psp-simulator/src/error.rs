@@ -1,0 +1,113 @@
+//! Every way a request can fail, and how each one looks on the wire:
+//! `{"error": {"code": ..., "message": ...}}` with a stable `code`.
+//!
+//! A decline is not here: it is an answer the processor stands by, stored
+//! under its idempotency key like an approval.
+
+use std::fmt;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// Malformed; sending it again unchanged cannot succeed.
+    InvalidRequest(String),
+    /// The key was first used with a different request.
+    IdempotencyKeyReused(String),
+    /// No approved capture has this `psp_reference`.
+    UnknownCapture(String),
+    CurrencyMismatch {
+        captured: String,
+        requested: String,
+    },
+    RefundExceedsCapture {
+        captured_minor: i64,
+        refunded_minor: i64,
+        requested_minor: i64,
+    },
+    /// Nothing was processed, so the same request may be retried.
+    ProcessorUnavailable,
+    RouteNotFound,
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            Self::UnknownCapture(_) => "unknown_capture",
+            Self::CurrencyMismatch { .. } => "currency_mismatch",
+            Self::RefundExceedsCapture { .. } => "refund_exceeds_capture",
+            Self::ProcessorUnavailable => "processor_unavailable",
+            Self::RouteNotFound => "not_found",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::IdempotencyKeyReused(_)
+            | Self::CurrencyMismatch { .. }
+            | Self::RefundExceedsCapture { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnknownCapture(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::ProcessorUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidRequest(message) => f.write_str(message),
+            Self::IdempotencyKeyReused(key) => write!(
+                f,
+                "idempotency key {key:?} was first used with a different request"
+            ),
+            Self::UnknownCapture(reference) => {
+                write!(f, "no approved capture has psp_reference {reference:?}")
+            }
+            Self::CurrencyMismatch {
+                captured,
+                requested,
+            } => write!(
+                f,
+                "the capture is in {captured}; a refund in {requested} is not possible"
+            ),
+            Self::RefundExceedsCapture {
+                captured_minor,
+                refunded_minor,
+                requested_minor,
+            } => write!(
+                f,
+                "refunding {requested_minor} would exceed the capture: \
+                 {refunded_minor} of {captured_minor} already refunded"
+            ),
+            Self::ProcessorUnavailable => {
+                f.write_str("the processor is unavailable; the request was not processed")
+            }
+            Self::RouteNotFound => f.write_str("no such route"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A body that is not JSON, or not the expected shape, is the caller's
+/// mistake like any other, and gets the same JSON error (axum's own
+/// rejection would answer in plain text).
+impl From<JsonRejection> for Error {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::InvalidRequest(rejection.body_text())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        (self.status(), Json(body)).into_response()
+    }
+}

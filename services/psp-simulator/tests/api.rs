@@ -1,0 +1,489 @@
+//! The simulator's HTTP contract, exercised through its router without a
+//! socket. Tests that involve waiting run on paused time.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use shipshape_psp_simulator::{Psp, router};
+use shipshape_runtime::CancellationToken;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+const SLOW_CARD_DELAY: Duration = Duration::from_secs(2);
+
+struct Simulator {
+    app: Router,
+    shutdown: CancellationToken,
+}
+
+impl Simulator {
+    fn new() -> Self {
+        let shutdown = CancellationToken::new();
+        let app = router(Psp::new(SLOW_CARD_DELAY, shutdown.clone()));
+        Self { app, shutdown }
+    }
+
+    /// A request that owns what it needs, so it can run in its own task.
+    fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> impl Future<Output = (StatusCode, Value)> + Send + 'static {
+        let request = match body {
+            Some(body) => json_request(method, uri, body.to_string()),
+            None => Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .expect("request"),
+        };
+        call(self.app.clone(), request)
+    }
+
+    async fn post(&self, uri: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::POST, uri, Some(&body)).await
+    }
+
+    async fn put(&self, uri: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::PUT, uri, Some(&body)).await
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, uri, None).await
+    }
+
+    async fn ledger(&self) -> Value {
+        let (status, ledger) = self.get("/admin/ledger").await;
+        assert_eq!(status, StatusCode::OK);
+        ledger
+    }
+
+    async fn captures(&self) -> Vec<Value> {
+        self.ledger().await["captures"]
+            .as_array()
+            .expect("captures")
+            .clone()
+    }
+}
+
+fn json_request(method: Method, uri: &str, body: String) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request")
+}
+
+async fn call(app: Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app.oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {bytes:?}"));
+    (status, body)
+}
+
+fn capture(key: &str, amount_minor: i64, token: &str) -> Value {
+    json!({ "idempotency_key": key, "amount_minor": amount_minor, "currency": "EUR", "card_token": token })
+}
+
+fn refund(key: &str, psp_reference: &Value, amount_minor: i64) -> Value {
+    json!({ "idempotency_key": key, "psp_reference": psp_reference, "amount_minor": amount_minor, "currency": "EUR" })
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected_status: StatusCode, code: &str) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn an_approved_capture_is_replayed_and_charged_once() {
+    let psp = Simulator::new();
+    let (status, body) = psp
+        .post("/v1/captures", capture("order-1", 1999, "tok_visa"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "approved");
+    assert_eq!(body["amount_minor"], 1999);
+    assert_eq!(body["currency"], "EUR");
+    let reference = body["psp_reference"].as_str().expect("reference");
+    assert!(reference.starts_with("psp_"), "{reference}");
+
+    let (replay_status, replay) = psp
+        .post("/v1/captures", capture("order-1", 1999, "tok_visa"))
+        .await;
+    assert_eq!(replay_status, status);
+    assert_eq!(replay, body);
+
+    let captures = psp.captures().await;
+    assert_eq!(captures.len(), 1);
+    let entry = &captures[0];
+    assert_eq!(entry["idempotency_key"], "order-1");
+    assert_eq!(entry["psp_reference"], reference);
+    assert_eq!(entry["card_token"], "tok_visa");
+    assert_eq!(entry["status"], "approved");
+    assert!(entry["at_micros"].as_u64().is_some_and(|at| at > 0));
+}
+
+#[tokio::test]
+async fn every_other_tok_token_is_approved() {
+    let psp = Simulator::new();
+    for (key, token) in [("a", "tok_mastercard"), ("b", "tok_anything_else")] {
+        let (status, body) = psp.post("/v1/captures", capture(key, 500, token)).await;
+        assert_eq!(status, StatusCode::OK, "{token}: {body}");
+        assert_eq!(body["status"], "approved");
+    }
+}
+
+#[tokio::test]
+async fn declines_are_402_and_replayed() {
+    let psp = Simulator::new();
+    for (token, reason) in [
+        ("tok_decline", "card_declined"),
+        ("tok_insufficient_funds", "insufficient_funds"),
+    ] {
+        for _attempt in 0..2 {
+            let (status, body) = psp.post("/v1/captures", capture(token, 1999, token)).await;
+            assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+            assert_eq!(body, json!({ "status": "declined", "reason": reason }));
+        }
+    }
+    let captures = psp.captures().await;
+    assert_eq!(captures.len(), 2);
+    assert_eq!(captures[0]["status"], "declined");
+    assert_eq!(captures[0]["reason"], "card_declined");
+    assert!(captures[0]["psp_reference"].is_null());
+}
+
+#[tokio::test]
+async fn a_reused_key_with_a_different_request_is_422() {
+    let psp = Simulator::new();
+    psp.post("/v1/captures", capture("order-1", 1999, "tok_visa"))
+        .await;
+    let (status, body) = psp
+        .post("/v1/captures", capture("order-1", 2999, "tok_visa"))
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+    assert_eq!(psp.captures().await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_unavailable_processor_is_503_and_stores_nothing() {
+    let psp = Simulator::new();
+    for _attempt in 0..2 {
+        let (status, body) = psp
+            .post("/v1/captures", capture("order-1", 1999, "tok_unavailable"))
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "processor_unavailable",
+        );
+    }
+    assert!(psp.captures().await.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_captures_are_400() {
+    let psp = Simulator::new();
+    let invalid = [
+        capture("", 1999, "tok_visa"),
+        capture("k", 0, "tok_visa"),
+        capture("k", -1, "tok_visa"),
+        capture("k", 1999, "visa"),
+        json!({ "idempotency_key": "k", "amount_minor": 1999, "currency": "eur", "card_token": "tok_visa" }),
+        json!({ "idempotency_key": "k", "amount_minor": 1999, "currency": "EURO", "card_token": "tok_visa" }),
+        json!({ "idempotency_key": "k", "amount_minor": 19.99, "currency": "EUR", "card_token": "tok_visa" }),
+        json!({ "idempotency_key": "k", "currency": "EUR", "card_token": "tok_visa" }),
+        json!([]),
+    ];
+    for body in invalid {
+        let (status, answer) = psp.post("/v1/captures", body.clone()).await;
+        assert_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    assert!(psp.captures().await.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_or_untyped_bodies_get_a_json_400() {
+    let psp = Simulator::new();
+    for uri in ["/v1/captures", "/v1/refunds", "/admin/faults"] {
+        let method = if uri == "/admin/faults" {
+            Method::PUT
+        } else {
+            Method::POST
+        };
+        let malformed = json_request(method.clone(), uri, "{\"idempotency_key\": ".to_owned());
+        let (status, body) = call(psp.app.clone(), malformed).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+
+        let untyped = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(capture("k", 1, "tok_visa").to_string()))
+            .expect("request");
+        let (status, body) = call(psp.app.clone(), untyped).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn refunds_are_bounded_by_the_capture_and_replayed() {
+    let psp = Simulator::new();
+    let (_, captured) = psp
+        .post("/v1/captures", capture("order-1", 1000, "tok_visa"))
+        .await;
+    let reference = &captured["psp_reference"];
+
+    let (status, body) = psp
+        .post("/v1/refunds", refund("refund-1", reference, 700))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "refunded");
+    assert_eq!(&body["psp_reference"], reference);
+    assert!(
+        body["refund_reference"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("rf_")),
+        "{body}"
+    );
+
+    let (replay_status, replay) = psp
+        .post("/v1/refunds", refund("refund-1", reference, 700))
+        .await;
+    assert_eq!(replay_status, StatusCode::OK);
+    assert_eq!(replay, body);
+
+    let (status, body) = psp
+        .post("/v1/refunds", refund("refund-2", reference, 301))
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "refund_exceeds_capture",
+    );
+    let (status, _) = psp
+        .post("/v1/refunds", refund("refund-2", reference, 300))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let refunds = psp.ledger().await["refunds"]
+        .as_array()
+        .expect("refunds")
+        .clone();
+    assert_eq!(refunds.len(), 2);
+    assert_eq!(refunds[0]["idempotency_key"], "refund-1");
+    assert_eq!(&refunds[0]["psp_reference"], reference);
+    assert_eq!(refunds[0]["amount_minor"], 700);
+    assert_eq!(refunds[0]["currency"], "EUR");
+    assert_eq!(refunds[0]["refund_reference"], replay["refund_reference"]);
+}
+
+#[tokio::test]
+async fn refund_errors() {
+    let psp = Simulator::new();
+    let (status, body) = psp
+        .post(
+            "/v1/refunds",
+            refund("refund-1", &json!("psp_unknown"), 100),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_capture");
+
+    let (_, captured) = psp
+        .post("/v1/captures", capture("order-1", 1000, "tok_visa"))
+        .await;
+    let mut in_dollars = refund("refund-2", &captured["psp_reference"], 100);
+    in_dollars["currency"] = json!("USD");
+    let (status, body) = psp.post("/v1/refunds", in_dollars).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "currency_mismatch",
+    );
+
+    let (status, body) = psp
+        .post(
+            "/v1/refunds",
+            refund("refund-3", &captured["psp_reference"], 0),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn faults_are_read_replaced_and_validated() {
+    let psp = Simulator::new();
+    let off = json!({ "latency_ms": 0, "error_rate": 0.0, "lose_response_rate": 0.0 });
+    assert_eq!(
+        psp.get("/admin/faults").await,
+        (StatusCode::OK, off.clone())
+    );
+
+    let some = json!({ "latency_ms": 150, "error_rate": 0.25, "lose_response_rate": 0.5 });
+    assert_eq!(
+        psp.put("/admin/faults", some.clone()).await,
+        (StatusCode::OK, some.clone())
+    );
+    assert_eq!(
+        psp.get("/admin/faults").await,
+        (StatusCode::OK, some.clone())
+    );
+
+    for invalid in [
+        json!({ "error_rate": 1.5 }),
+        json!({ "error_rate": -0.1 }),
+        json!({ "lose_response_rate": 7 }),
+        json!({ "latency_ms": -1 }),
+        json!({ "latency_ms": 3_600_000 }),
+        json!({ "error_rat": 0.5 }),
+        json!({ "error_rate": "half" }),
+    ] {
+        let (status, body) = psp.put("/admin/faults", invalid.clone()).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    assert_eq!(psp.get("/admin/faults").await, (StatusCode::OK, some));
+
+    // A PUT replaces everything: what it leaves out is switched off.
+    let (_, only_errors) = psp.put("/admin/faults", json!({ "error_rate": 0.5 })).await;
+    assert_eq!(
+        only_errors,
+        json!({ "latency_ms": 0, "error_rate": 0.5, "lose_response_rate": 0.0 })
+    );
+}
+
+#[tokio::test]
+async fn an_injected_error_is_503_and_processes_nothing() {
+    let psp = Simulator::new();
+    psp.put("/admin/faults", json!({ "error_rate": 1.0 })).await;
+    let (status, body) = psp
+        .post("/v1/captures", capture("order-1", 1999, "tok_visa"))
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "processor_unavailable",
+    );
+    assert!(psp.captures().await.is_empty());
+
+    psp.put("/admin/faults", json!({})).await;
+    let (status, _) = psp
+        .post("/v1/captures", capture("order-1", 1999, "tok_visa"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_delays_every_v1_answer() {
+    let psp = Simulator::new();
+    psp.put("/admin/faults", json!({ "latency_ms": 750 })).await;
+
+    let started = Instant::now();
+    let (status, _) = psp
+        .post("/v1/captures", capture("order-1", 1999, "tok_visa"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(started.elapsed(), Duration::from_millis(750));
+
+    let started = Instant::now();
+    let (status, _) = psp
+        .post("/v1/captures", capture("order-2", 1999, "tok_amex"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(started.elapsed(), Duration::from_millis(750));
+
+    let started = Instant::now();
+    psp.get("/admin/ledger").await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_card_is_charged_on_arrival_and_answered_late() {
+    let psp = Simulator::new();
+    let started = Instant::now();
+    let answer = tokio::spawn(psp.send(
+        Method::POST,
+        "/v1/captures",
+        Some(&capture("order-1", 1999, "tok_slow")),
+    ));
+
+    tokio::time::sleep(SLOW_CARD_DELAY / 2).await;
+    assert!(!answer.is_finished());
+    assert_eq!(psp.captures().await.len(), 1);
+
+    let (status, body) = answer.await.expect("request task");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "approved");
+    assert_eq!(started.elapsed(), SLOW_CARD_DELAY);
+
+    // A retry (after the caller timed out, say) is answered from the record.
+    let started = Instant::now();
+    let (status, replay) = psp
+        .post("/v1/captures", capture("order-1", 1999, "tok_slow"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replay, body);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_still_charges_and_shutdown_releases_it() {
+    let psp = Simulator::new();
+    psp.put("/admin/faults", json!({ "lose_response_rate": 1.0 }))
+        .await;
+    let answer = tokio::spawn(psp.send(
+        Method::POST,
+        "/v1/captures",
+        Some(&capture("order-1", 1999, "tok_visa")),
+    ));
+
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!answer.is_finished(), "the answer should still be held");
+    let captures = psp.captures().await;
+    assert_eq!(captures.len(), 1);
+
+    psp.shutdown.cancel();
+    let (status, body) = answer.await.expect("request task");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["psp_reference"], captures[0]["psp_reference"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_a_slow_answer_early() {
+    let psp = Simulator::new();
+    let answer = tokio::spawn(psp.send(
+        Method::POST,
+        "/v1/captures",
+        Some(&capture("order-1", 1999, "tok_slow")),
+    ));
+    tokio::task::yield_now().await;
+    let started = Instant::now();
+    psp.shutdown.cancel();
+    let (status, _) = answer.await.expect("request task");
+    assert_eq!(status, StatusCode::OK);
+    assert!(started.elapsed() < SLOW_CARD_DELAY);
+}
+
+#[tokio::test]
+async fn unknown_routes_are_a_json_404() {
+    let psp = Simulator::new();
+    let (status, body) = psp.get("/v1/payments").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}

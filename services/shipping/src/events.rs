@@ -1,0 +1,153 @@
+//! Learns each order's destination, payment and cancellation from saga
+//! events, and schedules (or refuses) its shipment.
+
+use shipshape_messaging::{HandleError, Handler, Incoming, inbox, outbox};
+use shipshape_proto::{Event, events};
+use shipshape_types::{CountryCode, OrderId};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::{Coverage, Notice, Shipment, ShipmentStatus};
+
+pub const PRODUCER: &str = "shipping";
+
+pub struct ShippingEvents {
+    pool: PgPool,
+    coverage: Coverage,
+}
+
+impl ShippingEvents {
+    pub fn new(pool: PgPool, coverage: Coverage) -> Self {
+        Self { pool, coverage }
+    }
+}
+
+/// What one event teaches about an order's shipment.
+#[derive(Default)]
+struct Facts<'a> {
+    address: Option<&'a shipshape_proto::common::Address>,
+    paid: bool,
+    cancelled: bool,
+}
+
+impl Handler for ShippingEvents {
+    async fn handle(&self, message: Incoming) -> Result<(), HandleError> {
+        let facts = match &message.event {
+            Event::OrderPlaced(placed) => Facts {
+                address: placed.shipping_address.as_ref(),
+                ..Facts::default()
+            },
+            Event::PaymentCaptured(_) => Facts {
+                paid: true,
+                ..Facts::default()
+            },
+            Event::OrderCancelled(_) => Facts {
+                cancelled: true,
+                ..Facts::default()
+            },
+            _ => return Ok(()),
+        };
+        let mut tx = self.pool.begin().await?;
+        if !inbox::first_delivery(&mut tx, message.event_id, message.event.type_name()).await? {
+            return Ok(());
+        }
+        let (shipment_id, mut shipment) = learn(&mut tx, message.order_id, &facts).await?;
+        let before = shipment.status;
+        let notice = shipment.settle(&self.coverage);
+        if shipment.status != before {
+            save(&mut tx, message.order_id, &shipment, notice.as_ref()).await?;
+        }
+        if let Some(notice) = notice {
+            tracing::info!(order_id = %message.order_id, ?notice, "shipment decided");
+            let event = match notice {
+                Notice::Scheduled { carrier } => {
+                    Event::ShipmentScheduled(events::ShipmentScheduled {
+                        shipment_id: shipment_id.to_string(),
+                        carrier: carrier.to_owned(),
+                    })
+                }
+                Notice::Failed { reason } => Event::ShipmentFailed(events::ShipmentFailed {
+                    reason: reason.to_owned(),
+                }),
+            };
+            outbox::enqueue(&mut tx, PRODUCER, message.order_id, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Records `facts` (creating the shipment on first sight) and returns it,
+/// locked for the rest of the transaction.
+async fn learn(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+    facts: &Facts<'_>,
+) -> Result<(Uuid, Shipment), HandleError> {
+    let country = facts.address.map(|a| a.country.as_str());
+    let (shipment_id, country, paid, cancelled, status): (Uuid, Option<String>, bool, bool, String) =
+        sqlx::query_as(
+            "INSERT INTO shipments AS s (order_id, shipment_id, country, shipping_address, paid, cancelled, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'WAITING') \
+             ON CONFLICT (order_id) DO UPDATE SET \
+               country = COALESCE(s.country, EXCLUDED.country), \
+               shipping_address = COALESCE(s.shipping_address, EXCLUDED.shipping_address), \
+               paid = s.paid OR EXCLUDED.paid, cancelled = s.cancelled OR EXCLUDED.cancelled, \
+               updated_at = now() \
+             RETURNING shipment_id, country, paid, cancelled, status",
+        )
+        .bind(order_id.as_uuid())
+        .bind(Uuid::now_v7())
+        .bind(country)
+        .bind(facts.address.map(|a| Json(serde_json::json!({
+            "name": a.name, "line1": a.line1, "line2": a.line2,
+            "city": a.city, "postal_code": a.postal_code, "country": a.country,
+        }))))
+        .bind(facts.paid)
+        .bind(facts.cancelled)
+        .fetch_one(conn)
+        .await?;
+    let status = ShipmentStatus::parse(&status)
+        .ok_or_else(|| HandleError::Other(format!("shipment has unknown status {status}")))?;
+    // A malformed country is an unserved one: the shipment fails, visibly.
+    let destination = country.map(|c| CountryCode::parse(&c).unwrap_or_else(|_| unknown_country()));
+    Ok((
+        shipment_id,
+        Shipment {
+            status,
+            destination,
+            paid,
+            cancelled,
+        },
+    ))
+}
+
+/// ISO 3166 reserves `ZZ` for unknown territory; no coverage list serves it.
+fn unknown_country() -> CountryCode {
+    CountryCode::parse("ZZ").unwrap_or_else(|_| unreachable!("ZZ is well formed"))
+}
+
+async fn save(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+    shipment: &Shipment,
+    notice: Option<&Notice>,
+) -> sqlx::Result<()> {
+    let (carrier, reason) = match notice {
+        Some(Notice::Scheduled { carrier }) => (Some(*carrier), None),
+        Some(Notice::Failed { reason }) => (None, Some(*reason)),
+        None => (None, None),
+    };
+    sqlx::query(
+        "UPDATE shipments SET status = $2, carrier = COALESCE($3, carrier), \
+         failure_reason = COALESCE($4, failure_reason), updated_at = now() WHERE order_id = $1",
+    )
+    .bind(order_id.as_uuid())
+    .bind(shipment.status.as_str())
+    .bind(carrier)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! The consumer loop: at-least-once delivery turned into exactly-once effects
+//! by handlers that record event ids in their own transaction ([`crate::inbox`]).
+//!
+//! Messages of one partition are handled one at a time, in order; different
+//! partitions are handled concurrently by a fixed set of workers. A
+//! message's offset is stored only after its handler committed, so a crash
+//! redelivers it. A message that cannot be decoded, or fails
+//! `max_attempts` times, goes to the dead-letter topic and the partition
+//! moves on.
+
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::Message;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use shipshape_runtime::ops::CheckFuture;
+
+use crate::envelope::{self, Incoming};
+use crate::{DEAD_LETTER_TOPIC, KafkaSettings};
+
+/// Why a handler did not complete. Every failure is retried with backoff;
+/// one that persists is dead-lettered.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Applies one event's effect.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, message: Incoming) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// Whether the consumer has joined its group, i.e. received an assignment
+/// (possibly empty: a group may have more members than partitions). Until
+/// then events sit unconsumed, so the service is not ready.
+#[derive(Clone, Default)]
+pub struct GroupMembership {
+    joined: Arc<AtomicBool>,
+}
+
+impl ClientContext for GroupMembership {}
+
+impl ConsumerContext for GroupMembership {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(
+                    partitions = partitions.count(),
+                    "consumer group assignment received"
+                );
+                self.joined.store(true, Ordering::Release);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => tracing::warn!(%error, "consumer group rebalance failed"),
+        }
+    }
+}
+
+impl GroupMembership {
+    /// A readiness check that passes once the group was joined.
+    pub fn check(&self) -> impl Fn() -> CheckFuture + Send + Sync + 'static {
+        let joined = self.joined.clone();
+        move || {
+            let joined = joined.load(Ordering::Acquire);
+            Box::pin(async move {
+                if joined {
+                    Ok(())
+                } else {
+                    Err("not yet assigned partitions by the consumer group".to_owned())
+                }
+            })
+        }
+    }
+}
+
+pub struct ConsumerLoop<H> {
+    membership: GroupMembership,
+    settings: KafkaSettings,
+    topics: Vec<&'static str>,
+    handler: Arc<H>,
+    dead_letters: FutureProducer,
+}
+
+const RETRY_BASE: Duration = Duration::from_millis(50);
+const RETRY_CAP: Duration = Duration::from_secs(5);
+
+impl<H: Handler> ConsumerLoop<H> {
+    pub fn new(
+        settings: KafkaSettings,
+        topics: Vec<&'static str>,
+        handler: H,
+        dead_letters: FutureProducer,
+    ) -> Self {
+        Self {
+            membership: GroupMembership::default(),
+            settings,
+            topics,
+            handler: Arc::new(handler),
+            dead_letters,
+        }
+    }
+
+    /// Readiness of this consumer: see [`GroupMembership`].
+    pub fn membership_check(&self) -> impl Fn() -> CheckFuture + Send + Sync + 'static {
+        self.membership.check()
+    }
+
+    /// Consumes until `shutdown`, then commits what was handled and leaves
+    /// the group, so the next member resumes exactly there.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let consumer = Arc::new(self.settings.consumer(self.membership.clone())?);
+        consumer.subscribe(&self.topics)?;
+        tracing::info!(topics = ?self.topics, group = %self.settings.group_id, "consuming");
+
+        let mut lanes = Vec::with_capacity(self.settings.concurrency);
+        let mut workers = Vec::with_capacity(self.settings.concurrency);
+        for _ in 0..self.settings.concurrency {
+            let (tx, rx) = mpsc::channel::<OwnedMessage>(64);
+            lanes.push(tx);
+            let worker = Worker {
+                consumer: consumer.clone(),
+                handler: self.handler.clone(),
+                dead_letters: self.dead_letters.clone(),
+                group: self.settings.group_id.clone(),
+                max_attempts: self.settings.max_attempts,
+                shutdown: shutdown.clone(),
+            };
+            workers.push(tokio::spawn(worker.run(rx)));
+        }
+
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = consumer.recv() => received,
+            };
+            let message = match received {
+                Ok(m) => m.detach(),
+                Err(error) => {
+                    tracing::warn!(%error, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let lane = lane_of(message.topic(), message.partition(), lanes.len());
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                sent = lanes[lane].send(message) => if sent.is_err() { break },
+            }
+        }
+
+        drop(lanes);
+        for worker in workers {
+            let _ = worker.await;
+        }
+        leave_group(consumer).await;
+        Ok(())
+    }
+}
+
+/// The worker for a partition: always the same one, which keeps its order.
+fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    (topic, partition).hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
+}
+
+/// Commits stored offsets, leaves the group and closes the client. A plain
+/// drop of a group consumer can block for minutes (rust-rdkafka #509), so
+/// the assignment is drained first and the drop runs off the async runtime
+/// with a watchdog.
+async fn leave_group(consumer: Arc<StreamConsumer<GroupMembership>>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => tracing::warn!(%error, "final offset commit failed"),
+    }
+    consumer.unsubscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while consumer
+        .assignment()
+        .map(|a| a.count() > 0)
+        .unwrap_or(false)
+        && tokio::time::Instant::now() < deadline
+    {
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
+    let closing = tokio::task::spawn_blocking(move || drop(consumer));
+    if tokio::time::timeout(Duration::from_secs(20), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("Kafka consumer did not close within 20 s; exiting anyway");
+    }
+}
+
+struct Worker<H> {
+    consumer: Arc<StreamConsumer<GroupMembership>>,
+    handler: Arc<H>,
+    dead_letters: FutureProducer,
+    group: String,
+    max_attempts: u32,
+    shutdown: CancellationToken,
+}
+
+impl<H: Handler> Worker<H> {
+    async fn run(self, mut messages: mpsc::Receiver<OwnedMessage>) {
+        while let Some(message) = messages.recv().await {
+            if self.shutdown.is_cancelled() {
+                // Not handled, offset not stored: redelivered after restart.
+                return;
+            }
+            let done = match message.payload().map(envelope::open) {
+                None => self.dead_letter(&message, "empty message").await,
+                Some(Err(error)) => self.dead_letter(&message, &error.to_string()).await,
+                Some(Ok(incoming)) => self.handle_with_retries(&message, incoming).await,
+            };
+            if !done {
+                return;
+            }
+            if let Err(error) =
+                self.consumer
+                    .store_offset(message.topic(), message.partition(), message.offset())
+            {
+                // The partition was revoked meanwhile; its new owner redelivers.
+                tracing::debug!(%error, "offset not stored");
+            }
+        }
+    }
+
+    /// `true` once the message is handled or dead-lettered; `false` when
+    /// shutdown interrupted the retries.
+    async fn handle_with_retries(&self, message: &OwnedMessage, incoming: Incoming) -> bool {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.handler.handle(incoming.clone()).await {
+                Ok(()) => return true,
+                Err(error) => error,
+            };
+            if attempt >= self.max_attempts {
+                let reason = format!("failed {attempt} times, last: {error}");
+                return self.dead_letter(message, &reason).await;
+            }
+            let delay = backoff(attempt);
+            tracing::warn!(
+                %error, attempt, event_type = incoming.event.type_name(),
+                order_id = %incoming.order_id, retry_in_ms = delay.as_millis() as u64,
+                "handler failed"
+            );
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Publishes the message unchanged to the dead-letter topic, with where it
+    /// came from and why in headers. Retries until the broker takes it.
+    async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> bool {
+        tracing::error!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason,
+            "dead-lettering message"
+        );
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "dlq.source.topic",
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: "dlq.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "dlq.source.offset",
+                value: Some(&offset),
+            })
+            .insert(Header {
+                key: "dlq.consumer.group",
+                value: Some(&self.group),
+            })
+            .insert(Header {
+                key: "dlq.error",
+                value: Some(reason),
+            });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut record = FutureRecord::to(DEAD_LETTER_TOPIC).headers(headers.clone());
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            match self
+                .dead_letters
+                .send(record, Duration::from_secs(10))
+                .await
+            {
+                Ok(_) => return true,
+                Err((error, _)) => tracing::warn!(%error, "dead-letter publish failed"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(backoff(attempt)) => {}
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: uniform in `[0, min(cap, base·2^n)]`.
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling = RETRY_BASE
+        .saturating_mul(1 << attempt.min(16))
+        .min(RETRY_CAP);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_within_its_jittered_ceiling() {
+        for attempt in 1..40 {
+            let ceiling = RETRY_BASE
+                .saturating_mul(1 << attempt.min(16))
+                .min(RETRY_CAP);
+            for _ in 0..100 {
+                assert!(backoff(attempt) <= ceiling);
+            }
+        }
+    }
+
+    #[test]
+    fn a_partition_always_maps_to_the_same_lane() {
+        for partition in 0..16 {
+            let lane = lane_of("order.events", partition, 4);
+            assert!(lane < 4);
+            assert_eq!(lane, lane_of("order.events", partition, 4));
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The transactional outbox: [`enqueue`] writes an event in the caller's
+//! transaction; [`OutboxRelay`] publishes committed rows, in order.
+
+use std::time::Duration;
+
+use prost::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use shipshape_proto::Event;
+use shipshape_types::OrderId;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope;
+
+/// The channel the relay listens on. NOTIFY inside a transaction is
+/// delivered at commit, so the relay wakes exactly when rows become visible.
+const CHANNEL: &str = "shipshape_outbox";
+/// Serialises relays of replicas sharing one database, so rows are published
+/// in id order even when several relays run.
+const RELAY_LOCK_KEY: i64 = 0x5348_4950_4f55_5442; // "SHIPOUTB"
+
+/// Adds `event` for `order_id` to the outbox inside the caller's transaction.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    producer: &str,
+    order_id: OrderId,
+    event: &Event,
+) -> sqlx::Result<()> {
+    let envelope = envelope::seal(producer, order_id, event);
+    sqlx::query(
+        "WITH row AS (INSERT INTO outbox (topic, message_key, payload) VALUES ($1, $2, $3)) \
+         SELECT pg_notify($4, '')",
+    )
+    .bind(event.topic())
+    .bind(order_id.to_string())
+    .bind(envelope.encode_to_vec())
+    .bind(CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Publishes outbox rows to Kafka and deletes them once acknowledged.
+pub struct OutboxRelay {
+    pool: PgPool,
+    producer: FutureProducer,
+    batch_size: i64,
+    /// Polled even without a notification, in case one was missed while
+    /// the listening connection was down.
+    poll_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("publishing to {topic}: {reason}")]
+    Publish { topic: String, reason: String },
+}
+
+impl OutboxRelay {
+    pub fn new(pool: PgPool, producer: FutureProducer) -> Self {
+        Self {
+            pool,
+            producer,
+            batch_size: 256,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Relays until `shutdown`; a batch under way is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = self.listen().await;
+        let mut backoff = Duration::from_millis(50);
+        while !shutdown.is_cancelled() {
+            match self.publish_batch().await {
+                Ok(published) if published as i64 == self.batch_size => continue,
+                Ok(_) => backoff = Duration::from_millis(50),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                woke = notified => {
+                    if let Err(error) = woke {
+                        tracing::warn!(%error, "outbox listener lost; reconnecting");
+                        listener = self.listen().await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match connected.await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for outbox rows; polling only");
+                None
+            }
+        }
+    }
+
+    /// Publishes up to one batch; returns how many rows it published.
+    async fn publish_batch(&self) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        let rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, topic, message_key, payload FROM outbox ORDER BY id LIMIT $1",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // Hand the whole batch to the producer before awaiting any delivery:
+        // the idempotent producer keeps per-partition order, and the batch
+        // costs one round trip instead of one per row.
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for (_, topic, key, payload) in &rows {
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            let delivery =
+                self.producer
+                    .send_result(record)
+                    .map_err(|(e, _)| RelayError::Publish {
+                        topic: topic.clone(),
+                        reason: e.to_string(),
+                    })?;
+            deliveries.push((topic, delivery));
+        }
+        for (topic, delivery) in deliveries {
+            let failure = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e.to_string(),
+                Err(_) => "delivery cancelled".to_owned(),
+            };
+            return Err(RelayError::Publish {
+                topic: topic.clone(),
+                reason: failure,
+            });
+        }
+        let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::debug!(published = ids.len(), "outbox batch published");
+        Ok(ids.len())
+    }
+}

@@ -1,0 +1,85 @@
+//! The Postgres pool and migrations.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::CheckFuture;
+
+/// Connects, retrying while the database is not up yet (a container start
+/// race is normal), until the process is asked to shut down.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<PgPool> {
+    let options = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(3));
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match options.clone().connect(url).await {
+            Ok(pool) => return Ok(pool),
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database not reachable");
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("shut down before the database was reachable: {error}"),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs each migrator in turn. sqlx holds a Postgres advisory lock while it
+/// migrates, so replicas starting together apply each migration once. The
+/// migrators share one history table, so each ignores the others' versions.
+pub async fn migrate(pool: &PgPool, migrators: &[&Migrator]) -> anyhow::Result<()> {
+    for migrator in migrators {
+        let mut migrator = Migrator {
+            migrations: migrator.migrations.clone(),
+            ..Migrator::DEFAULT
+        };
+        migrator.set_ignore_missing(true);
+        migrator.run(pool).await.context("running migrations")?;
+    }
+    Ok(())
+}
+
+/// A readiness check: the pool can run a query within a second.
+pub fn check(pool: PgPool) -> impl Fn() -> CheckFuture + Send + Sync + 'static {
+    move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let query = sqlx::query("SELECT 1").execute(&pool);
+            match tokio::time::timeout(Duration::from_secs(1), query).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer within 1 s".to_owned()),
+            }
+        })
+    }
+}
+
+/// `DATABASE_URL` (default: the service's local development database) and
+/// `DATABASE_MAX_CONNECTIONS` (default 10).
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    pub fn from_env(service: &str) -> anyhow::Result<Self> {
+        let local = format!("postgres://shipshape_{service}@127.0.0.1:5432/shipshape_{service}");
+        Ok(Self {
+            url: crate::config::string_or("DATABASE_URL", &local)?,
+            max_connections: crate::config::var_or("DATABASE_MAX_CONNECTIONS", 10)?,
+        })
+    }
+}

@@ -1,0 +1,15 @@
+//! The process plumbing every Shipshape binary shares, so a service's
+//! `main.rs` only wires: config → logging → pool and migrations → broker →
+//! servers → shutdown.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod database;
+pub mod logging;
+pub mod ops;
+pub mod shutdown;
+pub mod tasks;
+
+pub use ops::Readiness;
+pub use tasks::Tasks;
+pub use tokio_util::sync::CancellationToken;

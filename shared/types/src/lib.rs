@@ -1,0 +1,331 @@
+//! Domain newtypes. Each validates once, at the edge; past that the type is
+//! the proof that the value is well formed.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use shipshape_proto::common;
+use uuid::Uuid;
+
+/// Why a value was rejected; the `code` is stable and shown to API clients.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidValue {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl InvalidValue {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Identifies one order across every service and event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OrderId(Uuid);
+
+impl OrderId {
+    /// A new, time-ordered id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for OrderId {
+    fn from(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
+impl FromStr for OrderId {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| InvalidValue::new("invalid_order_id", format!("`{s}` is not a UUID")))
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A stock-keeping unit: 1 to 32 upper-case letters, digits and dashes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sku(String);
+
+impl Sku {
+    pub const MAX_LEN: usize = 32;
+
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        let well_formed = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+        if well_formed {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidValue::new(
+                "invalid_sku",
+                format!("sku `{s}` must be 1-32 characters of A-Z, 0-9 and '-'"),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Sku {
+    type Error = InvalidValue;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Sku> for String {
+    fn from(sku: Sku) -> Self {
+        sku.0
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Units of one product on an order line: 1 to [`Quantity::MAX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Quantity(i64);
+
+impl Quantity {
+    pub const MAX: i64 = 100;
+
+    pub fn new(units: i64) -> Result<Self, InvalidValue> {
+        if (1..=Self::MAX).contains(&units) {
+            Ok(Self(units))
+        } else {
+            Err(InvalidValue::new(
+                "invalid_quantity",
+                format!("quantity {units} must be between 1 and {}", Self::MAX),
+            ))
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Quantity {
+    type Error = InvalidValue;
+
+    fn try_from(units: i64) -> Result<Self, Self::Error> {
+        Self::new(units)
+    }
+}
+
+impl From<Quantity> for i64 {
+    fn from(q: Quantity) -> Self {
+        q.0
+    }
+}
+
+/// An ISO 4217 currency code such as `EUR`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        match s.as_bytes() {
+            [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_uppercase()) => Ok(Self([*a, *b, *c])),
+            _ => Err(InvalidValue::new(
+                "invalid_currency",
+                format!("currency `{s}` must be three upper-case letters"),
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII upper-case letters are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("XXX")
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An amount in integer minor units of one currency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Money {
+    pub amount_minor: i64,
+    pub currency: Currency,
+}
+
+impl Money {
+    pub fn new(amount_minor: i64, currency: Currency) -> Self {
+        Self {
+            amount_minor,
+            currency,
+        }
+    }
+
+    /// `self × quantity`, or `None` on overflow.
+    pub fn times(self, quantity: Quantity) -> Option<Money> {
+        self.amount_minor
+            .checked_mul(quantity.get())
+            .map(|amount_minor| Money::new(amount_minor, self.currency))
+    }
+
+    /// The sum, or `None` on overflow or mixed currencies.
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        if self.currency != other.currency {
+            return None;
+        }
+        self.amount_minor
+            .checked_add(other.amount_minor)
+            .map(|amount_minor| Money::new(amount_minor, self.currency))
+    }
+}
+
+impl From<Money> for common::Money {
+    fn from(m: Money) -> Self {
+        common::Money {
+            amount_minor: m.amount_minor,
+            currency: m.currency.to_string(),
+        }
+    }
+}
+
+impl TryFrom<&common::Money> for Money {
+    type Error = InvalidValue;
+
+    fn try_from(m: &common::Money) -> Result<Self, Self::Error> {
+        Ok(Money::new(m.amount_minor, Currency::parse(&m.currency)?))
+    }
+}
+
+/// An ISO 3166-1 alpha-2 country code such as `DE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        match s.as_bytes() {
+            [a, b] if a.is_ascii_uppercase() && b.is_ascii_uppercase() => Ok(Self([*a, *b])),
+            _ => Err(InvalidValue::new(
+                "invalid_country",
+                format!("country `{s}` must be an ISO 3166-1 alpha-2 code such as DE"),
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("ZZ")
+    }
+}
+
+impl fmt::Display for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Declares a fieldless enum stored as text: `as_str` gives the stored
+/// word, `parse` reads it back.
+#[macro_export]
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        $vis enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_accepts_catalog_codes_and_rejects_the_rest() {
+        assert!(Sku::parse("SKU-0001").is_ok());
+        for bad in ["", "sku-1", "SKU 1", "SKU_1", &"A".repeat(33)] {
+            assert_eq!(Sku::parse(bad).unwrap_err().code, "invalid_sku", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn quantity_is_bounded() {
+        assert!(Quantity::new(0).is_err());
+        assert!(Quantity::new(-3).is_err());
+        assert!(Quantity::new(Quantity::MAX + 1).is_err());
+        assert_eq!(Quantity::new(Quantity::MAX).unwrap().get(), 100);
+    }
+
+    #[test]
+    fn money_arithmetic_checks_currency_and_overflow() {
+        let eur = Currency::parse("EUR").unwrap();
+        let usd = Currency::parse("USD").unwrap();
+        let price = Money::new(1999, eur);
+        assert_eq!(
+            price.times(Quantity::new(3).unwrap()),
+            Some(Money::new(5997, eur))
+        );
+        assert_eq!(price.checked_add(Money::new(1, usd)), None);
+        assert_eq!(Money::new(i64::MAX, eur).checked_add(price), None);
+        assert!(Currency::parse("eur").is_err());
+    }
+
+    text_enum! {
+        enum Light { Red => "RED", Green => "GREEN" }
+    }
+
+    #[test]
+    fn text_enums_round_trip() {
+        for light in [Light::Red, Light::Green] {
+            assert_eq!(Light::parse(light.as_str()), Some(light));
+        }
+        assert_eq!(Light::parse("BLUE"), None);
+    }
+
+    #[test]
+    fn country_codes_are_two_upper_case_letters() {
+        assert_eq!(CountryCode::parse("DE").unwrap().as_str(), "DE");
+        assert!(CountryCode::parse("de").is_err());
+        assert!(CountryCode::parse("DEU").is_err());
+    }
+}
