@@ -1,1 +1,400 @@
+//! A shopper's and an auditor's view of a running stack, for end-to-end
+//! tests: place orders through the public API, wait for their outcome, and
+//! read every service's database and the payment provider's ledger to check
+//! the saga's invariants.
+#![forbid(unsafe_code)]
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shipshape_testkit::{Service, Stack, StackOptions};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Which consumer group reads which topics (as the services subscribe).
+const SUBSCRIPTIONS: &[(&str, &[&str])] = &[
+    (
+        "shipshape-order",
+        &["inventory.events", "payment.events", "shipping.events"],
+    ),
+    (
+        "shipshape-inventory",
+        &["order.events", "payment.events", "shipping.events"],
+    ),
+    (
+        "shipshape-payment",
+        &["order.events", "inventory.events", "shipping.events"],
+    ),
+    ("shipshape-shipping", &["order.events", "payment.events"]),
+];
+
+pub struct Shop {
+    pub stack: Stack,
+    http: reqwest::Client,
+    databases: HashMap<Service, PgPool>,
+}
+
+/// A shipping address in a country the shipping service serves.
+pub fn address(country: &str) -> Value {
+    json!({"name": "Ada Lovelace", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": country})
+}
+
+/// An order body for `items` paid with `card` and shipped to `country`.
+pub fn order_body(items: &[(&str, i64)], card: &str, country: &str) -> Value {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
+        .collect();
+    json!({"items": items, "payment": {"card_token": card}, "shipping_address": address(country)})
+}
+
+impl Shop {
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(StackOptions::for_tests()?).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
+        let stack = Stack::start(options).await?;
+        let mut databases = HashMap::new();
+        for service in [
+            Service::Order,
+            Service::Inventory,
+            Service::Payment,
+            Service::Shipping,
+        ] {
+            let url = stack
+                .database_url(service)
+                .context("service without a database")?;
+            databases.insert(service, PgPool::connect(url).await?);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self {
+            stack,
+            http,
+            databases,
+        })
+    }
+
+    pub fn db(&self, service: Service) -> &PgPool {
+        &self.databases[&service]
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.gateway_url())
+    }
+
+    /// POSTs an order; returns status, headers and JSON body.
+    pub async fn post_order(
+        &self,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
+        let mut request = self.http.post(self.url("/api/v1/orders")).json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+        Ok((status, headers, body))
+    }
+
+    /// Places an order that must be accepted; returns its id.
+    pub async fn place(
+        &self,
+        items: &[(&str, i64)],
+        card: &str,
+        country: &str,
+    ) -> anyhow::Result<String> {
+        let (status, _, body) = self
+            .post_order(&order_body(items, card, country), None)
+            .await?;
+        if status != StatusCode::ACCEPTED {
+            bail!("order not accepted: {status} {body}");
+        }
+        Ok(body["order_id"].as_str().context("no order_id")?.to_owned())
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        let response = self.http.get(self.url(path)).send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?,
+        ))
+    }
+
+    /// Polls the order until CONFIRMED or CANCELLED.
+    pub async fn wait_terminal(&self, order_id: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, order) = self.get(&format!("/api/v1/orders/{order_id}")).await?;
+            if status == StatusCode::OK
+                && matches!(order["status"].as_str(), Some("CONFIRMED" | "CANCELLED"))
+            {
+                return Ok(order);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("order {order_id} not terminal after {timeout:?}: {status} {order}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Units of `sku` available now.
+    pub async fn available(&self, sku: &str) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT available FROM products WHERE sku = $1")
+                .bind(sku)
+                .fetch_one(self.db(Service::Inventory))
+                .await?,
+        )
+    }
+
+    /// What each service holds for one order.
+    pub async fn effects(&self, order_id: &str) -> anyhow::Result<Effects> {
+        let id = Uuid::parse_str(order_id)?;
+        let reservation = sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
+            .bind(id)
+            .fetch_optional(self.db(Service::Inventory))
+            .await?;
+        let payment: Option<(String, Uuid)> =
+            sqlx::query_as("SELECT status, payment_id FROM payments WHERE order_id = $1")
+                .bind(id)
+                .fetch_optional(self.db(Service::Payment))
+                .await?;
+        let shipment = sqlx::query_scalar("SELECT status FROM shipments WHERE order_id = $1")
+            .bind(id)
+            .fetch_optional(self.db(Service::Shipping))
+            .await?;
+        let ledger = self.ledger().await?;
+        let (captures, refunds) = match &payment {
+            Some((_, payment_id)) => ledger.for_payment(*payment_id),
+            None => (0, 0),
+        };
+        Ok(Effects {
+            reservation,
+            payment: payment.map(|(status, _)| status),
+            shipment,
+            captures,
+            refunds,
+        })
+    }
+
+    pub async fn ledger(&self) -> anyhow::Result<Ledger> {
+        let body: Value = self
+            .http
+            .get(format!("{}/admin/ledger", self.stack.psp_url()))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let keys = |field: &str, approved_only: bool| -> Vec<String> {
+            body[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| !approved_only || e["status"] == "approved")
+                .filter_map(|e| e["idempotency_key"].as_str().map(str::to_owned))
+                .collect()
+        };
+        Ok(Ledger {
+            approved_captures: keys("captures", true),
+            refunds: keys("refunds", false),
+        })
+    }
+
+    /// Sets the payment provider's injected latency and error rate.
+    pub async fn psp_faults(&self, latency_ms: u64, error_rate: f64) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .put(format!("{}/admin/faults", self.stack.psp_url()))
+            .json(&json!({"latency_ms": latency_ms, "error_rate": error_rate}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "faults not set: {}",
+            response.status()
+        );
+        Ok(())
+    }
+
+    /// Waits until every consumer group has committed every message on its
+    /// topics (consumer lag 0) and every outbox is empty.
+    pub async fn wait_quiet(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let lag = self.lag().await?;
+            let backlog = self.outbox_backlog().await?;
+            if lag.is_empty() && backlog == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("not quiet after {timeout:?}: lag {lag:?}, outbox backlog {backlog}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn outbox_backlog(&self) -> anyhow::Result<i64> {
+        let mut total = 0;
+        for pool in self.databases.values() {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+                .fetch_one(pool)
+                .await?;
+            total += n;
+        }
+        Ok(total)
+    }
+
+    /// `(group, topic, partition, lag)` for every partition still behind.
+    async fn lag(&self) -> anyhow::Result<Vec<(String, String, i32, i64)>> {
+        let brokers = self.stack.broker_address();
+        tokio::task::spawn_blocking(move || {
+            let mut behind = Vec::new();
+            for (group, topics) in SUBSCRIPTIONS {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("group.id", *group)
+                    .set("enable.metrics.push", "false")
+                    .create()?;
+                let timeout = Duration::from_secs(5);
+                let mut partitions = TopicPartitionList::new();
+                for topic in *topics {
+                    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+                    for t in metadata.topics() {
+                        for p in t.partitions() {
+                            partitions.add_partition(topic, p.id());
+                        }
+                    }
+                }
+                let committed = consumer.committed_offsets(partitions, timeout)?;
+                for element in committed.elements() {
+                    let (_, high) =
+                        consumer.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+                    let done = match element.offset() {
+                        Offset::Offset(o) => o,
+                        _ => 0,
+                    };
+                    if done < high {
+                        behind.push((
+                            group.to_string(),
+                            element.topic().to_owned(),
+                            element.partition(),
+                            high - done,
+                        ));
+                    }
+                }
+            }
+            Ok(behind)
+        })
+        .await?
+    }
+
+    /// Every violation of the saga's invariants, by order. Call it once the
+    /// system is quiet.
+    pub async fn violations(&self) -> anyhow::Result<Vec<String>> {
+        let mut found = Vec::new();
+        let orders: Vec<(Uuid, String)> = sqlx::query_as("SELECT order_id, status FROM orders")
+            .fetch_all(self.db(Service::Order))
+            .await?;
+        let ledger = self.ledger().await?;
+        for (order_id, status) in orders {
+            let id = order_id.to_string();
+            let e = self.effects(&id).await?;
+            let problem = match status.as_str() {
+                "CONFIRMED" => {
+                    let ok = e.reservation.as_deref() == Some("COMMITTED")
+                        && e.payment.as_deref() == Some("CAPTURED")
+                        && e.captures == 1
+                        && e.refunds == 0
+                        && e.shipment.as_deref() == Some("SCHEDULED");
+                    (!ok).then(|| format!("confirmed order {id} does not hold exactly its stock, one capture and one shipment: {e:?}"))
+                }
+                "CANCELLED" => {
+                    let ok = matches!(e.reservation.as_deref(), Some("REJECTED" | "RELEASED"))
+                        && e.captures <= 1
+                        && e.refunds == e.captures
+                        && e.shipment.as_deref() != Some("SCHEDULED");
+                    (!ok).then(|| {
+                        format!(
+                            "cancelled order {id} still holds stock, money or a shipment: {e:?}"
+                        )
+                    })
+                }
+                other => Some(format!("order {id} is {other}, not terminal")),
+            };
+            found.extend(problem);
+        }
+        let mut charges: HashMap<&str, usize> = HashMap::new();
+        for key in &ledger.approved_captures {
+            *charges.entry(key).or_default() += 1;
+        }
+        found.extend(
+            charges
+                .into_iter()
+                .filter(|(_, n)| *n > 1)
+                .map(|(key, n)| format!("payment {key} captured {n} times")),
+        );
+        let unbalanced: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT p.sku, p.stock_received, p.available, \
+               COALESCE(SUM(l.quantity) FILTER (WHERE r.status = 'RESERVED'), 0)::bigint, \
+               COALESCE(SUM(l.quantity) FILTER (WHERE r.status = 'COMMITTED'), 0)::bigint \
+             FROM products p \
+             LEFT JOIN reservation_lines l ON l.sku = p.sku \
+             LEFT JOIN reservations r ON r.order_id = l.order_id \
+             GROUP BY p.sku, p.stock_received, p.available",
+        )
+        .fetch_all(self.db(Service::Inventory))
+        .await?;
+        for (sku, received, available, reserved, sold) in unbalanced {
+            if received != available + reserved + sold {
+                found.push(format!(
+                    "stock of {sku} not conserved: received {received} != available {available} + reserved {reserved} + sold {sold}"
+                ));
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// What each service holds for one order.
+#[derive(Debug)]
+pub struct Effects {
+    pub reservation: Option<String>,
+    pub payment: Option<String>,
+    pub shipment: Option<String>,
+    /// Approved captures in the payment provider's ledger.
+    pub captures: usize,
+    pub refunds: usize,
+}
+
+/// The payment provider's record of money movements, by idempotency key.
+pub struct Ledger {
+    pub approved_captures: Vec<String>,
+    pub refunds: Vec<String>,
+}
+
+impl Ledger {
+    /// `(approved captures, refunds)` made for a payment.
+    pub fn for_payment(&self, payment_id: Uuid) -> (usize, usize) {
+        let key = payment_id.to_string();
+        let refund_key = format!("refund-{key}");
+        (
+            self.approved_captures.iter().filter(|k| **k == key).count(),
+            self.refunds.iter().filter(|k| **k == refund_key).count(),
+        )
+    }
+}

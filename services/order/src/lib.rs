@@ -14,12 +14,12 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shipshape_messaging::{Broker, KafkaSettings};
+use shipshape_messaging::Broker;
+use shipshape_messaging::service::{self, ServiceConfig};
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::order::order_service_server::OrderServiceServer;
 use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
-use shipshape_runtime::database::{self, DatabaseConfig};
-use shipshape_runtime::{CancellationToken, Readiness, Tasks, config, ops};
+use shipshape_runtime::{CancellationToken, Tasks, config};
 use sqlx::PgPool;
 use tonic::transport::Endpoint;
 
@@ -34,12 +34,10 @@ pub const TOPICS: [&str; 4] = [
 ];
 
 pub struct Config {
-    pub database: DatabaseConfig,
-    pub kafka: KafkaSettings,
+    /// Database, broker and `OPS_ADDR` (default `0.0.0.0:9101`).
+    pub service: ServiceConfig,
     /// `GRPC_ADDR` (default `0.0.0.0:50051`).
     pub grpc_addr: SocketAddr,
-    /// `OPS_ADDR` (default `0.0.0.0:9101`).
-    pub ops_addr: SocketAddr,
     /// `INVENTORY_URL` (default `http://127.0.0.1:50052`).
     pub inventory_url: String,
     /// `INVENTORY_TIMEOUT_MS` per pricing call (default 3000).
@@ -55,10 +53,8 @@ pub struct Config {
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
-            database: DatabaseConfig::from_env("order")?,
-            kafka: KafkaSettings::from_env("order")?,
+            service: ServiceConfig::from_env("order", "0.0.0.0:9101")?,
             grpc_addr: config::addr_or("GRPC_ADDR", "0.0.0.0:50051")?,
-            ops_addr: config::addr_or("OPS_ADDR", "0.0.0.0:9101")?,
             inventory_url: config::string_or("INVENTORY_URL", "http://127.0.0.1:50052")?,
             inventory_timeout: config::millis_or("INVENTORY_TIMEOUT_MS", 3000)?,
             saga_deadline: config::millis_or("SAGA_DEADLINE_MS", 30_000)?,
@@ -67,8 +63,8 @@ impl Config {
     }
 }
 
-/// Serves gRPC, the ops endpoints, the outbox relay, the event consumer and
-/// the deadline sweeper until `shutdown`.
+/// Serves the order API over gRPC, follows the saga and sweeps deadlines
+/// until `shutdown`.
 pub async fn serve(
     config: Config,
     pool: PgPool,
@@ -87,32 +83,23 @@ pub async fn serve(
     let grpc = tonic::transport::Server::builder()
         .add_service(OrderServiceServer::new(api))
         .serve_with_shutdown(config.grpc_addr, shutdown.clone().cancelled_owned());
-    let consumer = broker.consumer(
-        vec![INVENTORY_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS],
-        events::OrderEvents::new(pool.clone()),
-    );
-    let readiness = Readiness::new()
-        .with_check("database", database::check(pool.clone()))
-        .with_check("broker", broker.check())
-        .with_check("consumer group", consumer.membership_check());
-    let relay = broker.relay(pool.clone());
-    tracing::info!(grpc = %config.grpc_addr, ops = %config.ops_addr, "order serving");
-    let stop = shutdown.clone();
-    Tasks::new()
-        .add(
-            "ops server",
-            ops::serve(config.ops_addr, readiness, shutdown.clone()),
-        )
+    tracing::info!(grpc = %config.grpc_addr, ops = %config.service.ops_addr, "order serving");
+    let tasks = Tasks::new()
         .add("grpc server", async move { Ok(grpc.await?) })
-        .add("event consumer", consumer.run(shutdown.clone()))
         .add(
             "deadline sweeper",
-            deadline::sweep(pool, config.sweep_interval, shutdown.clone()),
-        )
-        .add("outbox relay", async move {
-            relay.run(stop).await;
-            Ok(())
-        })
-        .run(shutdown)
-        .await
+            deadline::sweep(pool.clone(), config.sweep_interval, shutdown.clone()),
+        );
+    let handler = events::OrderEvents::new(pool.clone());
+    let consumed = vec![INVENTORY_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS];
+    service::run(
+        &config.service,
+        pool,
+        broker,
+        consumed,
+        handler,
+        tasks,
+        shutdown,
+    )
+    .await
 }

@@ -11,14 +11,13 @@ pub mod events;
 pub mod psp;
 pub mod store;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shipshape_messaging::{Broker, KafkaSettings};
+use shipshape_messaging::Broker;
+use shipshape_messaging::service::{self, ServiceConfig};
 use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
-use shipshape_runtime::database::{self, DatabaseConfig};
-use shipshape_runtime::{CancellationToken, Readiness, Tasks, config, ops};
+use shipshape_runtime::{CancellationToken, Tasks, config};
 use sqlx::PgPool;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -32,10 +31,8 @@ pub const TOPICS: [&str; 4] = [
 ];
 
 pub struct Config {
-    pub database: DatabaseConfig,
-    pub kafka: KafkaSettings,
-    /// `OPS_ADDR` (default `0.0.0.0:9103`).
-    pub ops_addr: SocketAddr,
+    /// Database, broker and `OPS_ADDR` (default `0.0.0.0:9103`).
+    pub service: ServiceConfig,
     /// `PSP_URL` (default `http://127.0.0.1:8090`).
     pub psp_url: String,
     /// `PSP_TIMEOUT_MS` per call (default 3000).
@@ -50,9 +47,7 @@ pub struct Config {
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
-            database: DatabaseConfig::from_env("payment")?,
-            kafka: KafkaSettings::from_env("payment")?,
-            ops_addr: config::addr_or("OPS_ADDR", "0.0.0.0:9103")?,
+            service: ServiceConfig::from_env("payment", "0.0.0.0:9103")?,
             psp_url: config::string_or("PSP_URL", "http://127.0.0.1:8090")?,
             psp_timeout: config::millis_or("PSP_TIMEOUT_MS", 3000)?,
             psp_max_concurrent_calls: config::var_or("PSP_MAX_CONCURRENT_CALLS", 32_usize)?.max(1),
@@ -61,8 +56,7 @@ impl Config {
     }
 }
 
-/// Serves the ops endpoints, the event consumer, the PSP call driver and the
-/// outbox relay until `shutdown`.
+/// Handles saga events and drives PSP calls until `shutdown`.
 pub async fn serve(
     config: Config,
     pool: PgPool,
@@ -76,31 +70,23 @@ pub async fn serve(
         config.psp_timeout,
         config.psp_max_concurrent_calls,
     ));
-    let consumer = broker.consumer(
-        vec![ORDER_EVENTS, INVENTORY_EVENTS, SHIPPING_EVENTS],
-        events::PaymentEvents::new(pool.clone(), driver.clone()),
+    tracing::info!(ops = %config.service.ops_addr, psp = %config.psp_url, "payment serving");
+    let tasks = Tasks::new().add(
+        "psp retry sweep",
+        driver
+            .clone()
+            .sweep(config.retry_interval, shutdown.clone()),
     );
-    let readiness = Readiness::new()
-        .with_check("database", database::check(pool.clone()))
-        .with_check("broker", broker.check())
-        .with_check("consumer group", consumer.membership_check());
-    let relay = broker.relay(pool);
-    tracing::info!(ops = %config.ops_addr, psp = %config.psp_url, "payment serving");
-    let stop = shutdown.clone();
-    Tasks::new()
-        .add(
-            "ops server",
-            ops::serve(config.ops_addr, readiness, shutdown.clone()),
-        )
-        .add("event consumer", consumer.run(shutdown.clone()))
-        .add(
-            "psp retry sweep",
-            driver.sweep(config.retry_interval, shutdown.clone()),
-        )
-        .add("outbox relay", async move {
-            relay.run(stop).await;
-            Ok(())
-        })
-        .run(shutdown)
-        .await
+    let handler = events::PaymentEvents::new(pool.clone(), driver);
+    let consumed = vec![ORDER_EVENTS, INVENTORY_EVENTS, SHIPPING_EVENTS];
+    service::run(
+        &config.service,
+        pool,
+        broker,
+        consumed,
+        handler,
+        tasks,
+        shutdown,
+    )
+    .await
 }

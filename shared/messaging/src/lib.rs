@@ -7,11 +7,13 @@ pub mod envelope;
 pub mod inbox;
 pub mod kafka;
 pub mod outbox;
+pub mod service;
 
 pub use consumer::{ConsumerLoop, HandleError, Handler};
 pub use envelope::Incoming;
 pub use kafka::{Broker, KafkaSettings};
 pub use outbox::OutboxRelay;
+pub use service::ServiceConfig;
 
 /// Creates the `outbox` and `inbox` tables; run it with the service's own
 /// migrator (see `shipshape_runtime::database::migrate`).

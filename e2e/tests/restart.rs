@@ -1,0 +1,61 @@
+//! Processes die and come back while orders are in flight; every order still
+//! reaches a terminal state and the saga's invariants hold.
+
+use std::time::Duration;
+
+use shipshape_e2e::Shop;
+use shipshape_testkit::{Service, StackOptions};
+
+#[tokio::test]
+async fn payment_killed_mid_flight_every_order_still_completes_charged_once() -> anyhow::Result<()>
+{
+    // A deadline far beyond the restart, so every order should confirm.
+    let options = StackOptions::for_tests()?.with_env(Service::Order, "SAGA_DEADLINE_MS", "120000");
+    let mut shop = Shop::start_with(options).await?;
+    // Slow captures keep calls in flight when the process dies.
+    shop.psp_faults(300, 0.0).await?;
+    let skus = ["SKU-0010", "SKU-0011", "SKU-0012", "SKU-0013"];
+    let mut orders = Vec::new();
+    for i in 0..20 {
+        orders.push(
+            shop.place(&[(skus[i % skus.len()], 1)], "tok_visa", "NL")
+                .await?,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shop.stack.kill(Service::Payment)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shop.stack.start_service(Service::Payment).await?;
+
+    for id in &orders {
+        let order = shop.wait_terminal(id, Duration::from_secs(90)).await?;
+        assert_eq!(order["status"], "CONFIRMED", "{order}");
+    }
+    shop.wait_quiet(Duration::from_secs(60)).await?;
+    assert_eq!(shop.violations().await?, Vec::<String>::new());
+    assert_eq!(
+        shop.ledger().await?.approved_captures.len(),
+        orders.len(),
+        "one capture per order"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_service_cleanly_and_it_resumes_where_it_left_off() -> anyhow::Result<()> {
+    let mut shop = Shop::start().await?;
+    let first = shop.place(&[("SKU-0014", 1)], "tok_visa", "DE").await?;
+    shop.wait_terminal(&first, Duration::from_secs(30)).await?;
+
+    let exit = shop.stack.terminate(Service::Order).await?;
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
+    shop.stack.start_service(Service::Order).await?;
+
+    let second = shop.place(&[("SKU-0014", 1)], "tok_visa", "DE").await?;
+    let order = shop.wait_terminal(&second, Duration::from_secs(30)).await?;
+    assert_eq!(order["status"], "CONFIRMED");
+    shop.wait_quiet(Duration::from_secs(30)).await?;
+    assert_eq!(shop.available("SKU-0014").await?, 498);
+    assert_eq!(shop.violations().await?, Vec::<String>::new());
+    Ok(())
+}

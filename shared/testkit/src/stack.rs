@@ -1,0 +1,941 @@
+//! The whole Shipshape stack as local processes: the broker, one database
+//! per service and the six binaries, wired through the environment variables
+//! each service reads (see [`vars`]).
+//!
+//! Tests start a stack on free ports with fresh databases
+//! ([`StackOptions::for_tests`]) and can kill, stop and restart any service;
+//! `cargo xtask up` starts one on the standard ports ([`StackOptions::local`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::broker::{self, Broker, Storage};
+use crate::postgres;
+use crate::process::{Process, Stopped};
+
+/// The names of the environment variables the processes read: the process
+/// contract, in one place.
+pub mod vars {
+    /// Every process: `host:port` of its ops server (`/healthz`, `/readyz`).
+    pub const OPS_ADDR: &str = "OPS_ADDR";
+    /// Every process: the log filter.
+    pub const RUST_LOG: &str = "RUST_LOG";
+    /// Every process: `json` for one JSON object per log line.
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    /// Order, inventory, payment, shipping: the URL of its own database.
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    /// Order, inventory, payment, shipping: the broker's `host:port`.
+    pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
+    /// Order, inventory, payment, shipping: the consumer-group session timeout.
+    pub const KAFKA_SESSION_TIMEOUT_MS: &str = "KAFKA_SESSION_TIMEOUT_MS";
+    /// Order and inventory: where the gRPC server listens.
+    pub const GRPC_ADDR: &str = "GRPC_ADDR";
+    /// Order and gateway: the inventory service's gRPC URL.
+    pub const INVENTORY_URL: &str = "INVENTORY_URL";
+    /// Order: how long an order may stay PENDING (default 30000).
+    pub const SAGA_DEADLINE_MS: &str = "SAGA_DEADLINE_MS";
+    /// Order: how often expired orders are looked for.
+    pub const SAGA_SWEEP_INTERVAL_MS: &str = "SAGA_SWEEP_INTERVAL_MS";
+    /// Payment: the PSP simulator's HTTP URL.
+    pub const PSP_URL: &str = "PSP_URL";
+    /// Payment: the timeout of one PSP call.
+    pub const PSP_TIMEOUT_MS: &str = "PSP_TIMEOUT_MS";
+    /// Gateway and PSP simulator: where the HTTP server listens.
+    pub const HTTP_ADDR: &str = "HTTP_ADDR";
+    /// Gateway: the order service's gRPC URL.
+    pub const ORDER_URL: &str = "ORDER_URL";
+    /// PSP simulator: the delay of the "slow card".
+    pub const PSP_SLOW_CARD_DELAY_MS: &str = "PSP_SLOW_CARD_DELAY_MS";
+}
+
+/// The prefix of every database a test stack creates; `cargo xtask test`
+/// drops leftovers with it before a run.
+pub const TEST_DATABASE_PREFIX: &str = "shipshape_t";
+
+/// The environment variable naming the directory of the service binaries.
+pub const BIN_DIR_VAR: &str = "SHIPSHAPE_BIN_DIR";
+
+/// How long a SIGTERMed service has to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// Lines of a process's log quoted in error messages.
+const LOG_TAIL_LINES: usize = 30;
+
+/// The consumer-group session timeout every service gets: short, so a
+/// killed consumer's partitions move on quickly (see `BROKER.md`).
+const KAFKA_SESSION_TIMEOUT_MS: &str = "6000";
+
+/// Proxy variables removed from the services' environment: everything they
+/// call is on 127.0.0.1.
+const PROXY_VARS: [&str; 6] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
+/// One of the stack's processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    Gateway,
+    Order,
+    Inventory,
+    Payment,
+    Shipping,
+    /// The payment-service-provider simulator.
+    Psp,
+}
+
+impl Service {
+    /// Every process, in the order of their standard ops ports.
+    pub const ALL: [Service; 6] = [
+        Service::Gateway,
+        Service::Order,
+        Service::Inventory,
+        Service::Payment,
+        Service::Shipping,
+        Service::Psp,
+    ];
+
+    /// The services that own a database.
+    pub const WITH_DATABASE: [Service; 4] = [
+        Service::Order,
+        Service::Inventory,
+        Service::Payment,
+        Service::Shipping,
+    ];
+
+    /// Start order: what others call comes first (they would retry anyway,
+    /// but their logs stay quieter).
+    const START_ORDER: [Service; 6] = [
+        Service::Psp,
+        Service::Inventory,
+        Service::Order,
+        Service::Payment,
+        Service::Shipping,
+        Service::Gateway,
+    ];
+
+    /// Its short name: `gateway`, `order`, ..., `psp-simulator`; also the
+    /// name of its log file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Order => "order",
+            Service::Inventory => "inventory",
+            Service::Payment => "payment",
+            Service::Shipping => "shipping",
+            Service::Psp => "psp-simulator",
+        }
+    }
+
+    /// Its binary's file name, as `cargo build --bins` produces it.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Service::Gateway => "shipshape-gateway",
+            Service::Order => "shipshape-order",
+            Service::Inventory => "shipshape-inventory",
+            Service::Payment => "shipshape-payment",
+            Service::Shipping => "shipshape-shipping",
+            Service::Psp => "shipshape-psp-simulator",
+        }
+    }
+
+    /// Its ops server's standard port: 9100 (gateway) to 9105 (PSP).
+    pub fn standard_ops_port(self) -> u16 {
+        9100 + self.index() as u16
+    }
+
+    /// The role it logs in to its database as (`shipshape_order`, ...),
+    /// shared by every stack; `None` for the gateway and the PSP simulator,
+    /// which own no database.
+    pub fn role(self) -> Option<String> {
+        self.owns_database()
+            .then(|| format!("shipshape_{}", self.name()))
+    }
+
+    /// Whether it owns a database.
+    pub fn owns_database(self) -> bool {
+        Self::WITH_DATABASE.contains(&self)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which ports the stack listens on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ports {
+    /// The documented ones: gateway 8080, gRPC 50051/50052, PSP 8090, ops
+    /// 9100-9105, broker 9092. For `cargo xtask up`.
+    Standard,
+    /// Free ports chosen at start, so parallel tests never collide.
+    Free,
+}
+
+/// The ports one stack uses.
+#[derive(Clone, Copy, Debug)]
+struct PortMap {
+    gateway_http: u16,
+    order_grpc: u16,
+    inventory_grpc: u16,
+    psp_http: u16,
+    broker: u16,
+    ops: [u16; 6],
+}
+
+impl PortMap {
+    fn standard() -> Self {
+        Self {
+            gateway_http: 8080,
+            order_grpc: 50051,
+            inventory_grpc: 50052,
+            psp_http: 8090,
+            broker: 9092,
+            ops: Service::ALL.map(Service::standard_ops_port),
+        }
+    }
+
+    fn free() -> anyhow::Result<Self> {
+        let ports = crate::ports::free_ports(11).context("finding free ports on 127.0.0.1")?;
+        Ok(Self {
+            gateway_http: ports[0],
+            order_grpc: ports[1],
+            inventory_grpc: ports[2],
+            psp_http: ports[3],
+            broker: ports[4],
+            ops: [ports[5], ports[6], ports[7], ports[8], ports[9], ports[10]],
+        })
+    }
+
+    fn ops(&self, service: Service) -> u16 {
+        self.ops[service.index()]
+    }
+
+    /// Every port with what it is for.
+    fn describe(&self) -> Vec<(String, u16)> {
+        let mut all = vec![
+            ("gateway HTTP".to_owned(), self.gateway_http),
+            ("order gRPC".to_owned(), self.order_grpc),
+            ("inventory gRPC".to_owned(), self.inventory_grpc),
+            ("PSP HTTP".to_owned(), self.psp_http),
+            ("broker".to_owned(), self.broker),
+        ];
+        all.extend(
+            Service::ALL
+                .iter()
+                .map(|&service| (format!("{service} ops"), self.ops(service))),
+        );
+        all
+    }
+}
+
+/// How to start a [`Stack`].
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Standard or free ports.
+    pub ports: Ports,
+    /// Databases are named `<prefix>_order`, `<prefix>_inventory`, ...
+    pub database_prefix: String,
+    /// Where the service binaries are (`<target>/debug` or `/release`).
+    pub bin_dir: PathBuf,
+    /// Where each process's output goes (`<log_dir>/<service>.log`,
+    /// `<log_dir>/broker.log`); created if missing, appended to.
+    pub log_dir: PathBuf,
+    /// Extra environment per service, applied last (so it can override
+    /// anything the stack sets), e.g. a short `SAGA_DEADLINE_MS`.
+    pub env: BTreeMap<Service, BTreeMap<String, String>>,
+    /// Keep the databases when the stack stops (local runs), instead of
+    /// dropping them (tests).
+    pub keep_databases: bool,
+    /// Start every process in its own process group, so a terminal's Ctrl-C
+    /// reaches only the caller, which then stops the stack in order
+    /// (gateway first, broker last). Tests leave it off: a test runner that
+    /// kills a hung test's process group then stops its stack too.
+    pub own_process_group: bool,
+    /// How long every process has to become ready.
+    pub ready_timeout: Duration,
+}
+
+impl StackOptions {
+    /// Options for a test: free ports, fresh databases with a random prefix
+    /// (`shipshape_t<8 hex>`) dropped when the stack goes away, binaries
+    /// from [`default_bin_dir`], logs in `<bin_dir>/test-logs/<prefix>/`.
+    pub fn for_tests() -> anyhow::Result<Self> {
+        let bin_dir = default_bin_dir()?;
+        let database_prefix = test_database_prefix();
+        Ok(Self {
+            ports: Ports::Free,
+            log_dir: bin_dir.join("test-logs").join(&database_prefix),
+            database_prefix,
+            bin_dir,
+            env: BTreeMap::new(),
+            keep_databases: false,
+            own_process_group: false,
+            ready_timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// Options for a local run: standard ports, databases `shipshape_*` that
+    /// are kept between runs, each process in its own process group.
+    pub fn local(bin_dir: impl Into<PathBuf>, log_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            ports: Ports::Standard,
+            database_prefix: "shipshape".to_owned(),
+            bin_dir: bin_dir.into(),
+            log_dir: log_dir.into(),
+            env: BTreeMap::new(),
+            keep_databases: true,
+            own_process_group: true,
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Sets environment variable `name` for `service`.
+    pub fn with_env(
+        mut self,
+        service: Service,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.env
+            .entry(service)
+            .or_default()
+            .insert(name.into(), value.into());
+        self
+    }
+}
+
+/// A fresh database prefix for a test: `shipshape_t` and 8 random hex digits.
+pub fn test_database_prefix() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{TEST_DATABASE_PREFIX}{}", &id[..8])
+}
+
+/// Where the service binaries are for a test: [`BIN_DIR_VAR`] if set, else
+/// the profile directory of the running test binary (tests live in
+/// `<target>/debug/deps/`, the services in `<target>/debug/`).
+pub fn default_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(BIN_DIR_VAR) {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("finding the running executable")?;
+    let mut dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
+    if dir.ends_with("deps") || dir.ends_with("examples") {
+        dir = dir.parent().unwrap_or(dir);
+    }
+    Ok(dir.to_owned())
+}
+
+/// A running stack. Dropping it kills every process and (unless
+/// `keep_databases`) drops its databases; [`Stack::stop`] stops it
+/// gracefully instead.
+pub struct Stack {
+    options: StackOptions,
+    ports: PortMap,
+    admin_url: String,
+    /// Database URL per service.
+    database_urls: BTreeMap<Service, String>,
+    /// Databases this stack created (or tried to), dropped at the end.
+    databases: Vec<String>,
+    broker: Option<Broker>,
+    processes: BTreeMap<Service, Process>,
+}
+
+impl Stack {
+    /// Starts everything and returns once every process answers `/readyz`
+    /// with 200: finds (or starts) Postgres, creates the four databases and
+    /// their roles, starts the broker, then the six processes.
+    ///
+    /// Fails (after cleaning up what it started) when a binary is missing,
+    /// a standard port is taken, a process exits during start-up, or a
+    /// process is not ready within `ready_timeout`; the error names the
+    /// process and quotes the end of its log.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
+        check_binaries(&options.bin_dir)?;
+        let tansu = broker::locate()?;
+        if options.ports == Ports::Standard {
+            check_ports_free(&PortMap::standard())?;
+        }
+        std::fs::create_dir_all(&options.log_dir)
+            .with_context(|| format!("creating log directory {}", options.log_dir.display()))?;
+        let admin_url = postgres::ensure_server().await?;
+        let (databases, database_urls) =
+            create_databases(&admin_url, &options.database_prefix, options.keep_databases).await?;
+        // Free ports are chosen last, so nothing else can take one of them
+        // in the moment before its process binds it.
+        let ports = match options.ports {
+            Ports::Standard => PortMap::standard(),
+            Ports::Free => PortMap::free()?,
+        };
+
+        // From here on, dropping `stack` cleans up whatever was started.
+        let mut stack = Stack {
+            options,
+            ports,
+            admin_url,
+            database_urls,
+            databases,
+            broker: None,
+            processes: BTreeMap::new(),
+        };
+        stack.broker = Some(
+            Broker::start_with(
+                &tansu,
+                stack.ports.broker,
+                Storage::Memory,
+                &stack.options.log_dir.join("broker.log"),
+                stack.options.own_process_group,
+            )
+            .await?,
+        );
+        for service in Service::START_ORDER {
+            stack.spawn(service)?;
+        }
+        let timeout = stack.options.ready_timeout;
+        stack.wait_ready(&Service::ALL, timeout).await?;
+        Ok(stack)
+    }
+
+    /// The environment `service` is started with.
+    fn env_for(&self, service: Service) -> BTreeMap<String, String> {
+        let local = |port: u16| format!("127.0.0.1:{port}");
+        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let p = &self.ports;
+        let mut env = BTreeMap::new();
+        let mut set = |name: &str, value: String| {
+            env.insert(name.to_owned(), value);
+        };
+        set(vars::OPS_ADDR, local(p.ops(service)));
+        set(
+            vars::RUST_LOG,
+            std::env::var(vars::RUST_LOG).unwrap_or_else(|_| "info".to_owned()),
+        );
+        if let Some(database_url) = self.database_urls.get(&service) {
+            set(vars::DATABASE_URL, database_url.clone());
+            set(vars::KAFKA_BROKERS, local(p.broker));
+            set(
+                vars::KAFKA_SESSION_TIMEOUT_MS,
+                KAFKA_SESSION_TIMEOUT_MS.to_owned(),
+            );
+        }
+        match service {
+            Service::Gateway => {
+                set(vars::HTTP_ADDR, local(p.gateway_http));
+                set(vars::ORDER_URL, url(p.order_grpc));
+                set(vars::INVENTORY_URL, url(p.inventory_grpc));
+            }
+            Service::Order => {
+                set(vars::GRPC_ADDR, local(p.order_grpc));
+                set(vars::INVENTORY_URL, url(p.inventory_grpc));
+            }
+            Service::Inventory => set(vars::GRPC_ADDR, local(p.inventory_grpc)),
+            Service::Payment => set(vars::PSP_URL, url(p.psp_http)),
+            Service::Shipping => {}
+            Service::Psp => set(vars::HTTP_ADDR, local(p.psp_http)),
+        }
+        if let Some(extra) = self.options.env.get(&service) {
+            env.extend(extra.clone());
+        }
+        env
+    }
+
+    fn spawn(&mut self, service: Service) -> anyhow::Result<()> {
+        let mut command = Command::new(self.options.bin_dir.join(service.binary()));
+        for var in PROXY_VARS {
+            command.env_remove(var);
+        }
+        command.envs(self.env_for(service));
+        let process = Process::spawn(
+            service.name(),
+            command,
+            &self.log_path(service),
+            self.options.own_process_group,
+        )?;
+        self.processes.insert(service, process);
+        Ok(())
+    }
+
+    /// Polls `/readyz` of each of `services` until all answer 200. Fails as
+    /// soon as one exits, or when `timeout` passes, with the end of the log
+    /// of each process concerned.
+    async fn wait_ready(&mut self, services: &[Service], timeout: Duration) -> anyhow::Result<()> {
+        let client = crate::http::client()?;
+        let deadline = Instant::now() + timeout;
+        let mut pending: Vec<Service> = services.to_vec();
+        let mut last_answer: BTreeMap<Service, String> = BTreeMap::new();
+        loop {
+            for &service in &pending {
+                let process = self.process_mut(service)?;
+                if let Some(status) = process.try_status()? {
+                    bail!(
+                        "{service} exited before it was ready ({status}); last {LOG_TAIL_LINES} \
+                         lines of {}:\n{}",
+                        process.log_path().display(),
+                        process.log_tail(LOG_TAIL_LINES)
+                    );
+                }
+            }
+            let mut still_pending = Vec::new();
+            for service in pending {
+                let url = format!("{}/readyz", self.ops_url(service));
+                let request = client.get(&url).timeout(Duration::from_secs(1)).send();
+                let answer = match request.await {
+                    Ok(response) if response.status().is_success() => continue,
+                    Ok(response) => {
+                        let status = response.status();
+                        let body = response.text().await.unwrap_or_default();
+                        format!("GET {url} answered {status} {}", body.trim())
+                    }
+                    Err(e) => format!("GET {url} failed: {:#}", anyhow::Error::from(e)),
+                };
+                last_answer.insert(service, answer);
+                still_pending.push(service);
+            }
+            pending = still_pending;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let mut message = format!(
+                    "not ready within {timeout:?}: {}",
+                    pending
+                        .iter()
+                        .map(|service| service.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for service in &pending {
+                    let process = self.process_mut(*service)?;
+                    message.push_str(&format!(
+                        "\n\n{service}: {}\nlast {LOG_TAIL_LINES} lines of {}:\n{}",
+                        last_answer.get(service).map_or("", String::as_str),
+                        process.log_path().display(),
+                        process.log_tail(LOG_TAIL_LINES)
+                    ));
+                }
+                bail!(message);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn process_mut(&mut self, service: Service) -> anyhow::Result<&mut Process> {
+        self.processes
+            .get_mut(&service)
+            .ok_or_else(|| anyhow!("{service} was never started"))
+    }
+
+    /// The gateway's public HTTP API, e.g. `http://127.0.0.1:8080`.
+    pub fn gateway_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.gateway_http)
+    }
+
+    /// The PSP simulator's HTTP API (including its admin endpoints).
+    pub fn psp_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.psp_http)
+    }
+
+    /// The base URL of `service`'s ops server (append `/readyz`, ...).
+    pub fn ops_url(&self, service: Service) -> String {
+        format!("http://127.0.0.1:{}", self.ports.ops(service))
+    }
+
+    /// The gRPC URL of the order or inventory service; `None` for the
+    /// others, which serve no gRPC.
+    pub fn grpc_url(&self, service: Service) -> Option<String> {
+        let port = match service {
+            Service::Order => self.ports.order_grpc,
+            Service::Inventory => self.ports.inventory_grpc,
+            _ => return None,
+        };
+        Some(format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The URL of `service`'s database, as the service connects to it;
+    /// `None` for the gateway and the PSP simulator.
+    pub fn database_url(&self, service: Service) -> Option<&str> {
+        self.database_urls.get(&service).map(String::as_str)
+    }
+
+    /// The broker's `host:port`, for test consumers and producers.
+    pub fn broker_address(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.broker)
+    }
+
+    /// Where `service`'s stdout and stderr go.
+    pub fn log_path(&self, service: Service) -> PathBuf {
+        self.options.log_dir.join(format!("{}.log", service.name()))
+    }
+
+    /// The directory of all log files.
+    pub fn log_dir(&self) -> &Path {
+        &self.options.log_dir
+    }
+
+    /// The process id of `service`, if it was started.
+    pub fn pid(&self, service: Service) -> Option<u32> {
+        self.processes.get(&service).map(Process::pid)
+    }
+
+    /// The processes that have exited (crashed, or were killed or stopped),
+    /// with their exit status.
+    pub fn exited(&mut self) -> anyhow::Result<Vec<(Service, ExitStatus)>> {
+        let mut exited = Vec::new();
+        for (&service, process) in &mut self.processes {
+            if let Some(status) = process.try_status()? {
+                exited.push((service, status));
+            }
+        }
+        Ok(exited)
+    }
+
+    /// Kills `service` with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self, service: Service) -> anyhow::Result<()> {
+        self.process_mut(service)?.kill().map(drop)
+    }
+
+    /// Stops `service` with SIGTERM and waits up to 15 s for it to exit.
+    /// Returns its exit status (success for a graceful shutdown); fails if
+    /// it had to be killed.
+    pub async fn terminate(&mut self, service: Service) -> anyhow::Result<ExitStatus> {
+        match self.process_mut(service)?.terminate(STOP_GRACE).await? {
+            Stopped::Exited(status) => Ok(status),
+            Stopped::Killed(_) => bail!(
+                "{service} did not exit within {STOP_GRACE:?} of SIGTERM and was killed; \
+                 see {}",
+                self.log_path(service).display()
+            ),
+        }
+    }
+
+    /// Starts `service` again (after [`Stack::kill`] or [`Stack::terminate`])
+    /// with the same environment and waits until it is ready.
+    pub async fn start_service(&mut self, service: Service) -> anyhow::Result<()> {
+        if let Some(process) = self.processes.get_mut(&service)
+            && process.try_status()?.is_none()
+        {
+            bail!("{service} is still running (pid {})", process.pid());
+        }
+        self.spawn(service)?;
+        let timeout = self.options.ready_timeout;
+        self.wait_ready(&[service], timeout).await
+    }
+
+    /// Stops everything gracefully: SIGTERM to the gateway first (no new
+    /// requests), then the saga services together, then the PSP simulator,
+    /// then the broker; each has 15 s before it is killed. Then drops the
+    /// databases unless `keep_databases`.
+    ///
+    /// Everything is stopped even when something fails; the error lists
+    /// every process that had to be killed or did not exit successfully
+    /// (which includes one that crashed earlier).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        let groups: [&[Service]; 3] = [
+            &[Service::Gateway],
+            &[
+                Service::Order,
+                Service::Inventory,
+                Service::Payment,
+                Service::Shipping,
+            ],
+            &[Service::Psp],
+        ];
+        for group in groups {
+            let mut stopping = Vec::new();
+            for service in group {
+                if let Some(mut process) = self.processes.remove(service) {
+                    match process.request_stop() {
+                        Ok(()) => stopping.push(process),
+                        Err(e) => problems.push(format!("{e:#}")),
+                    }
+                }
+            }
+            for mut process in stopping {
+                match process.finish_stop(STOP_GRACE).await {
+                    Ok(stopped) => problems.extend(describe_stop(&process, stopped)),
+                    Err(e) => problems.push(format!("{e:#}")),
+                }
+            }
+        }
+        if let Some(broker) = self.broker.take()
+            && let Err(e) = broker.stop().await
+        {
+            problems.push(format!("{e:#}"));
+        }
+        if !self.options.keep_databases {
+            let names = std::mem::take(&mut self.databases);
+            if let Err(e) = postgres::drop_databases(&self.admin_url, &names).await {
+                problems.push(format!("{e:#}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "the stack did not stop cleanly:\n- {}",
+                problems.join("\n- ")
+            ))
+        }
+    }
+}
+
+/// A problem worth reporting about how a process stopped, if any.
+fn describe_stop(process: &Process, stopped: Stopped) -> Option<String> {
+    match stopped {
+        Stopped::Exited(status) if status.success() => None,
+        Stopped::Exited(status) => Some(format!(
+            "{} exited with {status}; see {}",
+            process.label(),
+            process.log_path().display()
+        )),
+        Stopped::Killed(_) => Some(format!(
+            "{} did not exit within {STOP_GRACE:?} of SIGTERM and was killed; see {}",
+            process.label(),
+            process.log_path().display()
+        )),
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Processes first (dropping one kills and reaps it), the broker
+        // last, then the databases nobody uses any more.
+        self.processes.clear();
+        self.broker = None;
+        if !self.options.keep_databases && !self.databases.is_empty() {
+            drop_databases_blocking(&self.admin_url, std::mem::take(&mut self.databases));
+        }
+    }
+}
+
+/// Drops `names` from synchronous code (`Drop` cannot await): on a thread of
+/// its own with its own runtime, so it works inside and outside a runtime.
+fn drop_databases_blocking(admin_url: &str, names: Vec<String>) {
+    let admin_url = admin_url.to_owned();
+    let dropping = std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building a runtime to drop the test databases")?;
+        runtime.block_on(postgres::drop_databases(&admin_url, &names))
+    });
+    match dropping.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("shipshape-testkit: could not drop the test databases: {e:#}"),
+        Err(_) => eprintln!("shipshape-testkit: dropping the test databases panicked"),
+    }
+}
+
+/// Creates `<prefix>_order`, ... and their roles, concurrently. Returns the
+/// database names and each service's URL. On failure, drops them again
+/// unless `keep`.
+async fn create_databases(
+    admin_url: &str,
+    prefix: &str,
+    keep: bool,
+) -> anyhow::Result<(Vec<String>, BTreeMap<Service, String>)> {
+    let mut names = Vec::new();
+    let mut creations = tokio::task::JoinSet::new();
+    for service in Service::WITH_DATABASE {
+        let Some(role) = service.role() else { continue };
+        let name = format!("{prefix}_{}", service.name());
+        names.push(name.clone());
+        let admin_url = admin_url.to_owned();
+        creations.spawn(async move {
+            let created = postgres::create_service_database(&admin_url, &name, &role).await;
+            (service, created)
+        });
+    }
+    let mut urls = BTreeMap::new();
+    let mut failure = None;
+    while let Some(joined) = creations.join_next().await {
+        match joined {
+            Ok((service, Ok(url))) => {
+                urls.insert(service, url);
+            }
+            Ok((_, Err(e))) => failure = Some(e),
+            Err(e) => failure = Some(anyhow!("a database creation task failed: {e}")),
+        }
+    }
+    if let Some(error) = failure {
+        if !keep {
+            // Best effort: the creation error is the one to report.
+            let _ = postgres::drop_databases(admin_url, &names).await;
+        }
+        return Err(error);
+    }
+    Ok((names, urls))
+}
+
+fn check_binaries(bin_dir: &Path) -> anyhow::Result<()> {
+    let missing: Vec<&str> = Service::ALL
+        .iter()
+        .map(|service| service.binary())
+        .filter(|binary| !bin_dir.join(binary).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "service binaries missing in {}: {}\nRun `cargo xtask test` (it builds the service \
+             binaries first), or set {BIN_DIR_VAR} to the directory that holds them",
+            bin_dir.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn check_ports_free(ports: &PortMap) -> anyhow::Result<()> {
+    let busy: Vec<String> = ports
+        .describe()
+        .into_iter()
+        .filter(|(_, port)| crate::ports::in_use(*port))
+        .map(|(what, port)| format!("{port} ({what})"))
+        .collect();
+    if !busy.is_empty() {
+        bail!(
+            "ports already in use on 127.0.0.1: {} (is another `cargo xtask up` running?)",
+            busy.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stack with no processes, to check what it would give them.
+    fn idle_stack(options: StackOptions) -> Stack {
+        let mut database_urls = BTreeMap::new();
+        for service in Service::WITH_DATABASE {
+            database_urls.insert(service, format!("postgres://db/{}", service.name()));
+        }
+        Stack {
+            options,
+            ports: PortMap::standard(),
+            admin_url: postgres::DEFAULT_ADMIN_URL.to_owned(),
+            database_urls,
+            databases: Vec::new(),
+            broker: None,
+            processes: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn services_follow_the_port_and_naming_conventions() {
+        let ops: Vec<u16> = Service::ALL.map(Service::standard_ops_port).to_vec();
+        assert_eq!(ops, [9100, 9101, 9102, 9103, 9104, 9105]);
+        assert_eq!(Service::Psp.binary(), "shipshape-psp-simulator");
+        assert_eq!(Service::Order.role().as_deref(), Some("shipshape_order"));
+        assert_eq!(Service::Gateway.role(), None);
+        for service in Service::ALL {
+            assert_eq!(service.binary(), format!("shipshape-{service}"));
+        }
+    }
+
+    #[test]
+    fn each_process_gets_the_contracted_environment() {
+        let options = StackOptions::local("/bin", "/tmp").with_env(
+            Service::Order,
+            vars::SAGA_DEADLINE_MS,
+            "2000",
+        );
+        let stack = idle_stack(options);
+
+        let order = stack.env_for(Service::Order);
+        assert_eq!(order[vars::OPS_ADDR], "127.0.0.1:9101");
+        assert_eq!(order[vars::GRPC_ADDR], "127.0.0.1:50051");
+        assert_eq!(order[vars::INVENTORY_URL], "http://127.0.0.1:50052");
+        assert_eq!(order[vars::DATABASE_URL], "postgres://db/order");
+        assert_eq!(order[vars::KAFKA_BROKERS], "127.0.0.1:9092");
+        assert_eq!(order[vars::KAFKA_SESSION_TIMEOUT_MS], "6000");
+        assert_eq!(order[vars::SAGA_DEADLINE_MS], "2000");
+        assert!(order.contains_key(vars::RUST_LOG));
+
+        let gateway = stack.env_for(Service::Gateway);
+        assert_eq!(gateway[vars::HTTP_ADDR], "127.0.0.1:8080");
+        assert_eq!(gateway[vars::ORDER_URL], "http://127.0.0.1:50051");
+        assert_eq!(gateway[vars::INVENTORY_URL], "http://127.0.0.1:50052");
+        assert!(!gateway.contains_key(vars::DATABASE_URL));
+        assert!(!gateway.contains_key(vars::SAGA_DEADLINE_MS));
+
+        let payment = stack.env_for(Service::Payment);
+        assert_eq!(payment[vars::PSP_URL], "http://127.0.0.1:8090");
+        assert_eq!(payment[vars::OPS_ADDR], "127.0.0.1:9103");
+
+        let psp = stack.env_for(Service::Psp);
+        assert_eq!(psp[vars::HTTP_ADDR], "127.0.0.1:8090");
+        assert_eq!(psp[vars::OPS_ADDR], "127.0.0.1:9105");
+        assert!(!psp.contains_key(vars::KAFKA_BROKERS));
+
+        assert_eq!(stack.gateway_url(), "http://127.0.0.1:8080");
+        assert_eq!(stack.psp_url(), "http://127.0.0.1:8090");
+        assert_eq!(stack.ops_url(Service::Shipping), "http://127.0.0.1:9104");
+        assert_eq!(stack.broker_address(), "127.0.0.1:9092");
+        assert_eq!(
+            stack.grpc_url(Service::Inventory).as_deref(),
+            Some("http://127.0.0.1:50052")
+        );
+        assert_eq!(stack.grpc_url(Service::Payment), None);
+        assert_eq!(
+            stack.log_path(Service::Psp),
+            Path::new("/tmp/psp-simulator.log")
+        );
+    }
+
+    #[test]
+    fn free_ports_are_all_different() {
+        let ports = PortMap::free().expect("free ports");
+        let mut all: Vec<u16> = ports.describe().into_iter().map(|(_, port)| port).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 11);
+    }
+
+    #[test]
+    fn test_prefixes_are_random_and_marked_as_test_databases() {
+        let a = test_database_prefix();
+        let b = test_database_prefix();
+        assert_ne!(a, b);
+        assert!(a.starts_with(TEST_DATABASE_PREFIX));
+        assert_eq!(a.len(), TEST_DATABASE_PREFIX.len() + 8);
+    }
+
+    #[tokio::test]
+    async fn missing_binaries_are_reported_with_the_fix() {
+        let mut options = StackOptions::for_tests().expect("options");
+        options.bin_dir = std::env::temp_dir().join("shipshape-no-binaries-here");
+        let error = Stack::start(options).await.err().expect("no binaries");
+        let message = format!("{error:#}");
+        assert!(message.contains("shipshape-gateway"), "{message}");
+        assert!(message.contains("cargo xtask test"), "{message}");
+    }
+
+    #[test]
+    fn a_test_binary_finds_the_profile_directory() {
+        if std::env::var_os(BIN_DIR_VAR).is_some() {
+            return; // set explicitly by `cargo xtask test`
+        }
+        let dir = default_bin_dir().expect("bin dir");
+        assert!(!dir.ends_with("deps"), "{}", dir.display());
+        assert!(dir.join("deps").is_dir(), "{}", dir.display());
+    }
+}

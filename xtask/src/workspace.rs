@@ -1,0 +1,86 @@
+//! Where the workspace and its build output are, and building the service
+//! binaries into them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::Value;
+use tokio::process::Command;
+
+/// The workspace as Cargo sees it (honouring `CARGO_TARGET_DIR` and any
+/// Cargo configuration).
+pub struct Workspace {
+    /// The directory of the workspace's `Cargo.toml`.
+    pub root: PathBuf,
+    /// Cargo's target directory.
+    pub target_dir: PathBuf,
+}
+
+impl Workspace {
+    /// Asks `cargo metadata` about the workspace xtask belongs to.
+    pub async fn load() -> anyhow::Result<Self> {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let output = cargo()
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .output()
+            .await
+            .context("running cargo metadata")?;
+        if !output.status.success() {
+            bail!(
+                "cargo metadata failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let metadata: Value =
+            serde_json::from_slice(&output.stdout).context("parsing cargo metadata's output")?;
+        let path = |key: &str| {
+            metadata[key]
+                .as_str()
+                .map(PathBuf::from)
+                .ok_or_else(|| anyhow!("cargo metadata's output has no {key}"))
+        };
+        Ok(Self {
+            root: path("workspace_root")?,
+            target_dir: path("target_directory")?,
+        })
+    }
+
+    /// Where `cargo build` puts binaries of the given profile.
+    pub fn bin_dir(&self, release: bool) -> PathBuf {
+        self.target_dir
+            .join(if release { "release" } else { "debug" })
+    }
+
+    /// Builds every binary of the workspace (the services among them).
+    pub async fn build_binaries(&self, release: bool) -> anyhow::Result<()> {
+        let mut build = cargo();
+        build
+            .args(["build", "--workspace", "--bins"])
+            .current_dir(&self.root);
+        if release {
+            build.arg("--release");
+        }
+        eprintln!(
+            "building the service binaries (cargo build --workspace --bins{})",
+            if release { " --release" } else { "" }
+        );
+        let status = build.status().await.context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build failed ({status})");
+        }
+        Ok(())
+    }
+}
+
+/// The cargo that runs us (`CARGO`), or the one on PATH.
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
