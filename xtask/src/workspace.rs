@@ -19,7 +19,14 @@ pub struct Workspace {
 impl Workspace {
     /// Asks `cargo metadata` about the workspace xtask belongs to.
     pub async fn load() -> anyhow::Result<Self> {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        // `cargo run` sets CARGO_MANIFEST_DIR for the process it starts; the
+        // value baked in at compile time is only a fallback. Clones sharing
+        // one target directory may run an xtask binary compiled in another
+        // clone, which must still act on the clone it was invoked from.
+        let package_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let manifest = package_dir.join("../Cargo.toml");
         let output = cargo()
             .args([
                 "metadata",

@@ -69,7 +69,7 @@ impl KafkaSettings {
         self.base()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "1")
+            .set("linger.ms", "0")
             .set("message.timeout.ms", "30000")
             .create()
             .context("creating the Kafka producer")
