@@ -1,7 +1,7 @@
 //! Where the workspace and its build output are, and building the service
 //! binaries into them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
