@@ -59,6 +59,12 @@ async fn reserve(
     order_id: OrderId,
     placed: &events::OrderPlaced,
 ) -> Result<(), HandleError> {
+    if store::lock_reservation(&mut *tx, order_id).await?.is_some() {
+        // Settled already: the order was cancelled before its placement
+        // reached us (see `settle`). Reserving now would hold stock forever.
+        tracing::warn!(%order_id, "OrderPlaced after the order was settled; not reserving");
+        return Ok(());
+    }
     let decision = match parse_lines(placed) {
         Some(lines) => {
             let skus: Vec<Sku> = lines.iter().map(|(s, _)| s.clone()).collect();
@@ -116,7 +122,21 @@ async fn settle(
     transition: fn(ReservationStatus) -> Option<ReservationStatus>,
 ) -> Result<(), HandleError> {
     let Some(current) = store::lock_reservation(&mut *tx, order_id).await? else {
-        tracing::warn!(%order_id, "no reservation for this order; nothing to settle");
+        // Only if OrderPlaced was lost or is still to come. A release leaves
+        // a tombstone, so a late OrderPlaced reserves nothing, and answers
+        // StockReleased, so the order does not wait for stock forever.
+        if transition(ReservationStatus::Reserved) == Some(ReservationStatus::Released) {
+            tracing::warn!(%order_id, "release before any reservation; recording it as released");
+            store::insert_reservation(
+                &mut *tx,
+                order_id,
+                ReservationStatus::Released,
+                Some("released_before_placed"),
+            )
+            .await?;
+            let event = Event::StockReleased(events::StockReleased {});
+            outbox::enqueue(&mut *tx, PRODUCER, order_id, &event).await?;
+        }
         return Ok(());
     };
     let Some(next) = transition(current) else {

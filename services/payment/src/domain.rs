@@ -117,6 +117,13 @@ impl Payment {
                 notices.push(Notice::Declined(reason));
             }
             (CapturePending, CallResult::Unknown) => self.capture_uncertain = true,
+            // Money was taken although the payment was already given up (a
+            // stale answer arriving late): it must go back.
+            (Voided | Declined, CallResult::Captured) => {
+                self.status = Captured;
+                self.compensate = true;
+                notices.push(Notice::Captured);
+            }
             (RefundPending, CallResult::Refunded) => {
                 self.status = Refunded;
                 notices.push(Notice::Refunded);
@@ -218,6 +225,23 @@ mod tests {
         p.compensate = true;
         assert_eq!(p.record(CallResult::Captured), [Notice::Captured]);
         assert_eq!(p.pending_call(), Some(PspCall::Refund));
+    }
+
+    #[test]
+    fn a_capture_reported_after_a_void_is_refunded() {
+        let mut p = Payment {
+            status: Voided,
+            compensate: true,
+            ..Payment::new()
+        };
+        assert_eq!(p.record(CallResult::Captured), [Notice::Captured]);
+        assert_eq!(p.pending_call(), Some(PspCall::Refund));
+        let mut p = Payment {
+            status: Declined,
+            ..Payment::new()
+        };
+        p.record(CallResult::Captured);
+        assert_eq!(p.status, RefundPending);
     }
 
     #[test]

@@ -75,6 +75,7 @@ impl Driver {
         };
         store::claim(&mut tx, order_id, self.lease_secs, call == PspCall::Capture).await?;
         tx.commit().await?;
+        let claimed_attempt = row.attempts + 1;
 
         let answer = self.call(&row, call).await;
 
@@ -82,6 +83,30 @@ impl Driver {
         let Some(mut current) = store::lock(&mut tx, order_id).await? else {
             return Ok(false);
         };
+        if current.attempts != claimed_attempt {
+            // Our lease ran out and another call was claimed since: the lease
+            // and the uncertainty flag are now that call's. Only a decision by
+            // the PSP is still news.
+            let decided = matches!(
+                (call, &answer.result),
+                (
+                    PspCall::Capture,
+                    CallResult::Captured | CallResult::Declined(_)
+                ) | (PspCall::Refund, CallResult::Refunded)
+            );
+            if !decided {
+                tracing::warn!(%order_id, ?call, "superseded PSP call without a decision; ignored");
+                return Ok(false);
+            }
+            if answer.psp_reference.is_some() {
+                current.psp_reference = answer.psp_reference.clone();
+            }
+            let notices = current.payment.record(answer.result);
+            store::save_decision(&mut tx, &current).await?;
+            publish(&mut tx, &current, &notices).await?;
+            tx.commit().await?;
+            return Ok(false);
+        }
         // The claim marked the capture uncertain in case we crashed; now the
         // answer says what is actually known.
         current.payment.capture_uncertain = row.payment.capture_uncertain;

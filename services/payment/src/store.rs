@@ -162,13 +162,18 @@ pub async fn claim(
     Ok(())
 }
 
-/// Writes what an event decided; a PSP call under way keeps its lease.
+/// Writes what an event (or a superseded call's definitive answer)
+/// decided; a PSP call under way keeps its lease.
 pub async fn save_decision(conn: &mut PgConnection, row: &PaymentRow) -> sqlx::Result<()> {
-    sqlx::query("UPDATE payments SET status = $2, updated_at = now() WHERE order_id = $1")
-        .bind(row.order_id.as_uuid())
-        .bind(row.payment.status.as_str())
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE payments SET status = $2, psp_reference = COALESCE($3, psp_reference), updated_at = now() \
+         WHERE order_id = $1",
+    )
+    .bind(row.order_id.as_uuid())
+    .bind(row.payment.status.as_str())
+    .bind(row.psp_reference.as_deref())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,14 +32,44 @@ use shipshape_runtime::ops::CheckFuture;
 use crate::envelope::{self, Incoming};
 use crate::{DEAD_LETTER_TOPIC, KafkaSettings};
 
-/// Why a handler did not complete. Every failure is retried with backoff;
-/// one that persists is dead-lettered.
+/// Why a handler did not complete. Every failure is retried with backoff.
+/// A transient one (see [`HandleError::is_transient`]) is retried until it
+/// passes, holding its partition; any other is dead-lettered once it has
+/// failed `max_attempts` times.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("{0}")]
     Other(String),
+}
+
+impl HandleError {
+    /// Failures that end by themselves: the database unreachable or
+    /// restarting, the pool exhausted, a deadlock or serialization victim.
+    /// Dead-lettering these would drop saga steps during a database outage.
+    pub fn is_transient(&self) -> bool {
+        let HandleError::Database(error) = self else {
+            return false;
+        };
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // Connection exceptions, insufficient resources, operator
+                // intervention (shutdown), serialization failure, deadlock.
+                ["08", "53", "57P"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                    || code == "40001"
+                    || code == "40P01"
+            }),
+            _ => false,
+        }
+    }
 }
 
 /// Applies one event's effect.
@@ -253,7 +283,7 @@ impl<H: Handler> Worker<H> {
                 Ok(()) => return true,
                 Err(error) => error,
             };
-            if attempt >= self.max_attempts {
+            if attempt >= self.max_attempts && !error.is_transient() {
                 let reason = format!("failed {attempt} times, last: {error}");
                 return self.dead_letter(message, &reason).await;
             }
@@ -321,6 +351,12 @@ impl<H: Handler> Worker<H> {
                 Ok(_) => return true,
                 Err((error, _)) => tracing::warn!(%error, "dead-letter publish failed"),
             }
+            if let Some((code, reason)) = self.dead_letters.client().fatal_error() {
+                // The producer will never recover; stopping this worker ends
+                // the consumer, and with it the process, so it is restarted.
+                tracing::error!(?code, reason, "producer failed fatally");
+                return false;
+            }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return false,
                 _ = tokio::time::sleep(backoff(attempt)) => {}
@@ -351,6 +387,15 @@ mod tests {
                 assert!(backoff(attempt) <= ceiling);
             }
         }
+    }
+
+    #[test]
+    fn only_outages_are_transient() {
+        assert!(HandleError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(HandleError::Database(sqlx::Error::Io(io)).is_transient());
+        assert!(!HandleError::Database(sqlx::Error::RowNotFound).is_transient());
+        assert!(!HandleError::Other("OrderPlaced without a total".into()).is_transient());
     }
 
     #[test]

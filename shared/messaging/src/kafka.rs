@@ -145,6 +145,9 @@ impl KafkaSettings {
             let producer = producer.clone();
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || {
+                    if let Some((code, reason)) = producer.client().fatal_error() {
+                        return Err(format!("producer failed fatally ({code:?}): {reason}"));
+                    }
                     producer
                         .client()
                         .fetch_metadata(None, Duration::from_secs(1))

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use prost::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use shipshape_proto::Event;
 use shipshape_types::OrderId;
 use sqlx::postgres::PgListener;
@@ -69,8 +69,10 @@ impl OutboxRelay {
         }
     }
 
-    /// Relays until `shutdown`; a batch under way is finished first.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Relays until `shutdown`; a batch under way is finished first. Fails
+    /// only when the producer has failed fatally: it never recovers, so the
+    /// process must stop (and be restarted) rather than stall every saga.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut listener = self.listen().await;
         let mut backoff = Duration::from_millis(50);
         while !shutdown.is_cancelled() {
@@ -78,6 +80,9 @@ impl OutboxRelay {
                 Ok(published) if published as i64 == self.batch_size => continue,
                 Ok(_) => backoff = Duration::from_millis(50),
                 Err(error) => {
+                    if let Some((code, reason)) = self.producer.client().fatal_error() {
+                        anyhow::bail!("Kafka producer failed fatally ({code:?}): {reason}");
+                    }
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -95,7 +100,11 @@ impl OutboxRelay {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = tokio::time::sleep(self.poll_interval) => {
+                    if listener.is_none() {
+                        listener = self.listen().await;
+                    }
+                }
                 woke = notified => {
                     if let Err(error) = woke {
                         tracing::warn!(%error, "outbox listener lost; reconnecting");
@@ -104,6 +113,7 @@ impl OutboxRelay {
                 }
             }
         }
+        Ok(())
     }
 
     async fn listen(&self) -> Option<PgListener> {

@@ -66,17 +66,13 @@ pub async fn run<H: Handler>(
         .with_check("broker", broker.check())
         .with_check("consumer group", consumer.membership_check());
     let relay = broker.relay(pool);
-    let stop = shutdown.clone();
     tasks
         .add(
             "ops server",
             ops::serve(config.ops_addr, readiness, shutdown.clone()),
         )
         .add("event consumer", consumer.run(shutdown.clone()))
-        .add("outbox relay", async move {
-            relay.run(stop).await;
-            Ok(())
-        })
+        .add("outbox relay", relay.run(shutdown.clone()))
         .run(shutdown)
         .await
 }
