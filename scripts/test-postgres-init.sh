@@ -78,10 +78,14 @@ check "order cannot connect to inventory's database" \
     refused sql_as order dev-only-order-password shipshape_inventory "SELECT 1"
 check "shipping cannot connect to payment's database" \
     refused sql_as shipping dev-only-shipping-password shipshape_payment "SELECT 1"
-check "each database is owned by its role" \
-    env PGHOST="$work" PGPORT="$port" psql --no-psqlrc -U postgres -d postgres -tAc \
-    "SELECT count(*) = 4 OR 1/0 = 1 FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba
-     WHERE d.datname LIKE 'shipshape\_%' AND r.rolname = d.datname"
+owned_databases() {
+    local count
+    count=$(PGHOST="$work" PGPORT="$port" psql --no-psqlrc -U postgres -d postgres -tAc \
+        "SELECT count(*) FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba
+         WHERE d.datname LIKE 'shipshape\\_%' AND r.rolname = d.datname")
+    [ "$count" = 4 ]
+}
+check "each of the four databases is owned by the role of the same name" owned_databases
 
 if [ "$failures" -gt 0 ]; then
     echo "postgres init: $failures check(s) failed"

@@ -141,3 +141,61 @@ async fn deadline_voids_a_payment_the_provider_never_processed() -> anyhow::Resu
     assert_eq!(shop.violations().await?, Vec::<String>::new());
     Ok(())
 }
+
+/// Every capture attempt times out, so the payment service cannot know
+/// whether the card was charged. When the deadline cancels the order it must
+/// not void blindly: the order waits in CANCELLING (stock already released)
+/// until the provider answers a lookup by the capture's key, which proves
+/// nothing was charged.
+#[tokio::test]
+async fn an_unanswered_capture_is_looked_up_before_the_payment_is_voided() -> anyhow::Result<()> {
+    let options = StackOptions::for_tests()?
+        .with_env(Service::Order, "SAGA_DEADLINE_MS", "1500")
+        .with_env(Service::Order, "SAGA_SWEEP_INTERVAL_MS", "100")
+        .with_env(Service::Payment, "PSP_TIMEOUT_MS", "300")
+        .with_env(Service::Payment, "PAYMENT_RETRY_INTERVAL_MS", "100");
+    let shop = Shop::start_with(options).await?;
+    shop.psp_faults(1000, 0.0).await?;
+    let id = shop
+        .place(&[("SKU-0015", 1)], "tok_unavailable", "DE")
+        .await?;
+
+    let deadline = tokio::time::Instant::now() + SAGA;
+    loop {
+        let (_, order) = shop.get(&format!("/api/v1/orders/{id}")).await?;
+        let uncertain: Option<bool> =
+            sqlx::query_scalar("SELECT capture_uncertain FROM payments WHERE order_id = $1::uuid")
+                .bind(&id)
+                .fetch_optional(shop.db(Service::Payment))
+                .await?;
+        if order["status"] == "CANCELLING" && uncertain == Some(true) {
+            assert_eq!(order["cancellation_reason"], "timed_out");
+            break;
+        }
+        assert_ne!(
+            order["status"], "CANCELLED",
+            "voided without knowing: {order}"
+        );
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never reached CANCELLING: {order}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Still unknown for a while: the order must keep waiting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, order) = shop.get(&format!("/api/v1/orders/{id}")).await?;
+    assert_eq!(order["status"], "CANCELLING", "{order}");
+
+    shop.psp_faults(0, 0.0).await?;
+    let order = shop.wait_terminal(&id, SAGA).await?;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["cancellation_reason"], "timed_out");
+    shop.wait_quiet(SAGA).await?;
+    let effects = shop.effects(&id).await?;
+    assert_eq!(effects.reservation.as_deref(), Some("RELEASED"));
+    assert_eq!(effects.payment.as_deref(), Some("VOIDED"));
+    assert_eq!((effects.captures, effects.refunds), (0, 0));
+    assert_eq!(shop.violations().await?, Vec::<String>::new());
+    Ok(())
+}

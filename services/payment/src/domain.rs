@@ -45,6 +45,9 @@ pub enum Notice {
 pub enum PspCall {
     Capture,
     Refund,
+    /// Ask what was decided under the capture's key: for a payment that
+    /// should no longer be captured but may have been.
+    LookUpCapture,
 }
 
 /// The PSP's answer to a call.
@@ -55,6 +58,8 @@ pub enum CallResult {
     Refunded,
     /// The PSP said it did not process the request (or was never reached).
     NotProcessed,
+    /// The PSP has no capture under the payment's key: none was ever made.
+    NeverCaptured,
     /// No answer: the request may or may not have been processed.
     Unknown,
 }
@@ -96,6 +101,9 @@ impl Payment {
     /// The PSP call the payment is waiting for, if any.
     pub fn pending_call(&self) -> Option<PspCall> {
         match self.status {
+            PaymentStatus::CapturePending if self.compensate && self.capture_uncertain => {
+                Some(PspCall::LookUpCapture)
+            }
             PaymentStatus::CapturePending => Some(PspCall::Capture),
             PaymentStatus::RefundPending => Some(PspCall::Refund),
             _ => None,
@@ -117,6 +125,7 @@ impl Payment {
                 notices.push(Notice::Declined(reason));
             }
             (CapturePending, CallResult::Unknown) => self.capture_uncertain = true,
+            (CapturePending, CallResult::NeverCaptured) => self.capture_uncertain = false,
             // Money was taken although the payment was already given up (a
             // stale answer arriving late): it must go back.
             (Voided | Declined, CallResult::Captured) => {
@@ -208,6 +217,31 @@ mod tests {
         assert_eq!(p.status, RefundPending);
         assert_eq!(p.record(CallResult::Refunded), [Notice::Refunded]);
         assert_eq!(p.status, Refunded);
+    }
+
+    #[test]
+    fn an_uncertain_capture_of_a_cancelled_order_is_looked_up_then_voided_or_refunded() {
+        let mut p = ready();
+        p.record(CallResult::Unknown);
+        p.compensate = true;
+        assert!(p.settle().is_empty());
+        assert_eq!(p.pending_call(), Some(PspCall::LookUpCapture));
+        let mut never = p;
+        assert_eq!(never.record(CallResult::NeverCaptured), [Notice::Voided]);
+        assert_eq!(never.status, Voided);
+        assert_eq!(p.record(CallResult::Captured), [Notice::Captured]);
+        assert_eq!(p.pending_call(), Some(PspCall::Refund));
+    }
+
+    #[test]
+    fn an_uncertain_capture_of_a_live_order_is_simply_retried() {
+        let mut p = ready();
+        p.record(CallResult::Unknown);
+        assert_eq!(
+            p.pending_call(),
+            Some(PspCall::Capture),
+            "the same key cannot charge twice"
+        );
     }
 
     #[test]

@@ -147,6 +147,7 @@ impl Driver {
                     .capture(&row.payment_id.to_string(), amount, currency, token)
                     .await
             }
+            PspCall::LookUpCapture => self.psp.look_up_capture(&row.payment_id.to_string()).await,
             PspCall::Refund => {
                 let reference = row.psp_reference.as_deref().unwrap_or_default();
                 let key = format!("refund-{}", row.payment_id);

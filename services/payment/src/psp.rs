@@ -122,6 +122,51 @@ impl PspClient {
         }
     }
 
+    /// What the PSP decided under a capture's idempotency key.
+    pub async fn look_up_capture(&self, idempotency_key: &str) -> Answer {
+        let sent = self
+            .http
+            .get(format!("{}/v1/captures/{idempotency_key}", self.base_url))
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            // Whatever happened to a lookup, nothing was charged by it.
+            Err(e) => return Answer::failed(CallResult::NotProcessed, e.to_string()),
+        };
+        match response.status().as_u16() {
+            404 => Answer {
+                result: CallResult::NeverCaptured,
+                psp_reference: None,
+                error: None,
+            },
+            200 => match response.json::<Approved>().await {
+                Ok(approved) => Answer {
+                    result: CallResult::Captured,
+                    psp_reference: Some(approved.psp_reference),
+                    error: None,
+                },
+                Err(e) => {
+                    Answer::failed(CallResult::NotProcessed, format!("unreadable lookup: {e}"))
+                }
+            },
+            402 => Answer {
+                result: CallResult::Declined(
+                    response
+                        .json::<Declined>()
+                        .await
+                        .map_or_else(|_| "declined".to_owned(), |d| d.reason),
+                ),
+                psp_reference: None,
+                error: None,
+            },
+            status => Answer::failed(
+                CallResult::NotProcessed,
+                format!("PSP answered {status} to a lookup"),
+            ),
+        }
+    }
+
     pub async fn refund(
         &self,
         idempotency_key: &str,

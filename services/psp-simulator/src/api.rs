@@ -10,8 +10,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use crate::faults::{Faults, Plan};
@@ -55,6 +55,22 @@ pub async fn capture(
         CaptureOutcome::Declined { .. } => StatusCode::PAYMENT_REQUIRED,
     };
     Ok((status, Json(captured.outcome)))
+}
+
+/// What was decided under a capture's idempotency key: the same answer the
+/// capture gave, or 404 when no capture was ever processed under it.
+pub async fn find_capture(
+    State(psp): State<Psp>,
+    Path(key): Path<String>,
+) -> Result<(StatusCode, Json<CaptureOutcome>), Error> {
+    let plan = psp.faults().plan();
+    let found = plan.admit().map(|()| psp.ledger().find_capture(&key));
+    psp.sleep(plan.latency).await;
+    match found? {
+        Some(outcome @ CaptureOutcome::Approved { .. }) => Ok((StatusCode::OK, Json(outcome))),
+        Some(outcome) => Ok((StatusCode::PAYMENT_REQUIRED, Json(outcome))),
+        None => Err(Error::NoCaptureUnderKey(key)),
+    }
 }
 
 pub async fn refund(

@@ -20,6 +20,8 @@ pub enum Error {
     IdempotencyKeyReused(String),
     /// No approved capture has this `psp_reference`.
     UnknownCapture(String),
+    /// No capture was ever processed under this idempotency key.
+    NoCaptureUnderKey(String),
     CurrencyMismatch {
         captured: String,
         requested: String,
@@ -40,6 +42,7 @@ impl Error {
             Self::InvalidRequest(_) => "invalid_request",
             Self::IdempotencyKeyReused(_) => "idempotency_key_reused",
             Self::UnknownCapture(_) => "unknown_capture",
+            Self::NoCaptureUnderKey(_) => "capture_not_found",
             Self::CurrencyMismatch { .. } => "currency_mismatch",
             Self::RefundExceedsCapture { .. } => "refund_exceeds_capture",
             Self::ProcessorUnavailable => "processor_unavailable",
@@ -53,7 +56,9 @@ impl Error {
             Self::IdempotencyKeyReused(_)
             | Self::CurrencyMismatch { .. }
             | Self::RefundExceedsCapture { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UnknownCapture(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::UnknownCapture(_) | Self::NoCaptureUnderKey(_) | Self::RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
             Self::ProcessorUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -69,6 +74,9 @@ impl fmt::Display for Error {
             ),
             Self::UnknownCapture(reference) => {
                 write!(f, "no approved capture has psp_reference {reference:?}")
+            }
+            Self::NoCaptureUnderKey(key) => {
+                write!(f, "no capture was processed under idempotency key {key:?}")
             }
             Self::CurrencyMismatch {
                 captured,

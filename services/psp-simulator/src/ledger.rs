@@ -183,6 +183,13 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// The decision made under a capture's idempotency key, if any: lets a
+    /// caller that never got an answer learn whether it was charged.
+    pub fn find_capture(&self, idempotency_key: &str) -> Option<CaptureOutcome> {
+        let &index = self.capture_by_key.get(idempotency_key)?;
+        Some(self.captures[index].outcome())
+    }
+
     /// Decides a capture, or replays the decision already made under its
     /// idempotency key. Nothing is recorded unless it returns `Ok`.
     pub fn capture(&mut self, request: CaptureRequest, at_micros: u64) -> Result<Captured, Error> {
@@ -425,6 +432,24 @@ mod tests {
         let captures = ledger.view().captures;
         assert_eq!(captures.len(), 1);
         assert_eq!(captures[0].at_micros, 1);
+    }
+
+    #[test]
+    fn a_capture_is_found_by_its_key_only_once_decided() {
+        let mut ledger = Ledger::default();
+        assert_eq!(ledger.find_capture("k1"), None);
+        let captured = ledger
+            .capture(capture_request("k1", 500, "tok_visa"), 1)
+            .unwrap();
+        assert_eq!(ledger.find_capture("k1"), Some(captured.outcome));
+        ledger
+            .capture(capture_request("k2", 500, "tok_unavailable"), 2)
+            .unwrap_err();
+        assert_eq!(
+            ledger.find_capture("k2"),
+            None,
+            "an unprocessed capture leaves no trace"
+        );
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Psp {
 pub fn router(state: Psp) -> Router {
     Router::new()
         .route("/v1/captures", post(api::capture))
+        .route("/v1/captures/{idempotency_key}", get(api::find_capture))
         .route("/v1/refunds", post(api::refund))
         .route("/admin/faults", get(api::get_faults).put(api::put_faults))
         .route("/admin/ledger", get(api::ledger))

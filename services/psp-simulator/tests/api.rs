@@ -487,3 +487,23 @@ async fn unknown_routes_are_a_json_404() {
     let (status, body) = psp.get("/v1/payments").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
 }
+
+#[tokio::test]
+async fn a_capture_can_be_looked_up_by_its_key() {
+    let psp = Simulator::new();
+    let (status, body) = psp.get("/v1/captures/order-9").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "capture_not_found");
+
+    let (_, approved) = psp
+        .post("/v1/captures", capture("order-9", 1999, "tok_visa"))
+        .await;
+    let (status, found) = psp.get("/v1/captures/order-9").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found, approved);
+
+    psp.post("/v1/captures", capture("order-10", 1999, "tok_decline"))
+        .await;
+    let (status, found) = psp.get("/v1/captures/order-10").await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(found["reason"], "card_declined");
+}
