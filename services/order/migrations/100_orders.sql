@@ -2,11 +2,13 @@ CREATE TABLE orders (
     order_id            UUID PRIMARY KEY,
     customer_id         TEXT   NOT NULL,
     status              TEXT   NOT NULL CHECK (status IN ('PENDING', 'CONFIRMED', 'CANCELLING', 'CANCELLED')),
-    cancellation_reason TEXT,
+    cancellation_reason TEXT CHECK (cancellation_reason IN
+                            ('out_of_stock', 'payment_declined', 'shipping_failed', 'timed_out')),
     -- What the order has observed of the other services' steps.
-    stock_state         TEXT   NOT NULL,
-    payment_state       TEXT   NOT NULL,
-    shipment_state      TEXT   NOT NULL,
+    stock_state         TEXT   NOT NULL CHECK (stock_state IN ('UNKNOWN', 'RESERVED', 'REJECTED', 'RELEASED')),
+    payment_state       TEXT   NOT NULL CHECK (payment_state IN
+                            ('UNKNOWN', 'CAPTURED', 'DECLINED', 'REFUNDED', 'VOIDED')),
+    shipment_state      TEXT   NOT NULL CHECK (shipment_state IN ('UNKNOWN', 'SCHEDULED', 'FAILED')),
     total_minor         BIGINT NOT NULL,
     currency            TEXT   NOT NULL,
     shipping_address    JSONB  NOT NULL,
