@@ -17,7 +17,9 @@ if command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; the
     bindir=$(pg_config --bindir)
 fi
 if [ -z "$bindir" ]; then
-    bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    for candidate in /usr/lib/postgresql/*/bin; do
+        if [ -x "$candidate/initdb" ]; then bindir=$candidate; fi
+    done
 fi
 if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
     echo "initdb not found: install PostgreSQL's server package" >&2

@@ -17,7 +17,7 @@
 //! PSP simulator 9105).
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -118,9 +118,12 @@ fn probe(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut head = Vec::with_capacity(128);
     let mut buf = [0_u8; 128];
     while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
-        let n = stream
-            .read(&mut buf)
-            .map_err(|e| format!("read from {addr}: {e}"))?;
+        let n = stream.read(&mut buf).map_err(|e| match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                format!("no answer from {addr} within {} s", TIMEOUT.as_secs())
+            }
+            _ => format!("read from {addr}: {e}"),
+        })?;
         if n == 0 {
             break;
         }

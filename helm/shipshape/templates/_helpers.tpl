@@ -1,0 +1,212 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "shipshape.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "shipshape.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "shipshape.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels of every pod of the release. */}}
+{{- define "shipshape.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "shipshape.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of every object of the release. */}}
+{{- define "shipshape.labels" -}}
+helm.sh/chart: {{ include "shipshape.chart" . }}
+{{ include "shipshape.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: shipshape
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "order"). */}}
+{{- define "shipshape.componentSelectorLabels" -}}
+{{ include "shipshape.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "shipshape.componentLabels" -}}
+{{ include "shipshape.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+What each service is: its binary, its ports and what it needs. Product facts
+(README), not settings: the container ports are fixed, and the services are
+told them through GRPC_ADDR / HTTP_ADDR / OPS_ADDR.
+*/}}
+{{- define "shipshape.catalog" -}}
+gateway:
+  component: gateway
+  binary: shipshape-gateway
+  api: {name: http, port: 8080, env: HTTP_ADDR}
+  opsPort: 9100
+  database: false
+order:
+  component: order
+  binary: shipshape-order
+  api: {name: grpc, port: 50051, env: GRPC_ADDR}
+  opsPort: 9101
+  database: true
+inventory:
+  component: inventory
+  binary: shipshape-inventory
+  api: {name: grpc, port: 50052, env: GRPC_ADDR}
+  opsPort: 9102
+  database: true
+payment:
+  component: payment
+  binary: shipshape-payment
+  opsPort: 9103
+  database: true
+shipping:
+  component: shipping
+  binary: shipshape-shipping
+  opsPort: 9104
+  database: true
+pspSimulator:
+  component: psp-simulator
+  binary: shipshape-psp-simulator
+  api: {name: http, port: 8090, env: HTTP_ADDR}
+  opsPort: 9105
+  database: false
+{{- end }}
+
+{{/* The services, in a fixed order. */}}
+{{- define "shipshape.serviceKeys" -}}
+{{- list "gateway" "order" "inventory" "payment" "shipping" "pspSimulator" | toJson }}
+{{- end }}
+
+{{/* The services with a database and a Kafka consumer. */}}
+{{- define "shipshape.databaseKeys" -}}
+{{- list "order" "inventory" "payment" "shipping" | toJson }}
+{{- end }}
+
+{{/*
+One service's settings: serviceDefaults deep-merged with services.<key>.
+Usage: $cfg := include "shipshape.serviceConfig" (dict "root" $ "key" "order") | fromYaml
+*/}}
+{{- define "shipshape.serviceConfig" -}}
+{{- $defaults := deepCopy .root.Values.serviceDefaults }}
+{{- $override := deepCopy (index .root.Values.services .key | default dict) }}
+{{- toYaml (mergeOverwrite $defaults $override) }}
+{{- end }}
+
+{{/* image reference: repository:tag, or repository@digest. */}}
+{{- define "shipshape.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Kafka bootstrap servers the services use. */}}
+{{- define "shipshape.kafkaBrokers" -}}
+{{- if .Values.kafka.deploy }}
+{{- printf "%s-kafka:9092" (include "shipshape.fullname" .) }}
+{{- else }}
+{{- .Values.kafka.brokers }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with the services' DATABASE_URLs. */}}
+{{- define "shipshape.databaseSecretName" -}}
+{{- if .Values.postgresql.deploy }}
+{{- printf "%s-database" (include "shipshape.fullname" .) }}
+{{- else }}
+{{- .Values.postgresql.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+The environment of one service (its ConfigMap's data), as YAML.
+(dict "root" $ "key" "order" "svc" $catalogEntry "cfg" $serviceConfig)
+*/}}
+{{- define "shipshape.serviceEnv" -}}
+{{- $root := .root }}
+{{- $fullname := include "shipshape.fullname" $root }}
+{{- $env := dict
+  "LOG_FORMAT" $root.Values.logFormat
+  "RUST_LOG" $root.Values.logLevel
+  "OPS_ADDR" (printf "0.0.0.0:%d" (int .svc.opsPort))
+  "OTEL_SERVICE_NAME" .svc.component
+}}
+{{- with .svc.api }}
+{{- $_ := set $env .env (printf "0.0.0.0:%d" (int .port)) }}
+{{- end }}
+{{- if $root.Values.observability.otlpEndpoint }}
+{{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $root.Values.observability.otlpEndpoint }}
+{{- end }}
+{{- if eq .key "gateway" }}
+{{- $_ := set $env "ORDER_URL" (printf "http://%s-order:50051" $fullname) }}
+{{- $_ := set $env "INVENTORY_URL" (printf "http://%s-inventory:50052" $fullname) }}
+{{- end }}
+{{- if eq .key "order" }}
+{{- $_ := set $env "INVENTORY_URL" (printf "http://%s-inventory:50052" $fullname) }}
+{{- end }}
+{{- if eq .key "payment" }}
+{{- $_ := set $env "PSP_URL" (printf "http://%s-psp-simulator:8090" $fullname) }}
+{{- end }}
+{{- if .svc.database }}
+{{- $_ := set $env "KAFKA_BROKERS" (include "shipshape.kafkaBrokers" $root) }}
+{{- $_ := set $env "KAFKA_TOPIC_PARTITIONS" (toString $root.Values.kafka.topicPartitions) }}
+{{- $_ := set $env "KAFKA_REPLICATION_FACTOR" (toString $root.Values.kafka.replicationFactor) }}
+{{- $_ := set $env "DATABASE_MAX_CONNECTIONS" (toString $root.Values.postgresql.maxConnections) }}
+{{- end }}
+{{- range $name, $value := .cfg.env }}
+{{- $_ := set $env $name (toString $value) }}
+{{- end }}
+{{- range $name, $value := $env }}
+{{ $name }}: {{ $value | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Pod and container security settings shared by every workload. */}}
+{{- define "shipshape.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* (dict "uid" 65532) */}}
+{{- define "shipshape.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ .uid }}
+fsGroup: {{ .uid }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* NetworkPolicy egress rule to the cluster DNS. */}}
+{{- define "shipshape.dnsEgress" -}}
+- to:
+    {{- toYaml .Values.networkPolicy.dns.to | nindent 4 }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end }}

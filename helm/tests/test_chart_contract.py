@@ -1,0 +1,562 @@
+"""The chart's contract: what `helm template` must produce, per service, with
+the default values, with values-dev.yaml, and when values change.
+
+Run: HELM=/path/to/helm pytest helm/tests   (ci/deploy-checks.sh does)
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import (ALL, API_PORT, DEV_VALUES, OPS_PORT, REPO, SERVICES, WITH_DATABASE,
+                      Manifests, container, matches, pod_template, render, render_error,
+                      render_notes)
+from netpol import allowed_edges, pods
+
+NAME = "shipshape"  # the fullname for release "shipshape"
+
+
+def name(component: str) -> str:
+    return f"{NAME}-{component}"
+
+
+def config(m: Manifests, component: str) -> dict:
+    return m.get("ConfigMap", name(component))["data"]
+
+
+def selects_pods_of(selector: dict, m: Manifests, component: str) -> bool:
+    labels = pod_template(m.get("Deployment", name(component)))["metadata"]["labels"]
+    return matches(selector, labels)
+
+
+# ------------------------------------------------------------ per service ----
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_every_service_has_deployment_service_account_config(default, component):
+    deployment = default.get("Deployment", name(component))
+    default.get("Service", name(component))
+    default.get("ConfigMap", name(component))
+    sa = default.get("ServiceAccount", name(component))
+    assert sa["automountServiceAccountToken"] is False
+    spec = pod_template(deployment)["spec"]
+    assert spec["serviceAccountName"] == name(component)
+    assert spec["automountServiceAccountToken"] is False
+    assert container(deployment)["command"] == [f"/usr/local/bin/shipshape-{component}"]
+
+
+@pytest.mark.parametrize("component", SERVICES)
+def test_hpa_cpu_70_min_2_max_10(default, component):
+    hpa = default.get("HorizontalPodAutoscaler", name(component))
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": name(component)}
+    assert hpa["spec"]["minReplicas"] == 2
+    assert hpa["spec"]["maxReplicas"] == 10
+    assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+    # The autoscaler owns the replica count.
+    assert "replicas" not in default.get("Deployment", name(component))["spec"]
+
+
+def test_psp_simulator_runs_exactly_one_replica(default):
+    # Its ledger lives in memory: never two at once, not even during an update.
+    assert default.find("HorizontalPodAutoscaler", name("psp-simulator")) is None
+    spec = default.get("Deployment", name("psp-simulator"))["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_pdb_selects_the_pods_and_allows_a_drain(default, component):
+    pdb = default.get("PodDisruptionBudget", name(component))
+    assert pdb["apiVersion"] == "policy/v1"
+    assert selects_pods_of(pdb["spec"]["selector"], default, component)
+    # One pod may always be evicted, whatever the replica count.
+    assert pdb["spec"].get("maxUnavailable") == 1
+    assert "minAvailable" not in pdb["spec"]
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_probes_on_healthz_and_readyz_of_the_ops_port(default, component):
+    c = container(default.get("Deployment", name(component)))
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["ops"] == OPS_PORT[component]
+    assert config(default, component)["OPS_ADDR"] == f"0.0.0.0:{OPS_PORT[component]}"
+    for probe, path in [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"),
+                        ("readinessProbe", "/readyz")]:
+        assert c[probe]["httpGet"] == {"path": path, "port": "ops"}, probe
+    # Startup covers migrations and topic creation; liveness must not kill a slow start.
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_api_port_matches_what_the_process_binds(default, component):
+    c = container(default.get("Deployment", name(component)))
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    if component not in API_PORT:
+        assert set(ports) == {"ops"}
+        return
+    (api_name,) = set(ports) - {"ops"}
+    assert ports[api_name] == API_PORT[component]
+    variable = "HTTP_ADDR" if api_name == "http" else "GRPC_ADDR"
+    assert config(default, component)[variable] == f"0.0.0.0:{API_PORT[component]}"
+    service_ports = {p["name"]: p for p in default.get("Service", name(component))["spec"]["ports"]}
+    assert service_ports[api_name]["port"] == API_PORT[component]
+    assert service_ports[api_name]["targetPort"] == api_name
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_resource_requests_and_limits(default, component):
+    resources = container(default.get("Deployment", name(component)))["resources"]
+    for kind in ("requests", "limits"):
+        assert set(resources[kind]) == {"cpu", "memory"}, kind
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_security_context(default, component):
+    deployment = default.get("Deployment", name(component))
+    pod = pod_template(deployment)["spec"]["securityContext"]
+    c = container(deployment)["securityContext"]
+    assert pod["runAsNonRoot"] is True and c["runAsNonRoot"] is True
+    assert pod["runAsUser"] == 65532  # distroless' nonroot, numeric for runAsNonRoot
+    assert c["readOnlyRootFilesystem"] is True
+    assert c["allowPrivilegeEscalation"] is False
+    assert c["capabilities"] == {"drop": ["ALL"]}
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_graceful_shutdown_matches_the_process(default, component):
+    deployment = default.get("Deployment", name(component))
+    spec = pod_template(deployment)["spec"]
+    pre_stop = container(deployment)["lifecycle"]["preStop"]
+    # No shell in the image: the kubelet's own sleep action.
+    assert pre_stop == {"sleep": {"seconds": 5}}
+    # The process needs up to 30 s after SIGTERM (3 s to leave the consumer
+    # group, a 20 s watchdog on closing the Kafka client, 3 s request timeouts).
+    assert spec["terminationGracePeriodSeconds"] >= 5 + 30
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+@pytest.mark.parametrize("component", SERVICES)
+def test_rolling_update_keeps_capacity(default, component):
+    rolling = default.get("Deployment", name(component))["spec"]["strategy"]["rollingUpdate"]
+    assert rolling == {"maxSurge": "25%", "maxUnavailable": 0}
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_topology_spread_over_zones_and_nodes(default, component):
+    deployment = default.get("Deployment", name(component))
+    constraints = pod_template(deployment)["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in constraints} == {"topology.kubernetes.io/zone",
+                                                      "kubernetes.io/hostname"}
+    for c in constraints:
+        assert c["whenUnsatisfiable"] == "ScheduleAnyway"
+        assert selects_pods_of(c["labelSelector"], default, component)
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_settings_from_configmap_and_database_url_from_secret(default, component):
+    c = container(default.get("Deployment", name(component)))
+    assert c["envFrom"] == [{"configMapRef": {"name": name(component)}}]
+    env = {e["name"]: e for e in c.get("env", [])}
+    if component in WITH_DATABASE:
+        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "shipshape-database", "key": f"{component}-database-url"}
+        data = config(default, component)
+        assert data["KAFKA_BROKERS"] == "kafka:9092"
+        assert data["KAFKA_REPLICATION_FACTOR"] == "3"
+    else:
+        assert "DATABASE_URL" not in env
+        assert "KAFKA_BROKERS" not in config(default, component)
+    # No secret ever lands in a ConfigMap.
+    assert not any("postgres://" in v for v in config(default, component).values())
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_config_change_rolls_the_pods(component):
+    before = render().get("Deployment", name(component))
+    after = render(sets={"logLevel": "debug"}).get("Deployment", name(component))
+    key = "checksum/config"
+    assert pod_template(before)["metadata"]["annotations"][key] != \
+        pod_template(after)["metadata"]["annotations"][key]
+
+
+def upstream_targets(m: Manifests, release_name: str = NAME) -> list[tuple[str, str, str]]:
+    """(configmap, variable, url) for every in-cluster URL the services are given."""
+    found = []
+    for cm in m.of("ConfigMap"):
+        for variable, value in (cm.get("data") or {}).items():
+            if variable in ("ORDER_URL", "INVENTORY_URL", "PSP_URL"):
+                found.append((cm["metadata"]["name"], variable, value))
+    return found
+
+
+@pytest.mark.parametrize("release", ["shipshape", "demo"])
+def test_upstream_urls_point_at_rendered_services(release):
+    m = render(release=release)
+    targets = upstream_targets(m)
+    assert {v for _, v, _ in targets} == {"ORDER_URL", "INVENTORY_URL", "PSP_URL"}
+    for cm, variable, url in targets:
+        parsed = urlparse(url)
+        service = m.find("Service", parsed.hostname)
+        assert service is not None, f"{cm} {variable}={url}: no such Service"
+        assert parsed.port in [p["port"] for p in service["spec"]["ports"]], f"{cm} {variable}={url}"
+
+
+def test_every_object_carries_the_release_labels(default, dev):
+    for m in (default, dev):
+        for obj in m.objects:
+            labels = obj["metadata"]["labels"]
+            assert labels["app.kubernetes.io/name"] == "shipshape"
+            assert labels["app.kubernetes.io/instance"] == "shipshape"
+            assert labels["app.kubernetes.io/part-of"] == "shipshape"
+
+
+# -------------------------------------------------------- network policies ----
+
+
+def test_default_deny_for_every_pod_of_the_release(default, dev):
+    for m in (default, dev):
+        deny = m.get("NetworkPolicy", "shipshape-default-deny")
+        assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
+        for pod in pods(m).values():
+            assert matches(deny["spec"]["podSelector"], pod.labels), pod.component
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_each_service_has_its_own_policy(default, component):
+    policy = default.get("NetworkPolicy", name(component))
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert selects_pods_of(policy["spec"]["podSelector"], default, component)
+
+
+ARCHITECTURE = {
+    ("gateway", "order", 50051),
+    ("gateway", "inventory", 50052),
+    ("order", "inventory", 50052),
+    ("payment", "psp-simulator", 8090),
+    ("test", "gateway", 8080),  # helm test
+}
+BROKER_AND_DATABASE = {(s, "kafka", 9092) for s in WITH_DATABASE} | \
+    {(s, "postgresql", 5432) for s in WITH_DATABASE} | {("kafka", "kafka", 9092)}
+
+
+def test_only_the_architecture_edges_are_open_between_pods(default):
+    assert allowed_edges(default) == ARCHITECTURE
+
+
+def test_only_the_architecture_edges_are_open_between_pods_dev(dev):
+    assert allowed_edges(dev) == ARCHITECTURE | BROKER_AND_DATABASE
+
+
+def test_each_side_alone_admits_only_its_part_of_the_architecture(dev):
+    # Either side's policy alone must hold the line: a pod whose own egress is
+    # too open is still caught here, even where the peer's ingress blocks it.
+    components = pods(dev)
+    everyone = set(components)
+    ingress = allowed_edges(dev, only="ingress")
+    assert ingress == (
+        {(src, "gateway", 8080) for src in everyone}  # the public API (gatewayFrom: anyone)
+        | {("gateway", "order", 50051), ("gateway", "inventory", 50052), ("order", "inventory", 50052),
+           ("payment", "psp-simulator", 8090)}
+        | BROKER_AND_DATABASE
+    )
+    egress = allowed_edges(dev, only="egress")
+    assert egress == ARCHITECTURE | BROKER_AND_DATABASE
+
+
+def egress_rules(m: Manifests, component: str) -> list[dict]:
+    return m.get("NetworkPolicy", name(component))["spec"]["egress"]
+
+
+def rule_ports(rule: dict) -> set:
+    return {p["port"] for p in rule.get("ports", [])}
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_egress_to_dns_and_the_collector(default, component):
+    rules = egress_rules(default, component)
+    dns = [r for r in rules if rule_ports(r) == {53}]
+    assert dns and {p["protocol"] for p in dns[0]["ports"]} == {"UDP", "TCP"}
+    assert dns[0]["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    collector = [r for r in rules if rule_ports(r) == {4317, 4318}]
+    assert collector and collector[0]["to"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_egress_to_external_kafka_and_postgres_only_for_their_users(default, component):
+    ports = set().union(*(rule_ports(r) for r in egress_rules(default, component)))
+    if component in WITH_DATABASE:
+        assert {9092, 5432} <= ports
+    else:
+        assert not ({9092, 5432} & ports)
+
+
+@pytest.mark.parametrize("component", ALL)
+def test_prometheus_may_scrape_the_ops_port(default, component):
+    ingress = default.get("NetworkPolicy", name(component))["spec"]["ingress"]
+    scrape = [r for r in ingress if rule_ports(r) == {"ops"}]
+    assert scrape and scrape[0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    annotations = pod_template(default.get("Deployment", name(component)))["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(OPS_PORT[component])
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_gateway_open_to_clients_by_default(default):
+    ingress = default.get("NetworkPolicy", name("gateway"))["spec"]["ingress"]
+    public = [r for r in ingress if rule_ports(r) == {"http"}]
+    assert public and "from" not in public[0]
+
+
+def test_gateway_restricted_to_the_ingress_controller_and_helm_test():
+    m = render(sets={
+        "networkPolicy.gatewayFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name":
+            "ingress-nginx"})
+    ingress = m.get("NetworkPolicy", name("gateway"))["spec"]["ingress"]
+    public = [r for r in ingress if rule_ports(r) == {"http"}][0]
+    assert public["from"][0] == {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "ingress-nginx"}}}
+    assert ("test", "gateway", 8080) in allowed_edges(m)
+
+
+def test_external_peers_narrow_kafka_and_postgres_egress():
+    m = render(sets={"kafka.networkPolicy.to[0].ipBlock.cidr": "10.20.0.0/16",
+                     "postgresql.networkPolicy.ports[0]": "6432"})
+    rules = egress_rules(m, "order")
+    kafka = [r for r in rules if rule_ports(r) == {9092}][0]
+    assert kafka["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+    assert [r for r in rules if rule_ports(r) == {6432}]
+
+
+def test_network_policies_can_be_turned_off():
+    assert render(sets={"networkPolicy.enabled": "false"}).of("NetworkPolicy") == []
+    assert render(DEV_VALUES, sets={"networkPolicy.enabled": "false"}).of("NetworkPolicy") == []
+
+
+# ----------------------------------------------------- values change output ----
+
+
+def test_per_service_autoscaling_override():
+    m = render(sets={"services.order.autoscaling.maxReplicas": "20"})
+    assert m.get("HorizontalPodAutoscaler", name("order"))["spec"]["maxReplicas"] == 20
+    for other in ["gateway", "inventory", "payment", "shipping"]:
+        assert m.get("HorizontalPodAutoscaler", name(other))["spec"]["maxReplicas"] == 10
+
+
+def test_default_cpu_target_applies_to_every_service():
+    m = render(sets={"serviceDefaults.autoscaling.targetCPUUtilizationPercentage": "50"})
+    for component in SERVICES:
+        metric = m.get("HorizontalPodAutoscaler", name(component))["spec"]["metrics"][0]
+        assert metric["resource"]["target"]["averageUtilization"] == 50
+
+
+def test_autoscaling_off_gives_fixed_replicas():
+    m = render(sets={"services.gateway.autoscaling.enabled": "false", "services.gateway.replicas": "4"})
+    assert m.find("HorizontalPodAutoscaler", name("gateway")) is None
+    assert m.get("Deployment", name("gateway"))["spec"]["replicas"] == 4
+    assert "replicas" not in m.get("Deployment", name("order"))["spec"]
+
+
+def test_pdb_min_available_override():
+    m = render(sets={"services.order.podDisruptionBudget.minAvailable": "1"})
+    assert m.get("PodDisruptionBudget", name("order"))["spec"]["minAvailable"] == 1
+    assert m.get("PodDisruptionBudget", name("gateway"))["spec"]["maxUnavailable"] == 1
+
+
+def test_pdb_that_would_block_every_drain_is_refused():
+    error = render_error(sets={"services.order.podDisruptionBudget.minAvailable": "2"})
+    assert "no node drain can evict a pod" in error
+
+
+def test_grace_period_shorter_than_shutdown_is_refused():
+    error = render_error(sets={"serviceDefaults.terminationGracePeriodSeconds": "20"})
+    assert "terminationGracePeriodSeconds (20) must be at least" in error
+
+
+def test_pre_stop_pause_can_be_changed_or_dropped():
+    m = render(sets={"serviceDefaults.preStopSleepSeconds": "10",
+                     "serviceDefaults.terminationGracePeriodSeconds": "45"})
+    c = container(m.get("Deployment", name("order")))
+    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == 10
+    m = render(sets={"serviceDefaults.preStopSleepSeconds": "0"})
+    assert "lifecycle" not in container(m.get("Deployment", name("order")))
+
+
+def test_resources_override_for_one_service():
+    m = render(sets={"services.payment.resources.limits.memory": "512Mi"})
+    assert container(m.get("Deployment", name("payment")))["resources"]["limits"]["memory"] == "512Mi"
+    assert container(m.get("Deployment", name("order")))["resources"]["limits"]["memory"] == "256Mi"
+
+
+def test_image_tag_and_digest():
+    assert container(render().get("Deployment", name("order")))["image"] == "shipshape:0.1.0"
+    m = render(sets={"image.repository": "registry.example/shipshape", "image.tag": "1.2.3"})
+    assert container(m.get("Deployment", name("order")))["image"] == "registry.example/shipshape:1.2.3"
+    digest = "sha256:" + "ab" * 32
+    m = render(sets={"image.repository": "registry.example/shipshape", "image.digest": digest})
+    for component in ALL:
+        assert container(m.get("Deployment", name(component)))["image"] == \
+            f"registry.example/shipshape@{digest}"
+
+
+def test_external_kafka_and_database_secret_settings():
+    m = render(sets={"kafka.brokers": "b1:9092\\,b2:9092", "kafka.replicationFactor": "2",
+                     "postgresql.existingSecret": "prod-db",
+                     "postgresql.secretKeys.order": "ORDER_URL"})
+    for component in WITH_DATABASE:
+        assert config(m, component)["KAFKA_BROKERS"] == "b1:9092,b2:9092"
+        assert config(m, component)["KAFKA_REPLICATION_FACTOR"] == "2"
+        ref = {e["name"]: e for e in container(m.get("Deployment", name(component)))["env"]}
+        assert ref["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "prod-db"
+    ref = container(m.get("Deployment", name("order")))["env"][0]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] == "ORDER_URL"
+    assert m.of("Secret") == [] and m.of("StatefulSet") == []
+
+
+def test_extra_environment_and_otlp_endpoint():
+    assert all("OTEL_EXPORTER_OTLP_ENDPOINT" not in config(render(), c) for c in ALL)
+    m = render(sets={"observability.otlpEndpoint": "http://collector.observability:4317",
+                     "services.payment.env.PSP_TIMEOUT_MS": "5000"})
+    for component in ALL:
+        assert config(m, component)["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.observability:4317"
+        assert config(m, component)["OTEL_SERVICE_NAME"] == component
+    assert config(m, "payment")["PSP_TIMEOUT_MS"] == "5000"
+    assert "PSP_TIMEOUT_MS" not in config(m, "order")
+    assert config(m, "order")["SAGA_DEADLINE_MS"] == "30000"
+
+
+def test_prometheus_annotations_can_be_turned_off():
+    m = render(sets={"observability.prometheusAnnotations": "false"})
+    annotations = pod_template(m.get("Deployment", name("order")))["metadata"]["annotations"]
+    assert not any(k.startswith("prometheus.io/") for k in annotations)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("serviceDefaults.autoscaling.targetCPUUtilizationPercentage", "150", "less than or equal to 100"),
+    ("services.orders.replicas", "2", "Additional property orders is not allowed"),
+    ("image.digest", "latest", "Does not match pattern"),
+    ("postgresql.auth.passwords.order", "p@ss/word", "Does not match pattern"),
+    ("services.gateway.autoscaling.minReplicas", "0", "greater than or equal to 1"),
+    ("networkPolicy.enabled", "maybe", "boolean"),
+])
+def test_schema_rejects_bad_values(key, value, message):
+    assert message in render_error(sets={key: value})
+
+
+def test_min_above_max_replicas_is_refused():
+    error = render_error(sets={"services.order.autoscaling.minReplicas": "12"})
+    assert "minReplicas (12) exceeds maxReplicas (10)" in error
+
+
+# ------------------------------------------------------ development values ----
+
+
+def test_dev_deploys_kafka_and_postgres_in_the_release(dev):
+    assert {s["metadata"]["name"] for s in dev.of("StatefulSet")} == {"shipshape-kafka", "shipshape-postgresql"}
+    for component in WITH_DATABASE:
+        data = config(dev, component)
+        assert data["KAFKA_BROKERS"] == "shipshape-kafka:9092"
+        assert data["KAFKA_REPLICATION_FACTOR"] == "1"
+    kafka = dev.get("StatefulSet", "shipshape-kafka")
+    properties = dev.get("ConfigMap", "shipshape-kafka")["data"]["server.properties"]
+    assert "process.roles=broker,controller" in properties  # KRaft, no ZooKeeper
+    assert "advertised.listeners=PLAINTEXT://shipshape-kafka:9092" in properties
+    assert container(kafka)["image"].startswith("apache/kafka:")
+    for sts in dev.of("StatefulSet"):
+        c = container(sts)
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod_template(sts)["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert pod_template(sts)["spec"]["enableServiceLinks"] is False
+        assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(c)
+
+
+def test_dev_database_urls_match_the_postgres_roles(dev):
+    urls = {k: base64.b64decode(v).decode() for k, v in dev.get("Secret", "shipshape-database")["data"].items()}
+    passwords = {k: base64.b64decode(v).decode() for k, v in dev.get("Secret", "shipshape-postgresql")["data"].items()}
+    for component in WITH_DATABASE:
+        url = urlparse(urls[f"{component}-database-url"])
+        assert (url.scheme, url.hostname, url.port) == ("postgres", "shipshape-postgresql", 5432)
+        assert url.username == f"shipshape_{component}" and url.path == f"/shipshape_{component}"
+        assert url.password == passwords[f"SHIPSHAPE_{component.upper()}_DB_PASSWORD"]
+        ref = container(dev.get("Deployment", name(component)))["env"][0]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "shipshape-database", "key": f"{component}-database-url"}
+    assert dev.find("Service", "shipshape-postgresql") is not None
+
+
+def test_dev_postgres_runs_the_same_init_script_as_compose(dev):
+    script = dev.get("ConfigMap", "shipshape-postgresql-init")["data"]["10-shipshape-databases.sh"]
+    source = (REPO / "deploy/postgres/init/10-shipshape-databases.sh").read_text()
+    assert script.strip() == source.strip()
+
+
+def test_dev_keeps_hpa_and_pdb_with_one_replica(dev):
+    for component in SERVICES:
+        hpa = dev.get("HorizontalPodAutoscaler", name(component))
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+        assert dev.get("PodDisruptionBudget", name(component))["spec"]["maxUnavailable"] == 1
+
+
+# ---------------------------------------------------------------- helm test ----
+
+
+def test_helm_test_places_an_order_through_the_gateway(default):
+    pod = default.get("Pod", "shipshape-test-checkout")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    c = container(pod)
+    env = {e["name"]: e["value"] for e in c["env"]}
+    gateway = urlparse(env["GATEWAY"])
+    service = default.get("Service", gateway.hostname)
+    assert gateway.port in [p["port"] for p in service["spec"]["ports"]]
+    script = c["args"][0]
+    assert "/api/v1/orders" in script and "CONFIRMED" in script and "tok_visa" in script
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    policy = default.get("NetworkPolicy", "shipshape-test-checkout")
+    assert policy["metadata"]["annotations"]["helm.sh/hook"] == "test"
+
+
+def test_helm_test_script_passes_shellcheck(default):
+    script = container(default.get("Pod", "shipshape-test-checkout"))["args"][0]
+    done = subprocess.run(["shellcheck", "--shell=sh", "-"], input=script, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def test_helm_test_can_be_left_out():
+    m = render(sets={"tests.checkout.enabled": "false"})
+    assert m.find("Pod", "shipshape-test-checkout") is None
+
+
+def test_k8s_manifests_have_no_test_hook_and_no_helm_ownership():
+    for overlay in ("production", "development"):
+        text = (REPO / "k8s" / overlay / "shipshape.yaml").read_text()
+        assert "helm.sh/hook" not in text
+        assert not re.search(r"managed-by: Helm", text)
+
+
+# ------------------------------------------------------------------- NOTES ----
+
+
+def test_notes_tell_how_to_create_the_database_secret_and_reach_the_api():
+    notes = render_notes()
+    assert "kubectl -n shop create secret generic shipshape-database" in notes
+    for component in WITH_DATABASE:
+        assert f"--from-literal={component}-database-url='postgres://shipshape_{component}:" in notes
+    assert "kubectl -n shop port-forward svc/shipshape-gateway 8080:8080" in notes
+    assert "helm test shipshape -n shop --logs" in notes
+
+
+def test_notes_for_development_values():
+    notes = render_notes(DEV_VALUES)
+    assert "create secret" not in notes
+    assert "DEVELOPMENT passwords" in notes and "one node, KRaft" in notes
