@@ -370,6 +370,61 @@ impl Shop {
     }
 }
 
+/// How a finished checkout must look from outside and in every service.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome<S = &'static str> {
+    pub status: S,
+    pub reason: Option<S>,
+    pub reservation: S,
+    pub payment: S,
+    /// Approved captures and refunds in the payment provider's ledger.
+    pub captures: usize,
+    pub refunds: usize,
+    /// A shipment is scheduled (as opposed to none, failed or called off).
+    pub shipped: bool,
+}
+
+impl Shop {
+    /// Waits until `order_id` is terminal and the system is quiet, then checks
+    /// the order and every service's effects against `expected`, and that no
+    /// invariant is violated anywhere.
+    pub async fn assert_outcome(&self, order_id: &str, expected: Outcome) -> anyhow::Result<()> {
+        let timeout = Duration::from_secs(30);
+        let order = self.wait_terminal(order_id, timeout).await?;
+        self.wait_quiet(timeout).await?;
+        let effects = self.effects(order_id).await?;
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let actual = Outcome {
+            status: text(&order["status"]),
+            reason: order["cancellation_reason"].as_str().map(str::to_owned),
+            reservation: effects.reservation.clone().unwrap_or_default(),
+            payment: effects.payment.clone().unwrap_or_default(),
+            captures: effects.captures,
+            refunds: effects.refunds,
+            shipped: effects.shipment.as_deref() == Some("SCHEDULED"),
+        };
+        let expected = Outcome {
+            status: expected.status.to_owned(),
+            reason: expected.reason.map(str::to_owned),
+            reservation: expected.reservation.to_owned(),
+            payment: expected.payment.to_owned(),
+            captures: expected.captures,
+            refunds: expected.refunds,
+            shipped: expected.shipped,
+        };
+        anyhow::ensure!(
+            actual == expected,
+            "order {order_id}: {actual:?} != expected {expected:?}"
+        );
+        let violations = self.violations().await?;
+        anyhow::ensure!(
+            violations.is_empty(),
+            "invariants violated: {violations:#?}"
+        );
+        Ok(())
+    }
+}
+
 /// What each service holds for one order.
 #[derive(Debug)]
 pub struct Effects {

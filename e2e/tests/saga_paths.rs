@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shipshape_e2e::Shop;
+use shipshape_e2e::{Outcome, Shop};
 use shipshape_testkit::{Service, StackOptions};
 
 const SAGA: Duration = Duration::from_secs(30);
@@ -16,19 +16,22 @@ async fn happy_path_confirms_with_stock_taken_one_capture_and_one_shipment() -> 
         .place(&[("SKU-0001", 2), ("SKU-0004", 1)], "tok_visa", "DE")
         .await?;
     let order = shop.wait_terminal(&id, SAGA).await?;
-    assert_eq!(order["status"], "CONFIRMED", "{order}");
-    assert!(order["cancellation_reason"].is_null());
     assert_eq!(order["total"]["amount_minor"], 2 * 2490 + 499);
     assert!(order["completed_at"].is_string());
-
-    shop.wait_quiet(SAGA).await?;
+    shop.assert_outcome(
+        &id,
+        Outcome {
+            status: "CONFIRMED",
+            reason: None,
+            reservation: "COMMITTED",
+            payment: "CAPTURED",
+            captures: 1,
+            refunds: 0,
+            shipped: true,
+        },
+    )
+    .await?;
     assert_eq!(shop.available("SKU-0001").await?, before - 2);
-    let effects = shop.effects(&id).await?;
-    assert_eq!(effects.reservation.as_deref(), Some("COMMITTED"));
-    assert_eq!(effects.payment.as_deref(), Some("CAPTURED"));
-    assert_eq!((effects.captures, effects.refunds), (1, 0));
-    assert_eq!(effects.shipment.as_deref(), Some("SCHEDULED"));
-    assert_eq!(shop.violations().await?, Vec::<String>::new());
     Ok(())
 }
 
@@ -39,19 +42,21 @@ async fn quantity_above_stock_cancels_out_of_stock_without_any_charge() -> anyho
     let id = shop
         .place(&[("SKU-0001", 1), ("SKU-0019", 6)], "tok_visa", "DE")
         .await?;
-    let order = shop.wait_terminal(&id, SAGA).await?;
-    assert_eq!(order["status"], "CANCELLED");
-    assert_eq!(order["cancellation_reason"], "out_of_stock");
-
-    shop.wait_quiet(SAGA).await?;
+    shop.assert_outcome(
+        &id,
+        Outcome {
+            status: "CANCELLED",
+            reason: Some("out_of_stock"),
+            reservation: "REJECTED",
+            payment: "VOIDED",
+            captures: 0,
+            refunds: 0,
+            shipped: false,
+        },
+    )
+    .await?;
     assert_eq!(shop.available("SKU-0001").await?, 500);
     assert_eq!(shop.available("SKU-0019").await?, 5);
-    let effects = shop.effects(&id).await?;
-    assert_eq!(effects.reservation.as_deref(), Some("REJECTED"));
-    assert_eq!(effects.payment.as_deref(), Some("VOIDED"));
-    assert_eq!((effects.captures, effects.refunds), (0, 0));
-    assert_eq!(effects.shipment.as_deref(), Some("CANCELLED"));
-    assert_eq!(shop.violations().await?, Vec::<String>::new());
     Ok(())
 }
 
@@ -59,18 +64,20 @@ async fn quantity_above_stock_cancels_out_of_stock_without_any_charge() -> anyho
 async fn declined_card_cancels_and_releases_the_stock() -> anyhow::Result<()> {
     let shop = Shop::start().await?;
     let id = shop.place(&[("SKU-0002", 3)], "tok_decline", "DE").await?;
-    let order = shop.wait_terminal(&id, SAGA).await?;
-    assert_eq!(order["status"], "CANCELLED");
-    assert_eq!(order["cancellation_reason"], "payment_declined");
-
-    shop.wait_quiet(SAGA).await?;
+    shop.assert_outcome(
+        &id,
+        Outcome {
+            status: "CANCELLED",
+            reason: Some("payment_declined"),
+            reservation: "RELEASED",
+            payment: "DECLINED",
+            captures: 0,
+            refunds: 0,
+            shipped: false,
+        },
+    )
+    .await?;
     assert_eq!(shop.available("SKU-0002").await?, 500);
-    let effects = shop.effects(&id).await?;
-    assert_eq!(effects.reservation.as_deref(), Some("RELEASED"));
-    assert_eq!(effects.payment.as_deref(), Some("DECLINED"));
-    assert_eq!((effects.captures, effects.refunds), (0, 0));
-    assert_ne!(effects.shipment.as_deref(), Some("SCHEDULED"));
-    assert_eq!(shop.violations().await?, Vec::<String>::new());
     Ok(())
 }
 
@@ -78,18 +85,20 @@ async fn declined_card_cancels_and_releases_the_stock() -> anyhow::Result<()> {
 async fn unserved_destination_refunds_the_capture_and_releases_the_stock() -> anyhow::Result<()> {
     let shop = Shop::start().await?;
     let id = shop.place(&[("SKU-0003", 1)], "tok_visa", "AQ").await?;
-    let order = shop.wait_terminal(&id, SAGA).await?;
-    assert_eq!(order["status"], "CANCELLED");
-    assert_eq!(order["cancellation_reason"], "shipping_failed");
-
-    shop.wait_quiet(SAGA).await?;
+    shop.assert_outcome(
+        &id,
+        Outcome {
+            status: "CANCELLED",
+            reason: Some("shipping_failed"),
+            reservation: "RELEASED",
+            payment: "REFUNDED",
+            captures: 1,
+            refunds: 1,
+            shipped: false,
+        },
+    )
+    .await?;
     assert_eq!(shop.available("SKU-0003").await?, 500);
-    let effects = shop.effects(&id).await?;
-    assert_eq!(effects.reservation.as_deref(), Some("RELEASED"));
-    assert_eq!(effects.payment.as_deref(), Some("REFUNDED"));
-    assert_eq!((effects.captures, effects.refunds), (1, 1));
-    assert_eq!(effects.shipment.as_deref(), Some("FAILED"));
-    assert_eq!(shop.violations().await?, Vec::<String>::new());
     Ok(())
 }
 
@@ -103,18 +112,20 @@ async fn deadline_cancels_timed_out_and_a_late_capture_refunds_itself() -> anyho
         .with_env(Service::Psp, "PSP_SLOW_CARD_DELAY_MS", "2000");
     let shop = Shop::start_with(options).await?;
     let id = shop.place(&[("SKU-0005", 1)], "tok_slow", "DE").await?;
-    let order = shop.wait_terminal(&id, SAGA).await?;
-    assert_eq!(order["status"], "CANCELLED");
-    assert_eq!(order["cancellation_reason"], "timed_out");
-
-    shop.wait_quiet(SAGA).await?;
+    shop.assert_outcome(
+        &id,
+        Outcome {
+            status: "CANCELLED",
+            reason: Some("timed_out"),
+            reservation: "RELEASED",
+            payment: "REFUNDED",
+            captures: 1,
+            refunds: 1,
+            shipped: false,
+        },
+    )
+    .await?;
     assert_eq!(shop.available("SKU-0005").await?, 500);
-    let effects = shop.effects(&id).await?;
-    assert_eq!(effects.reservation.as_deref(), Some("RELEASED"));
-    assert_eq!(effects.payment.as_deref(), Some("REFUNDED"));
-    assert_eq!((effects.captures, effects.refunds), (1, 1));
-    assert_ne!(effects.shipment.as_deref(), Some("SCHEDULED"));
-    assert_eq!(shop.violations().await?, Vec::<String>::new());
     Ok(())
 }
 
@@ -129,16 +140,19 @@ async fn deadline_voids_a_payment_the_provider_never_processed() -> anyhow::Resu
     let id = shop
         .place(&[("SKU-0006", 1)], "tok_unavailable", "DE")
         .await?;
-    let order = shop.wait_terminal(&id, SAGA).await?;
-    assert_eq!(order["status"], "CANCELLED");
-    assert_eq!(order["cancellation_reason"], "timed_out");
-
-    shop.wait_quiet(SAGA).await?;
-    let effects = shop.effects(&id).await?;
-    assert_eq!(effects.reservation.as_deref(), Some("RELEASED"));
-    assert_eq!(effects.payment.as_deref(), Some("VOIDED"));
-    assert_eq!((effects.captures, effects.refunds), (0, 0));
-    assert_eq!(shop.violations().await?, Vec::<String>::new());
+    shop.assert_outcome(
+        &id,
+        Outcome {
+            status: "CANCELLED",
+            reason: Some("timed_out"),
+            reservation: "RELEASED",
+            payment: "VOIDED",
+            captures: 0,
+            refunds: 0,
+            shipped: false,
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -188,14 +202,18 @@ async fn an_unanswered_capture_is_looked_up_before_the_payment_is_voided() -> an
     assert_eq!(order["status"], "CANCELLING", "{order}");
 
     shop.psp_faults(0, 0.0).await?;
-    let order = shop.wait_terminal(&id, SAGA).await?;
-    assert_eq!(order["status"], "CANCELLED");
-    assert_eq!(order["cancellation_reason"], "timed_out");
-    shop.wait_quiet(SAGA).await?;
-    let effects = shop.effects(&id).await?;
-    assert_eq!(effects.reservation.as_deref(), Some("RELEASED"));
-    assert_eq!(effects.payment.as_deref(), Some("VOIDED"));
-    assert_eq!((effects.captures, effects.refunds), (0, 0));
-    assert_eq!(shop.violations().await?, Vec::<String>::new());
+    shop.assert_outcome(
+        &id,
+        Outcome {
+            status: "CANCELLED",
+            reason: Some("timed_out"),
+            reservation: "RELEASED",
+            payment: "VOIDED",
+            captures: 0,
+            refunds: 0,
+            shipped: false,
+        },
+    )
+    .await?;
     Ok(())
 }
