@@ -41,8 +41,3 @@ pub fn addr_or(name: &str, default: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("default for {name}"))?;
     var_or(name, fallback)
 }
-
-/// A required variable.
-pub fn required(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("environment variable {name} must be set"))
-}

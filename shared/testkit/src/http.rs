@@ -32,18 +32,6 @@ pub async fn get_json(url: &str) -> anyhow::Result<(StatusCode, Value)> {
     read(response, "GET", url).await
 }
 
-/// `POST url` with `body` as JSON: the status and the response body as in
-/// [`get_json`].
-pub async fn post_json(url: &str, body: &Value) -> anyhow::Result<(StatusCode, Value)> {
-    let response = client()?
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
-    read(response, "POST", url).await
-}
-
 async fn read(
     response: reqwest::Response,
     method: &str,
