@@ -10,12 +10,26 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shipshape_testkit::{Service, Stack, StackOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// Where the services put messages they cannot handle.
+pub const DEAD_LETTER_TOPIC: &str = "dead-letters";
+
+/// The value of `series` (a metric name with its labels, exactly as
+/// rendered) in a Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
 
 /// Which consumer group reads which topics (as the services subscribe).
 const SUBSCRIPTIONS: &[(&str, &[&str])] = &[
@@ -52,6 +66,17 @@ pub fn order_body(items: &[(&str, i64)], card: &str, country: &str) -> Value {
         .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
         .collect();
     json!({"items": items, "payment": {"card_token": card}, "shipping_address": address(country)})
+}
+
+/// A response's status, headers and JSON body.
+async fn answer(
+    response: reqwest::Response,
+) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await?;
+    let body = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+    Ok((status, headers, body))
 }
 
 impl Shop {
@@ -101,12 +126,7 @@ impl Shop {
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
-        let response = request.send().await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await?;
-        let body = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
-        Ok((status, headers, body))
+        answer(request.send().await?).await
     }
 
     /// Places an order that must be accepted; returns its id.
@@ -123,6 +143,24 @@ impl Shop {
             bail!("order not accepted: {status} {body}");
         }
         Ok(body["order_id"].as_str().context("no order_id")?.to_owned())
+    }
+
+    /// GETs `path`; returns status, headers and JSON body.
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
+        answer(self.http.get(self.url(path)).send().await?).await
+    }
+
+    /// [`Shop::get_with_headers`] as the client with API key `api_key`.
+    pub async fn get_as(
+        &self,
+        api_key: &str,
+        path: &str,
+    ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
+        let request = self.http.get(self.url(path)).header("x-api-key", api_key);
+        answer(request.send().await?).await
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
@@ -229,6 +267,94 @@ impl Shop {
             response.status()
         );
         Ok(())
+    }
+
+    /// The `service`'s Prometheus metrics, as its ops server renders them.
+    pub async fn metrics(&self, service: Service) -> anyhow::Result<String> {
+        let url = format!("{}/metrics", self.stack.ops_url(service));
+        let response = self.http.get(&url).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "GET {url}: {}",
+            response.status()
+        );
+        Ok(response.text().await?)
+    }
+
+    /// The value of one series, named with its labels exactly as rendered
+    /// (`shipshape_breaker_state{downstream="psp"}`); `None` when absent.
+    pub async fn metric(&self, service: Service, series: &str) -> anyhow::Result<Option<f64>> {
+        let text = self.metrics(service).await?;
+        Ok(metric_value(&text, series))
+    }
+
+    /// Publishes raw bytes to `topic`, as a misbehaving producer could.
+    pub async fn publish_raw(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.stack.broker_address())
+            .set("enable.metrics.push", "false")
+            .create()?;
+        producer
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        Ok(())
+    }
+
+    /// Every message on the dead-letter topic: its `dlq.*` headers.
+    pub async fn dead_letters(&self) -> anyhow::Result<Vec<HashMap<String, String>>> {
+        let brokers = self.stack.broker_address();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", format!("e2e-dlq-reader-{}", Uuid::new_v4()))
+                .set("enable.metrics.push", "false")
+                .set("enable.auto.commit", "false")
+                .create()?;
+            let timeout = Duration::from_secs(5);
+            let metadata = consumer.fetch_metadata(Some(DEAD_LETTER_TOPIC), timeout)?;
+            let mut partitions = TopicPartitionList::new();
+            let mut remaining = 0;
+            for topic in metadata.topics() {
+                for p in topic.partitions() {
+                    let (low, high) =
+                        consumer.fetch_watermarks(DEAD_LETTER_TOPIC, p.id(), timeout)?;
+                    remaining += high - low;
+                    partitions.add_partition_offset(
+                        DEAD_LETTER_TOPIC,
+                        p.id(),
+                        Offset::Beginning,
+                    )?;
+                }
+            }
+            consumer.assign(&partitions)?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            let mut letters = Vec::new();
+            while remaining > 0 && std::time::Instant::now() < deadline {
+                let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let message = message?;
+                let mut headers = HashMap::new();
+                if let Some(all) = message.headers() {
+                    for header in all.iter() {
+                        let value = header
+                            .value
+                            .map(String::from_utf8_lossy)
+                            .unwrap_or_default();
+                        headers.insert(header.key.to_owned(), value.into_owned());
+                    }
+                }
+                letters.push(headers);
+                remaining -= 1;
+            }
+            anyhow::ensure!(remaining == 0, "{remaining} dead letters could not be read");
+            Ok(letters)
+        })
+        .await?
     }
 
     /// Waits until every consumer group has committed every message on its
@@ -382,6 +508,21 @@ pub struct Outcome<S = &'static str> {
     pub refunds: usize,
     /// A shipment is scheduled (as opposed to none, failed or called off).
     pub shipped: bool,
+}
+
+impl Outcome {
+    /// The happy path: stock taken, one capture, one shipment.
+    pub fn confirmed() -> Self {
+        Self {
+            status: "CONFIRMED",
+            reason: None,
+            reservation: "COMMITTED",
+            payment: "CAPTURED",
+            captures: 1,
+            refunds: 0,
+            shipped: true,
+        }
+    }
 }
 
 impl Shop {

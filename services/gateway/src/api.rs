@@ -64,7 +64,7 @@ pub struct AddressBody {
 pub fn create_order_request(
     order: NewOrder,
     customer_id: &str,
-    idempotency_key: Option<IdempotencyKey>,
+    idempotency_key: &IdempotencyKey,
 ) -> order::CreateOrderRequest {
     let address = order.shipping_address;
     order::CreateOrderRequest {
@@ -86,9 +86,7 @@ pub fn create_order_request(
             postal_code: address.postal_code,
             country: address.country.to_string(),
         }),
-        idempotency_key: idempotency_key
-            .map(|key| key.as_str().to_owned())
-            .unwrap_or_default(),
+        idempotency_key: idempotency_key.as_str().to_owned(),
     }
 }
 

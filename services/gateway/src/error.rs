@@ -16,10 +16,17 @@ use tonic::metadata::MetadataMap;
 /// code (such as `unknown_sku`) that is more specific than the status code.
 pub const ERROR_CODE_METADATA: &str = "x-error-code";
 
-/// Seconds a client should wait before retrying when an upstream is down.
-/// One second is long enough to ride out a restart or a breaker probe and
-/// short enough that a person at a checkout page does not notice.
+/// Seconds a client should wait before retrying when an upstream is down or
+/// the gateway is overloaded. One second is long enough to ride out a
+/// restart or a breaker probe and short enough that a person at a checkout
+/// page does not notice.
 const RETRY_AFTER_SECS: u32 = 1;
+
+/// Error codes the resilience layer puts in [`ERROR_CODE_METADATA`] when it
+/// gives up on a call or refuses to make it: the upstream may be healthy,
+/// but it cannot answer now. Whatever gRPC code comes with them, they mean
+/// "unavailable", never "your request is wrong".
+const UNAVAILABLE_ERROR_CODES: [&str; 3] = ["circuit_open", "bulkhead_full", "timeout"];
 
 /// An error answered to the client; handlers return `Result<_, ApiError>`.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +61,11 @@ impl ApiError {
     /// an upstream that is down is 503 with `Retry-After`, and anything else
     /// is 502 without internal details.
     pub fn upstream(service: &'static str, status: &tonic::Status) -> Self {
-        let (http, default_code) = classify(status.code());
+        let (http, default_code) = if is_unavailable(status) {
+            (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
+        } else {
+            classify(status.code())
+        };
         let code = error_code(status.metadata()).unwrap_or(default_code);
         if http.is_server_error() {
             tracing::warn!(
@@ -101,6 +112,29 @@ impl ApiError {
         )
     }
 
+    /// `429`: the client sent more than its share; it may retry after
+    /// `retry_after_secs`.
+    pub fn rate_limited(retry_after_secs: u32) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this client; retry after the time in Retry-After",
+        );
+        error.retry_after_secs = Some(retry_after_secs);
+        error
+    }
+
+    /// `503`: the gateway is working on as many requests as it takes at once.
+    pub fn overloaded() -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the service is at capacity; retry shortly",
+        );
+        error.retry_after_secs = Some(RETRY_AFTER_SECS);
+        error
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -118,7 +152,23 @@ impl ApiError {
     }
 }
 
-/// The HTTP status and default error code for a gRPC status code.
+/// Whether a failed call says only that the upstream cannot answer right now,
+/// and nothing about the request: transport failures and timeouts (the
+/// resilience stack's come as `DeadlineExceeded`; tonic reports a call it
+/// gave up on as `Cancelled`), an upstream shedding load, and the resilience
+/// layer's refusals. Such a call may succeed if retried,
+/// and an earlier answer is the best substitute for it.
+pub fn is_unavailable(status: &tonic::Status) -> bool {
+    let transient_code = matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted
+    );
+    transient_code
+        || error_code(status.metadata()).is_some_and(|code| UNAVAILABLE_ERROR_CODES.contains(&code))
+}
+
+/// The HTTP status and default error code for a gRPC status code that is not
+/// [unavailable](is_unavailable).
 fn classify(code: Code) -> (StatusCode, &'static str) {
     match code {
         Code::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_request"),
@@ -127,11 +177,6 @@ fn classify(code: Code) -> (StatusCode, &'static str) {
         // is not reused for a different request.
         Code::FailedPrecondition => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
         Code::AlreadyExists => (StatusCode::UNPROCESSABLE_ENTITY, "already_exists"),
-        // Transport failures and timeouts (tonic reports an expired deadline
-        // as Cancelled) and an upstream shedding load: all transient.
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
-            (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
-        }
         _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
     }
 }
@@ -294,6 +339,42 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_resilience_layers_refusals_are_unavailable_whatever_the_grpc_code() {
+        for error_code in UNAVAILABLE_ERROR_CODES {
+            for code in [Code::Unavailable, Code::Unknown, Code::Internal] {
+                let mut status = tonic::Status::new(code, "refused");
+                status
+                    .metadata_mut()
+                    .insert(ERROR_CODE_METADATA, MetadataValue::from_static(error_code));
+                assert!(is_unavailable(&status), "{error_code} {code:?}");
+                let error = ApiError::upstream("inventory", &status);
+                assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(error.code(), error_code);
+                assert_eq!(error.retry_after_secs(), Some(RETRY_AFTER_SECS));
+            }
+        }
+        let mut status = tonic::Status::not_found("no such product");
+        status.metadata_mut().insert(
+            ERROR_CODE_METADATA,
+            MetadataValue::from_static("unknown_sku"),
+        );
+        assert!(!is_unavailable(&status));
+    }
+
+    #[test]
+    fn edge_refusals_say_when_to_retry() {
+        let limited = ApiError::rate_limited(7);
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.code(), "rate_limited");
+        assert_eq!(limited.retry_after_secs(), Some(7));
+
+        let overloaded = ApiError::overloaded();
+        assert_eq!(overloaded.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(overloaded.code(), "overloaded");
+        assert_eq!(overloaded.retry_after_secs(), Some(RETRY_AFTER_SECS));
     }
 
     #[tokio::test]

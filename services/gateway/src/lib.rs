@@ -1,26 +1,35 @@
 //! The gateway: Shipshape's only public entry point. It serves the HTTP/JSON
 //! API, checks what clients send, and forwards each request over gRPC to the
 //! order or inventory service. It keeps no state of its own, so any number of
-//! replicas can run side by side.
+//! replicas can run side by side; what it remembers (client request rates,
+//! the last good catalog) is a per-replica aid, never a source of truth.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod catalog_cache;
 pub mod error;
+pub mod load_shed;
+pub mod rate_limit;
 pub mod routes;
 pub mod upstream;
 pub mod validation;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
-use shipshape_proto::order::order_service_client::OrderServiceClient;
+use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::{CancellationToken, Readiness, config};
-use tonic::transport::Channel;
+
+use crate::catalog_cache::CatalogCache;
+use crate::load_shed::LoadShedder;
+use crate::rate_limit::RateLimiter;
+use crate::upstream::{Inventory, Orders};
 
 /// Largest request body accepted. A maximal order (50 items plus an address)
 /// is a few kilobytes; anything far beyond that is a mistake or an attack
@@ -38,50 +47,111 @@ pub struct Config {
     pub order_url: String,
     /// The inventory service's gRPC URL (`INVENTORY_URL`).
     pub inventory_url: String,
-    /// Upper bound on each upstream call (`UPSTREAM_TIMEOUT_MS`).
-    pub upstream_timeout: Duration,
+    /// The resilience stack around calls to the order service, from
+    /// `ORDER_*`: `ORDER_TIMEOUT_MS` per attempt (default 3000), and
+    /// `ORDER_RETRY_*`, `ORDER_BREAKER_*`, `ORDER_BULKHEAD_*` and
+    /// `ORDER_{TIMEOUT,RETRY,BREAKER,BULKHEAD}_ENABLED` (see
+    /// `shipshape_resilience`).
+    pub order: ResilienceConfig,
+    /// The same for the inventory service, from `INVENTORY_*`
+    /// (`INVENTORY_TIMEOUT_MS`, `INVENTORY_BREAKER_OPEN_MS`, ...).
+    pub inventory: ResilienceConfig,
+    /// Whether each client's request rate is limited (`RATE_LIMIT_ENABLED`,
+    /// `true` or `false`; default true). See [`rate_limit`].
+    pub rate_limit_enabled: bool,
+    /// Requests per second one client may sustain (`RATE_LIMIT_PER_SECOND`,
+    /// default 100).
+    pub rate_limit_per_second: NonZeroU32,
+    /// Requests one client may send at once after a quiet spell
+    /// (`RATE_LIMIT_BURST`, default 200).
+    pub rate_limit_burst: NonZeroU32,
+    /// Whether requests beyond `max_in_flight` are refused
+    /// (`LOAD_SHED_ENABLED`, `true` or `false`; default true). See
+    /// [`load_shed`].
+    pub load_shed_enabled: bool,
+    /// Requests the API works on at once, across all clients, before it
+    /// sheds load (`MAX_IN_FLIGHT`, default 256).
+    pub max_in_flight: NonZeroUsize,
 }
 
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
+        const RATE_LIMIT_PER_SECOND: NonZeroU32 = NonZeroU32::new(100).expect("non-zero");
+        const RATE_LIMIT_BURST: NonZeroU32 = NonZeroU32::new(200).expect("non-zero");
+        const MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
         Ok(Self {
             http_addr: config::addr_or("HTTP_ADDR", "0.0.0.0:8080")?,
             ops_addr: config::addr_or("OPS_ADDR", "0.0.0.0:9100")?,
             order_url: config::string_or("ORDER_URL", "http://127.0.0.1:50051")?,
             inventory_url: config::string_or("INVENTORY_URL", "http://127.0.0.1:50052")?,
-            upstream_timeout: config::millis_or("UPSTREAM_TIMEOUT_MS", 3000)?,
+            order: ResilienceConfig::from_env("ORDER")?,
+            inventory: ResilienceConfig::from_env("INVENTORY")?,
+            rate_limit_enabled: config::var_or("RATE_LIMIT_ENABLED", true)?,
+            rate_limit_per_second: config::var_or("RATE_LIMIT_PER_SECOND", RATE_LIMIT_PER_SECOND)?,
+            rate_limit_burst: config::var_or("RATE_LIMIT_BURST", RATE_LIMIT_BURST)?,
+            load_shed_enabled: config::var_or("LOAD_SHED_ENABLED", true)?,
+            max_in_flight: config::var_or("MAX_IN_FLIGHT", MAX_IN_FLIGHT)?,
         })
     }
 }
 
-/// What every handler shares: one client per upstream. Tonic clients are
-/// cheap handles onto a multiplexed channel; handlers clone them per call.
+/// What every handler shares: one client per upstream, each call going
+/// through that upstream's resilience stack. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub orders: OrderServiceClient<Channel>,
-    pub inventory: InventoryServiceClient<Channel>,
+    pub orders: Orders,
+    pub inventory: Inventory,
 }
 
 impl AppState {
-    /// Clients for the configured upstreams. Nothing connects yet: channels
-    /// connect on first use, so the gateway can start before its upstreams.
+    /// Clients for the configured upstreams, each with its own breaker,
+    /// bulkhead and retry budget (so a failing inventory cannot take order
+    /// calls down with it). Nothing connects yet: channels connect on first
+    /// use, so the gateway can start before its upstreams.
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let orders = Downstream::new("order", config.order.clone());
+        let inventory = Downstream::new("inventory", config.inventory.clone());
         Ok(Self {
-            orders: OrderServiceClient::new(upstream::channel(
-                &config.order_url,
-                config.upstream_timeout,
-            )?),
-            inventory: InventoryServiceClient::new(upstream::channel(
-                &config.inventory_url,
-                config.upstream_timeout,
-            )?),
+            orders: Orders::new(upstream::channel(&config.order_url)?, &orders),
+            inventory: Inventory::new(upstream::channel(&config.inventory_url)?, &inventory),
         })
     }
 }
 
-/// The public API. Tests call it directly, without a socket.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// What the handlers share: the upstream clients, and the catalog the
+/// gateway remembers. Handlers take the part they need (`State<AppState>`,
+/// `State<Arc<CatalogCache>>`).
+#[derive(Clone)]
+struct ApiState {
+    upstream: AppState,
+    catalog: Arc<CatalogCache>,
+}
+
+impl FromRef<ApiState> for AppState {
+    fn from_ref(state: &ApiState) -> Self {
+        state.upstream.clone()
+    }
+}
+
+impl FromRef<ApiState> for Arc<CatalogCache> {
+    fn from_ref(state: &ApiState) -> Self {
+        state.catalog.clone()
+    }
+}
+
+/// The public API, with the edge limits `config` turns on. Tests call it
+/// directly, without a socket. Its rate limiter and catalog memory live as
+/// long as the router, so build it once and clone it.
+///
+/// Rate limiting needs the client's address: serve the router with
+/// `into_make_service_with_connect_info::<SocketAddr>()`, as [`run`] does.
+/// Without it every client without an API key shares one bucket.
+pub fn router(state: AppState, config: &Config) -> Router {
+    let state = ApiState {
+        upstream: state,
+        catalog: Arc::default(),
+    };
+    let mut router = Router::new()
         .route("/api/v1/products", get(routes::list_products))
         .route("/api/v1/products/{sku}", get(routes::get_product))
         .route("/api/v1/orders", post(routes::create_order))
@@ -90,7 +160,23 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    // Each layer wraps the ones added before it, so a request meets them in
+    // reverse: load shedding first, then the rate limit, then the body
+    // limit. The cheapest refusal, which needs no lock, comes first.
+    if config.rate_limit_enabled {
+        let limiter = RateLimiter::new(
+            config.rate_limit_per_second,
+            config.rate_limit_burst,
+            rate_limit::MAX_CLIENTS,
+        );
+        router = router.layer(from_fn_with_state(Arc::new(limiter), rate_limit::limit));
+    }
+    if config.load_shed_enabled {
+        let shedder = LoadShedder::new(config.max_in_flight);
+        router = router.layer(from_fn_with_state(shedder, load_shed::shed));
+    }
+    router
 }
 
 /// Readiness: both upstreams accept connections.
@@ -117,12 +203,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         addr = %config.http_addr,
         order_url = %config.order_url,
         inventory_url = %config.inventory_url,
+        order_timeout_ms = config.order.timeout.duration.as_millis(),
+        inventory_timeout_ms = config.inventory.timeout.duration.as_millis(),
+        rate_limit_enabled = config.rate_limit_enabled,
+        rate_limit_per_second = config.rate_limit_per_second,
+        rate_limit_burst = config.rate_limit_burst,
+        load_shed_enabled = config.load_shed_enabled,
+        max_in_flight = config.max_in_flight,
         "gateway listening"
     );
 
     let ops = shipshape_runtime::ops::serve(config.ops_addr, readiness, shutdown.clone());
+    // The peer address is what rate limiting keys clients without an API
+    // key by.
+    let app = router(state, &config).into_make_service_with_connect_info::<SocketAddr>();
     let api = async {
-        axum::serve(listener, router(state))
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("serving the API")

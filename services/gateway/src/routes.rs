@@ -1,6 +1,9 @@
 //! The HTTP handlers. Each one validates, makes one gRPC call and converts
-//! the answer; the rules live in `validation`, the shapes in `api` and the
-//! error mapping in `error`.
+//! the answer; the rules live in `validation`, the shapes in `api`, the
+//! error mapping in `error`, the stale-catalog fallback in `catalog_cache`
+//! and the resilience stack around each call in `upstream`.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -10,16 +13,17 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use shipshape_proto::{inventory, order};
 use shipshape_types::{OrderId, Sku};
+use tokio::time::Instant;
 
 use crate::AppState;
 use crate::api::{
     self, CreateOrderBody, OrderAcceptedJson, OrderJson, ProductJson, ProductListJson,
 };
+use crate::catalog_cache::{CatalogAnswer, CatalogCache};
 use crate::error::ApiError;
-use crate::validation;
+use crate::validation::{self, IdempotencyKey};
 
 const ORDER_SERVICE: &str = "order";
-const INVENTORY_SERVICE: &str = "inventory";
 
 /// Set on a `202` that answers a retried request with the order created the
 /// first time, so a client can tell a replay from a fresh order.
@@ -31,46 +35,39 @@ fn customer_id() -> &'static str {
     "guest"
 }
 
-/// `GET /api/v1/products`: the catalog with prices and current availability.
+/// `GET /api/v1/products`: the catalog with prices and current availability,
+/// or the last good catalog while inventory is unavailable.
 #[tracing::instrument(skip_all)]
 pub async fn list_products(
     State(state): State<AppState>,
-) -> Result<Json<ProductListJson>, ApiError> {
-    let response = state
+    State(catalog): State<Arc<CatalogCache>>,
+) -> Result<CatalogAnswer<ProductListJson>, ApiError> {
+    let upstream = state
         .inventory
-        .clone()
         .list_products(inventory::ListProductsRequest {})
         .await
-        .map_err(|status| ApiError::upstream(INVENTORY_SERVICE, &status))?
-        .into_inner();
-    let products = response
-        .products
-        .into_iter()
-        .map(ProductJson::try_from)
-        .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::malformed_response(INVENTORY_SERVICE, e))?;
-    Ok(Json(ProductListJson { products }))
+        .map(|response| response.products);
+    catalog.list_products(upstream, Instant::now())
 }
 
-/// `GET /api/v1/products/{sku}`.
+/// `GET /api/v1/products/{sku}`, or the last good answer for it while
+/// inventory is unavailable.
 #[tracing::instrument(skip_all)]
 pub async fn get_product(
     State(state): State<AppState>,
+    State(catalog): State<Arc<CatalogCache>>,
     sku: Result<Path<String>, PathRejection>,
-) -> Result<Json<ProductJson>, ApiError> {
+) -> Result<CatalogAnswer<ProductJson>, ApiError> {
     let Path(sku) = sku?;
     // A malformed sku cannot be in the catalog; answer without a call.
     let sku = Sku::parse(&sku)?;
-    let product = state
+    let upstream = state
         .inventory
-        .clone()
-        .get_product(inventory::GetProductRequest { sku: sku.into() })
-        .await
-        .map_err(|status| ApiError::upstream(INVENTORY_SERVICE, &status))?
-        .into_inner();
-    let product = ProductJson::try_from(product)
-        .map_err(|e| ApiError::malformed_response(INVENTORY_SERVICE, e))?;
-    Ok(Json(product))
+        .get_product(inventory::GetProductRequest {
+            sku: sku.as_str().to_owned(),
+        })
+        .await;
+    catalog.product(&sku, upstream, Instant::now())
 }
 
 /// `POST /api/v1/orders`: places an order and answers `202 Accepted` at once;
@@ -83,15 +80,23 @@ pub async fn create_order(
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let new_order = validation::new_order(body)?;
-    let idempotency_key = validation::idempotency_key(&headers)?;
-    let request = api::create_order_request(new_order, customer_id(), idempotency_key);
+    let client_key = validation::idempotency_key(&headers)?;
+    let keyed_by_client = client_key.is_some();
+    // Without the client's key, one made for this request alone, so the
+    // gateway's own retries of the call replay the order instead of placing
+    // a second one.
+    let idempotency_key = client_key.unwrap_or_else(IdempotencyKey::generate);
+    let request = api::create_order_request(new_order, customer_id(), &idempotency_key);
     let response = state
         .orders
-        .clone()
         .create_order(request)
         .await
-        .map_err(|status| ApiError::upstream(ORDER_SERVICE, &status))?
-        .into_inner();
+        .map_err(|status| ApiError::upstream(ORDER_SERVICE, &status))?;
+    // A replay under a key the gateway made up can only be its own retry
+    // finding the order an earlier attempt of this request created (whose
+    // answer was lost): for the client, that order is new. Under the
+    // client's key, the order service's word stands.
+    let replayed = response.replayed && keyed_by_client;
 
     let order = response.order.ok_or_else(|| {
         ApiError::malformed_response(ORDER_SERVICE, "the created order is missing")
@@ -101,11 +106,11 @@ pub async fn create_order(
     // The id is a parsed UUID, so the header value is always valid ASCII.
     let location = HeaderValue::try_from(format!("/api/v1/orders/{}", accepted.order_id))
         .map_err(|e| ApiError::malformed_response(ORDER_SERVICE, e))?;
-    tracing::info!(order_id = %accepted.order_id, replayed = response.replayed, "order accepted");
+    tracing::info!(order_id = %accepted.order_id, replayed, "order accepted");
 
     let mut headers = HeaderMap::new();
     headers.insert(LOCATION, location);
-    if response.replayed {
+    if replayed {
         headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok((StatusCode::ACCEPTED, headers, Json(accepted)).into_response())
@@ -121,13 +126,11 @@ pub async fn get_order(
     let id: OrderId = id.parse()?;
     let order = state
         .orders
-        .clone()
         .get_order(order::GetOrderRequest {
             order_id: id.to_string(),
         })
         .await
-        .map_err(|status| ApiError::upstream(ORDER_SERVICE, &status))?
-        .into_inner();
+        .map_err(|status| ApiError::upstream(ORDER_SERVICE, &status))?;
     let order =
         OrderJson::try_from(order).map_err(|e| ApiError::malformed_response(ORDER_SERVICE, e))?;
     Ok(Json(order))

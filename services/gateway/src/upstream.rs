@@ -1,12 +1,36 @@
 //! Connections to the services behind the gateway: lazily connected gRPC
-//! channels with timeouts, and readiness checks for them.
+//! channels, the typed calls the handlers make through the resilience stack,
+//! and readiness checks.
+//!
+//! Every call goes through its upstream's [`Downstream`] (per-attempt
+//! timeout, retries of idempotent calls, circuit breaker, bulkhead; see
+//! `shipshape_resilience`). One `Downstream` per upstream, shared by all of
+//! its methods: they fill one breaker window, and once it opens none of them
+//! calls the upstream.
+//! The calls answer plain [`Status`]es: the upstream's own, or the stack's
+//! refusals (`UNAVAILABLE` / `DEADLINE_EXCEEDED` with `x-error-code`
+//! `circuit_open`, `bulkhead_full` or `timeout`), which
+//! [`crate::error::ApiError::upstream`] answers as 503 with `Retry-After`.
 
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::Uri;
+use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
+use shipshape_proto::inventory::{
+    GetProductRequest, ListProductsRequest, ListProductsResponse, Product,
+};
+use shipshape_proto::order::order_service_client::OrderServiceClient;
+use shipshape_proto::order::{CreateOrderRequest, CreateOrderResponse, GetOrderRequest, Order};
+use shipshape_resilience::{Classify, Downstream, FailureClass, Idempotency, ResilienceError};
 use shipshape_runtime::ops::CheckFuture;
+use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::error::ERROR_CODE_METADATA;
 
 /// How long establishing a connection may take. Separate from the call
 /// timeout so an upstream that is down fails fast instead of using the whole
@@ -16,15 +40,169 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a readiness probe waits for a TCP connection.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Error codes with which an upstream says that *its own* dependency is
+/// unavailable (the order service cannot price an order while inventory is
+/// down). The upstream itself answered promptly and is healthy.
+const DEPENDENCY_UNAVAILABLE_CODES: [&str; 1] = ["inventory_unavailable"];
+
 /// A channel to `url` that connects on first use (and reconnects after a
 /// failure), so the gateway starts, and answers 503, while an upstream is
-/// not up yet. Every call is bounded by `call_timeout`.
-pub fn channel(url: &str, call_timeout: Duration) -> anyhow::Result<Channel> {
+/// not up yet. It sets no call timeout: the resilience stack's per-attempt
+/// timeout is the only one, so there is one setting and one error for it.
+pub fn channel(url: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("upstream URL {url:?} is invalid"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(call_timeout);
+        .connect_timeout(CONNECT_TIMEOUT);
     Ok(endpoint.connect_lazy())
+}
+
+/// The order service's methods, each behind the `"order"` downstream's
+/// stack. Cheap to clone.
+#[derive(Clone)]
+pub struct Orders {
+    create: Method<CreateOrderRequest, CreateOrderResponse>,
+    get: Method<GetOrderRequest, Order>,
+}
+
+impl Orders {
+    pub fn new(channel: Channel, downstream: &Downstream) -> Self {
+        let client = OrderServiceClient::new(channel);
+        Self {
+            // Retried like a read: the gateway sends every CreateOrder with
+            // an idempotency key (the client's, or one made for this request
+            // alone; see `routes::create_order`), and the order service
+            // answers a repeated key with the order the first attempt
+            // created. A retry can never place a second order.
+            create: method(
+                downstream,
+                Idempotency::Idempotent,
+                client.clone(),
+                |mut client, request| async move { client.create_order(request).await },
+            ),
+            get: method(
+                downstream,
+                Idempotency::Idempotent,
+                client,
+                |mut client, request| async move { client.get_order(request).await },
+            ),
+        }
+    }
+
+    pub async fn create_order(
+        &self,
+        request: CreateOrderRequest,
+    ) -> Result<CreateOrderResponse, Status> {
+        call(&self.create, request).await
+    }
+
+    pub async fn get_order(&self, request: GetOrderRequest) -> Result<Order, Status> {
+        call(&self.get, request).await
+    }
+}
+
+/// The inventory service's catalog reads, each behind the `"inventory"`
+/// downstream's stack. Cheap to clone.
+#[derive(Clone)]
+pub struct Inventory {
+    list: Method<ListProductsRequest, ListProductsResponse>,
+    get: Method<GetProductRequest, Product>,
+}
+
+impl Inventory {
+    pub fn new(channel: Channel, downstream: &Downstream) -> Self {
+        let client = InventoryServiceClient::new(channel);
+        Self {
+            list: method(
+                downstream,
+                Idempotency::Idempotent,
+                client.clone(),
+                |mut client, request| async move { client.list_products(request).await },
+            ),
+            get: method(
+                downstream,
+                Idempotency::Idempotent,
+                client,
+                |mut client, request| async move { client.get_product(request).await },
+            ),
+        }
+    }
+
+    pub async fn list_products(
+        &self,
+        request: ListProductsRequest,
+    ) -> Result<ListProductsResponse, Status> {
+        call(&self.list, request).await
+    }
+
+    pub async fn get_product(&self, request: GetProductRequest) -> Result<Product, Status> {
+        call(&self.get, request).await
+    }
+}
+
+/// One gRPC method wrapped in the stack. Boxed, because the client call is
+/// a closure whose type cannot be named in a struct.
+type Method<Req, Res> = BoxCloneSyncService<Req, Res, ResilienceError<UpstreamStatus>>;
+
+/// Wraps `rpc` (a call of a clone of `client`) in `downstream`'s stack.
+fn method<C, Req, Res, F, Fut>(
+    downstream: &Downstream,
+    idempotency: Idempotency,
+    client: C,
+    rpc: F,
+) -> Method<Req, Res>
+where
+    C: Clone + Send + Sync + 'static,
+    Req: Clone + Send + 'static,
+    Res: Send + 'static,
+    F: Fn(C, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<tonic::Response<Res>, Status>> + Send + 'static,
+{
+    let service = ServiceBuilder::new()
+        .layer(downstream.layer(idempotency))
+        .service_fn(move |request| {
+            let response = rpc(client.clone(), request);
+            async move {
+                response
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(UpstreamStatus)
+            }
+        });
+    BoxCloneSyncService::new(service)
+}
+
+async fn call<Req, Res>(method: &Method<Req, Res>, request: Req) -> Result<Res, Status> {
+    method.clone().oneshot(request).await.map_err(Status::from)
+}
+
+/// An upstream's error answer, judged by the stack like any [`Status`],
+/// except one saying the upstream's own dependency is unavailable: that is
+/// neither a failure of the upstream (the breaker must not cut the gateway
+/// off a healthy order service, and with it `GetOrder`, because inventory is
+/// down) nor worth a retry (the upstream already retried its dependency
+/// through its own stack; retrying on top multiplies the load on it).
+#[derive(Debug)]
+struct UpstreamStatus(Status);
+
+impl Classify for UpstreamStatus {
+    fn class(&self) -> FailureClass {
+        let error_code = self
+            .0
+            .metadata()
+            .get(ERROR_CODE_METADATA)
+            .and_then(|value| value.to_str().ok());
+        if error_code.is_some_and(|code| DEPENDENCY_UNAVAILABLE_CODES.contains(&code)) {
+            FailureClass::Permanent
+        } else {
+            self.0.class()
+        }
+    }
+}
+
+impl From<UpstreamStatus> for Status {
+    fn from(status: UpstreamStatus) -> Self {
+        status.0
+    }
 }
 
 /// The host and port a URL such as `http://order:50051` points at; the
@@ -70,7 +248,33 @@ pub fn reachable(host: String, port: u16) -> impl Fn() -> CheckFuture + Send + S
 
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+    use tonic::metadata::MetadataValue;
+
     use super::*;
+
+    #[test]
+    fn a_dependency_of_the_upstream_being_down_is_not_the_upstreams_failure() {
+        let mut status = Status::unavailable("inventory is unavailable");
+        status.metadata_mut().insert(
+            ERROR_CODE_METADATA,
+            MetadataValue::from_static("inventory_unavailable"),
+        );
+        assert_eq!(UpstreamStatus(status).class(), FailureClass::Permanent);
+
+        let mut status = Status::unavailable("order database unavailable");
+        status.metadata_mut().insert(
+            ERROR_CODE_METADATA,
+            MetadataValue::from_static("database_unavailable"),
+        );
+        assert_eq!(UpstreamStatus(status).class(), FailureClass::Transient);
+        for (code, class) in [
+            (Code::Unavailable, FailureClass::Transient),
+            (Code::NotFound, FailureClass::Permanent),
+        ] {
+            assert_eq!(UpstreamStatus(Status::new(code, "")).class(), class);
+        }
+    }
 
     #[test]
     fn host_and_port_come_from_the_url() {

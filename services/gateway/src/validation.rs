@@ -70,6 +70,13 @@ pub struct ShippingAddress {
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
+    /// A key for an order request that came without one: `gw-` and a random
+    /// UUID, unique to the request, so it replays nothing the client did and
+    /// only the gateway's own retries of the request share it.
+    pub fn generate() -> Self {
+        Self(format!("gw-{}", uuid::Uuid::new_v4()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -398,6 +405,15 @@ mod tests {
         assert_eq!(key.map(|k| k.0), Some("checkout-7f3a/2025~01".to_owned()));
         let longest = "k".repeat(MAX_IDEMPOTENCY_KEY_LEN);
         assert!(idempotency_key(&headers(&[longest.as_bytes()])).is_ok());
+    }
+
+    #[test]
+    fn a_generated_key_is_a_valid_key_of_its_own() {
+        let key = IdempotencyKey::generate();
+        let parsed = idempotency_key(&headers(&[key.as_str().as_bytes()])).expect("valid");
+        assert_eq!(parsed.as_ref(), Some(&key));
+        assert!(key.as_str().starts_with("gw-"), "{key:?}");
+        assert_ne!(IdempotencyKey::generate(), key);
     }
 
     #[test]

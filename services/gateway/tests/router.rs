@@ -1,34 +1,61 @@
-//! The HTTP contract for everything the gateway answers by itself: bad input
-//! and unreachable upstreams. The router is called directly, without a
-//! socket; the upstream URLs point at a port where nothing listens.
+//! The HTTP contract for everything the gateway answers by itself: bad input,
+//! clients over their rate limit and unreachable upstreams. The router is
+//! called directly, without a socket; the upstream URLs point at a port where
+//! nothing listens.
 
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{Request, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 use shipshape_gateway::{AppState, Config, MAX_BODY_BYTES, router};
+use shipshape_resilience::ResilienceConfig;
 use tower::ServiceExt;
 
 /// Port 1 (tcpmux) is privileged and unused, so a connection is refused at
 /// once instead of timing out.
 const NOTHING_LISTENS: &str = "http://127.0.0.1:1";
 
-fn app() -> axum::Router {
-    let config = Config {
+fn non_zero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).expect("non-zero")
+}
+
+/// The defaults `Config::from_env` uses.
+fn config() -> Config {
+    Config {
         http_addr: ([127, 0, 0, 1], 0).into(),
         ops_addr: ([127, 0, 0, 1], 0).into(),
         order_url: NOTHING_LISTENS.into(),
         inventory_url: NOTHING_LISTENS.into(),
-        upstream_timeout: Duration::from_secs(2),
-    };
-    router(AppState::from_config(&config).expect("state"))
+        order: ResilienceConfig::default(),
+        inventory: ResilienceConfig::default(),
+        rate_limit_enabled: true,
+        rate_limit_per_second: non_zero(100),
+        rate_limit_burst: non_zero(200),
+        load_shed_enabled: true,
+        max_in_flight: NonZeroUsize::new(256).expect("non-zero"),
+    }
+}
+
+fn app_with(config: &Config) -> axum::Router {
+    router(AppState::from_config(config).expect("state"), config)
+}
+
+fn app() -> axum::Router {
+    app_with(&config())
 }
 
 async fn send(request: Request<Body>) -> (Response, Value) {
-    let response = app().oneshot(request).await.expect("infallible");
+    send_to(app(), request).await
+}
+
+async fn send_to(app: axum::Router, request: Request<Body>) -> (Response, Value) {
+    let response = app.oneshot(request).await.expect("infallible");
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
     let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -225,4 +252,108 @@ async fn unreachable_inventory_is_503() {
         );
         assert_eq!(response.headers()[RETRY_AFTER], "1", "{uri}");
     }
+}
+
+/// A config that allows two requests, then one a second.
+fn strict_limit() -> Config {
+    Config {
+        rate_limit_per_second: non_zero(1),
+        rate_limit_burst: non_zero(2),
+        ..config()
+    }
+}
+
+/// A request the gateway answers by itself (400), so only the rate limit
+/// decides whether it passes.
+fn cheap_request() -> Request<Body> {
+    Request::get("/api/v1/orders/not-a-uuid")
+        .body(Body::empty())
+        .expect("request")
+}
+
+fn from_peer(peer: &str, mut request: Request<Body>) -> Request<Body> {
+    let peer: SocketAddr = peer.parse().expect("address");
+    request.extensions_mut().insert(ConnectInfo(peer));
+    request
+}
+
+fn with_api_key(key: &str, mut request: Request<Body>) -> Request<Body> {
+    let value = key.parse().expect("header value");
+    request.headers_mut().insert("x-api-key", value);
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_above_the_limit_is_429_with_retry_after() {
+    let app = app_with(&strict_limit());
+    for _ in 0..2 {
+        let (response, _) = send_to(app.clone(), cheap_request()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    let (response, json) = send_to(app.clone(), cheap_request()).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
+    assert_eq!(response.headers()[RETRY_AFTER], "1");
+
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (response, _) = send_to(app, cheap_request()).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clients_are_limited_separately() {
+    let app = app_with(&strict_limit());
+    let client_a = || from_peer("192.0.2.1:40000", cheap_request());
+    for _ in 0..2 {
+        send_to(app.clone(), client_a()).await;
+    }
+    let (response, _) = send_to(app.clone(), client_a()).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Another address, an API key (from the same address), no address.
+    let others = [
+        from_peer("192.0.2.2:40000", cheap_request()),
+        with_api_key("key-1", client_a()),
+        cheap_request(),
+    ];
+    for request in others {
+        let (response, _) = send_to(app.clone(), request).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_can_be_turned_off() {
+    let app = app_with(&Config {
+        rate_limit_enabled: false,
+        ..strict_limit()
+    });
+    for _ in 0..20 {
+        let (response, _) = send_to(app.clone(), cheap_request()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_applies_before_the_body_is_read() {
+    let app = app_with(&strict_limit());
+    for _ in 0..2 {
+        send_to(app.clone(), cheap_request()).await;
+    }
+    let body = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES));
+    let request = Request::post("/api/v1/orders")
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    let (response, json) = send_to(app, request).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
 }

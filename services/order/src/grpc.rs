@@ -4,35 +4,56 @@ use std::collections::HashMap;
 
 use prost::Message;
 use shipshape_messaging::outbox;
-use shipshape_proto::inventory::PriceSkusRequest;
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
+use shipshape_proto::inventory::{PriceSkusRequest, PriceSkusResponse};
 use shipshape_proto::order::order_service_server::OrderService;
 use shipshape_proto::order::{CreateOrderRequest, CreateOrderResponse, GetOrderRequest, Order};
 use shipshape_proto::{Event, error_status, events};
+use shipshape_resilience::{Downstream, Idempotency, ResilienceError};
 use shipshape_types::{InvalidValue, Money, OrderId, Sku};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
 
 use crate::events::PRODUCER;
 use crate::placement::{self, OrderRequest, PricedLine};
 use crate::store::{self, NewOrder};
 
+/// Inventory's `PriceSkus` behind the resilience stack. Boxed, because the
+/// client call is a closure whose type cannot be named in a struct.
+type PriceSkus = BoxCloneSyncService<PriceSkusRequest, PriceSkusResponse, ResilienceError<Status>>;
+
 pub struct OrderApi {
     pool: PgPool,
-    inventory: InventoryServiceClient<Channel>,
+    price_skus: PriceSkus,
     deadline_secs: f64,
 }
 
 impl OrderApi {
+    /// Pricing calls to `inventory` go through `downstream`'s stack.
     pub fn new(
         pool: PgPool,
         inventory: InventoryServiceClient<Channel>,
+        downstream: &Downstream,
         deadline_secs: f64,
     ) -> Self {
+        let price_skus = ServiceBuilder::new()
+            // Pricing is a read: safe to retry.
+            .layer(downstream.layer(Idempotency::Idempotent))
+            .service_fn(move |request: PriceSkusRequest| {
+                let mut inventory = inventory.clone();
+                async move {
+                    inventory
+                        .price_skus(request)
+                        .await
+                        .map(Response::into_inner)
+                }
+            });
         Self {
             pool,
-            inventory,
+            price_skus: BoxCloneSyncService::new(price_skus),
             deadline_secs,
         }
     }
@@ -69,6 +90,9 @@ impl From<OrderApiError> for Status {
             }
             // The catalog's own verdict on the request (e.g. unknown_sku) passes through.
             OrderApiError::Inventory(status) if status.code() == Code::InvalidArgument => status,
+            // Anything else, the stack's refusals (timeout, circuit_open,
+            // bulkhead_full) included, means no price now: the caller gets
+            // one code it can answer 503 for.
             OrderApiError::Inventory(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "inventory call failed");
                 error_status(
@@ -122,13 +146,12 @@ impl OrderApi {
             .map(|(sku, _)| sku.to_string())
             .collect();
         let response = self
-            .inventory
+            .price_skus
             .clone()
-            .price_skus(PriceSkusRequest { skus })
+            .oneshot(PriceSkusRequest { skus })
             .await
-            .map_err(OrderApiError::Inventory)?;
+            .map_err(|error| OrderApiError::Inventory(error.into()))?;
         Ok(response
-            .into_inner()
             .prices
             .iter()
             .filter_map(|p| {
@@ -228,5 +251,43 @@ impl OrderService for OrderApi {
             Some(order) => Ok(Response::new(order)),
             None => Err(OrderApiError::NotFound(order_id.to_string()).into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shipshape_proto::ERROR_CODE_METADATA;
+
+    use super::*;
+
+    fn answered(error: ResilienceError<Status>) -> Status {
+        OrderApiError::Inventory(error.into()).into()
+    }
+
+    fn error_code(status: &Status) -> Option<&str> {
+        status.metadata().get(ERROR_CODE_METADATA)?.to_str().ok()
+    }
+
+    #[test]
+    fn every_way_inventory_cannot_price_is_inventory_unavailable() {
+        let downstream = "inventory";
+        for error in [
+            ResilienceError::Timeout { downstream },
+            ResilienceError::CircuitOpen { downstream },
+            ResilienceError::BulkheadFull { downstream },
+            ResilienceError::Inner(Status::unavailable("connection refused")),
+        ] {
+            let status = answered(error);
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert_eq!(error_code(&status), Some("inventory_unavailable"));
+        }
+    }
+
+    #[test]
+    fn the_catalogs_verdict_on_the_request_passes_through() {
+        let unknown = error_status(Code::InvalidArgument, "unknown_sku", "SKU-9999 is unknown");
+        let status = answered(ResilienceError::Inner(unknown));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(error_code(&status), Some("unknown_sku"));
     }
 }

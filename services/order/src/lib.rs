@@ -19,6 +19,7 @@ use shipshape_messaging::service::{self, ServiceConfig};
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::order::order_service_server::OrderServiceServer;
 use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
+use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::{CancellationToken, Tasks, config};
 use sqlx::PgPool;
 use tonic::transport::Endpoint;
@@ -40,8 +41,11 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// `INVENTORY_URL` (default `http://127.0.0.1:50052`).
     pub inventory_url: String,
-    /// `INVENTORY_TIMEOUT_MS` per pricing call (default 3000).
-    pub inventory_timeout: Duration,
+    /// The resilience stack around pricing calls to inventory, from
+    /// `INVENTORY_*`: `INVENTORY_TIMEOUT_MS` per attempt (default 3000), and
+    /// `INVENTORY_RETRY_*`, `INVENTORY_BREAKER_*`, `INVENTORY_BULKHEAD_*`
+    /// (see `shipshape_resilience`).
+    pub inventory: ResilienceConfig,
     /// `SAGA_DEADLINE_MS`: a pending order is cancelled `timed_out` this long
     /// after it was placed (default 30000).
     pub saga_deadline: Duration,
@@ -56,7 +60,7 @@ impl Config {
             service: ServiceConfig::from_env("order", "0.0.0.0:9101")?,
             grpc_addr: config::addr_or("GRPC_ADDR", "0.0.0.0:50051")?,
             inventory_url: config::string_or("INVENTORY_URL", "http://127.0.0.1:50052")?,
-            inventory_timeout: config::millis_or("INVENTORY_TIMEOUT_MS", 3000)?,
+            inventory: ResilienceConfig::from_env("INVENTORY")?,
             saga_deadline: config::millis_or("SAGA_DEADLINE_MS", 30_000)?,
             sweep_interval: config::millis_or("SAGA_SWEEP_INTERVAL_MS", 1000)?,
         })
@@ -71,13 +75,15 @@ pub async fn serve(
     broker: Broker,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // No call timeout on the channel: the stack's per-attempt timeout is
+    // the one bound on a pricing call.
     let inventory = Endpoint::from_shared(config.inventory_url.clone())?
         .connect_timeout(Duration::from_secs(1))
-        .timeout(config.inventory_timeout)
         .connect_lazy();
     let api = grpc::OrderApi::new(
         pool.clone(),
         InventoryServiceClient::new(inventory),
+        &Downstream::new("inventory", config.inventory.clone()),
         config.saga_deadline.as_secs_f64(),
     );
     let grpc = tonic::transport::Server::builder()

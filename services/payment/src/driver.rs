@@ -10,7 +10,6 @@ use shipshape_messaging::consumer::backoff;
 use shipshape_runtime::CancellationToken;
 use shipshape_types::OrderId;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 
 use crate::domain::{CallResult, PspCall};
 use crate::events::publish;
@@ -22,22 +21,16 @@ pub struct Driver {
     psp: PspClient,
     /// How long a claimed call may take before others may retry it.
     lease_secs: f64,
-    /// Bounds concurrent PSP calls.
-    calls: Semaphore,
 }
 
 impl Driver {
-    pub fn new(
-        pool: PgPool,
-        psp: PspClient,
-        call_timeout: Duration,
-        max_concurrent_calls: usize,
-    ) -> Self {
+    /// `longest_call` bounds one PSP call with all its retries; a lease
+    /// outlives it, so a live call is never retried behind its back.
+    pub fn new(pool: PgPool, psp: PspClient, longest_call: Duration) -> Self {
         Self {
             pool,
             psp,
-            lease_secs: (call_timeout + Duration::from_secs(2)).as_secs_f64(),
-            calls: Semaphore::new(max_concurrent_calls),
+            lease_secs: (longest_call + Duration::from_secs(2)).as_secs_f64(),
         }
     }
 
@@ -63,9 +56,6 @@ impl Driver {
     /// Makes one PSP call if the payment waits for one; `true` when another
     /// call should follow at once (a capture that must now be refunded).
     async fn call_once(&self, order_id: OrderId) -> sqlx::Result<bool> {
-        let Ok(_permit) = self.calls.acquire().await else {
-            return Ok(false);
-        };
         let mut tx = self.pool.begin().await?;
         let Some(row) = store::lock_actionable(&mut tx, order_id).await? else {
             return Ok(false);

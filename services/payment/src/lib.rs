@@ -17,6 +17,7 @@ use std::time::Duration;
 use shipshape_messaging::Broker;
 use shipshape_messaging::service::{self, ServiceConfig};
 use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
+use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::{CancellationToken, Tasks, config};
 use sqlx::PgPool;
 
@@ -35,10 +36,10 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `PSP_URL` (default `http://127.0.0.1:8090`).
     pub psp_url: String,
-    /// `PSP_TIMEOUT_MS` per call (default 3000).
-    pub psp_timeout: Duration,
-    /// `PSP_MAX_CONCURRENT_CALLS` (default 32).
-    pub psp_max_concurrent_calls: usize,
+    /// The resilience stack of PSP calls: `PSP_TIMEOUT_MS`,
+    /// `PSP_RETRY_*`, `PSP_BREAKER_*`, `PSP_BULKHEAD_*` (see
+    /// `shipshape-resilience`).
+    pub psp: ResilienceConfig,
     /// `PAYMENT_RETRY_INTERVAL_MS`: how often failed calls are looked for
     /// again (default 500).
     pub retry_interval: Duration,
@@ -49,8 +50,7 @@ impl Config {
         Ok(Self {
             service: ServiceConfig::from_env("payment", "0.0.0.0:9103")?,
             psp_url: config::string_or("PSP_URL", "http://127.0.0.1:8090")?,
-            psp_timeout: config::millis_or("PSP_TIMEOUT_MS", 3000)?,
-            psp_max_concurrent_calls: config::var_or("PSP_MAX_CONCURRENT_CALLS", 32_usize)?.max(1),
+            psp: ResilienceConfig::from_env("PSP")?,
             retry_interval: config::millis_or("PAYMENT_RETRY_INTERVAL_MS", 500)?,
         })
     }
@@ -63,13 +63,9 @@ pub async fn serve(
     broker: Broker,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let psp = psp::PspClient::new(&config.psp_url, config.psp_timeout)?;
-    let driver = Arc::new(driver::Driver::new(
-        pool.clone(),
-        psp,
-        config.psp_timeout,
-        config.psp_max_concurrent_calls,
-    ));
+    let longest_call = longest_call(&config.psp);
+    let psp = psp::PspClient::new(&config.psp_url, Downstream::new("psp", config.psp))?;
+    let driver = Arc::new(driver::Driver::new(pool.clone(), psp, longest_call));
     tracing::info!(ops = %config.service.ops_addr, psp = %config.psp_url, "payment serving");
     let tasks = Tasks::new().add(
         "psp retry sweep",
@@ -89,4 +85,17 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+/// The longest one PSP call can take through its stack: every attempt
+/// waiting for a bulkhead permit and then timing out, with the longest
+/// backoff between attempts.
+fn longest_call(psp: &ResilienceConfig) -> Duration {
+    let attempts = if psp.retry.enabled {
+        psp.retry.max_attempts
+    } else {
+        1
+    };
+    let attempt = psp.timeout.duration + psp.bulkhead.max_wait;
+    attempt * attempts + psp.retry.cap * attempts.saturating_sub(1)
 }

@@ -1,10 +1,11 @@
 use shipshape_messaging::service;
 use shipshape_payment::{Config, MIGRATOR, TOPICS, serve};
-use shipshape_runtime::{logging, shutdown};
+use shipshape_runtime::{logging, metrics, shutdown};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     logging::init("payment");
+    metrics::install();
     let shutdown = shutdown::on_signal()?;
     let config = Config::from_env()?;
     let (pool, broker) = service::connect(&config.service, &MIGRATOR, &TOPICS, &shutdown).await?;

@@ -1,30 +1,49 @@
-//! HTTP client of the external payment service provider (PSP).
+//! HTTP client of the external payment service provider (PSP). Every call
+//! goes through the resilience stack for the `psp` downstream (timeout,
+//! retry, circuit breaker, bulkhead; see `shipshape-resilience`): a slow or
+//! failing provider is cut off quickly instead of tying up the payment
+//! service, and every call carries an idempotency key, so the stack's
+//! retries can never charge or refund twice.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shipshape_resilience::{Classify, Downstream, FailureClass, Idempotency, ResilienceError};
+use tower::{ServiceBuilder, ServiceExt};
 
 use crate::domain::CallResult;
 
+#[derive(Clone)]
 pub struct PspClient {
     http: reqwest::Client,
-    base_url: String,
+    base_url: Arc<str>,
+    psp: Downstream,
 }
 
-#[derive(Serialize)]
-struct CaptureRequest<'a> {
-    idempotency_key: &'a str,
+#[derive(Clone, Serialize)]
+struct CaptureRequest {
+    idempotency_key: String,
     amount_minor: i64,
-    currency: &'a str,
-    card_token: &'a str,
+    currency: String,
+    card_token: String,
 }
 
-#[derive(Serialize)]
-struct RefundRequest<'a> {
-    idempotency_key: &'a str,
-    psp_reference: &'a str,
+#[derive(Clone, Serialize)]
+struct RefundRequest {
+    idempotency_key: String,
+    psp_reference: String,
     amount_minor: i64,
-    currency: &'a str,
+    currency: String,
+}
+
+/// One PSP call; cloned for each attempt the stack makes.
+#[derive(Clone)]
+enum Call {
+    Capture(CaptureRequest),
+    LookUpCapture { idempotency_key: String },
+    Refund(RefundRequest),
 }
 
 #[derive(Deserialize)]
@@ -46,6 +65,22 @@ pub struct Answer {
 }
 
 impl Answer {
+    fn decided(result: CallResult) -> Self {
+        Self {
+            result,
+            psp_reference: None,
+            error: None,
+        }
+    }
+
+    fn captured(psp_reference: String) -> Self {
+        Self {
+            result: CallResult::Captured,
+            psp_reference: Some(psp_reference),
+            error: None,
+        }
+    }
+
     fn failed(result: CallResult, error: String) -> Self {
         Self {
             result,
@@ -55,15 +90,29 @@ impl Answer {
     }
 }
 
+/// An attempt that got no decision from the PSP. For the stack it is a
+/// failure worth retrying and counting against the breaker.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NoDecision(String);
+
+impl Classify for NoDecision {
+    fn class(&self) -> FailureClass {
+        FailureClass::Transient
+    }
+}
+
 impl PspClient {
-    pub fn new(base_url: &str, timeout: Duration) -> anyhow::Result<Self> {
+    /// A client of the PSP at `base_url`; calls go through `psp`'s stack,
+    /// which also bounds each attempt's duration.
+    pub fn new(base_url: &str, psp: Downstream) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(timeout)
             .connect_timeout(Duration::from_secs(1))
             .build()?;
         Ok(Self {
             http,
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            base_url: base_url.trim_end_matches('/').into(),
+            psp,
         })
     }
 
@@ -74,97 +123,21 @@ impl PspClient {
         currency: &str,
         card_token: &str,
     ) -> Answer {
-        let body = CaptureRequest {
-            idempotency_key,
+        self.call(Call::Capture(CaptureRequest {
+            idempotency_key: idempotency_key.to_owned(),
             amount_minor,
-            currency,
-            card_token,
-        };
-        let sent = self
-            .http
-            .post(format!("{}/v1/captures", self.base_url))
-            .json(&body)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => return transport_failure(e),
-        };
-        let status = response.status();
-        match status.as_u16() {
-            200 => match response.json::<Approved>().await {
-                Ok(approved) => Answer {
-                    result: CallResult::Captured,
-                    psp_reference: Some(approved.psp_reference),
-                    error: None,
-                },
-                Err(e) => Answer::failed(CallResult::Unknown, format!("unreadable approval: {e}")),
-            },
-            402 => {
-                let reason = response
-                    .json::<Declined>()
-                    .await
-                    .map_or_else(|_| "declined".to_owned(), |d| d.reason);
-                Answer {
-                    result: CallResult::Declined(reason),
-                    psp_reference: None,
-                    error: None,
-                }
-            }
-            // The PSP refuses the card details themselves: a decline.
-            400 => Answer {
-                result: CallResult::Declined("invalid_payment_details".to_owned()),
-                psp_reference: None,
-                error: None,
-            },
-            503 => Answer::failed(CallResult::NotProcessed, "PSP unavailable (503)".to_owned()),
-            _ => Answer::failed(CallResult::Unknown, format!("PSP answered {status}")),
-        }
+            currency: currency.to_owned(),
+            card_token: card_token.to_owned(),
+        }))
+        .await
     }
 
     /// What the PSP decided under a capture's idempotency key.
     pub async fn look_up_capture(&self, idempotency_key: &str) -> Answer {
-        let sent = self
-            .http
-            .get(format!("{}/v1/captures/{idempotency_key}", self.base_url))
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            // Whatever happened to a lookup, nothing was charged by it.
-            Err(e) => return Answer::failed(CallResult::NotProcessed, e.to_string()),
-        };
-        match response.status().as_u16() {
-            404 => Answer {
-                result: CallResult::NeverCaptured,
-                psp_reference: None,
-                error: None,
-            },
-            200 => match response.json::<Approved>().await {
-                Ok(approved) => Answer {
-                    result: CallResult::Captured,
-                    psp_reference: Some(approved.psp_reference),
-                    error: None,
-                },
-                Err(e) => {
-                    Answer::failed(CallResult::NotProcessed, format!("unreadable lookup: {e}"))
-                }
-            },
-            402 => Answer {
-                result: CallResult::Declined(
-                    response
-                        .json::<Declined>()
-                        .await
-                        .map_or_else(|_| "declined".to_owned(), |d| d.reason),
-                ),
-                psp_reference: None,
-                error: None,
-            },
-            status => Answer::failed(
-                CallResult::NotProcessed,
-                format!("PSP answered {status} to a lookup"),
-            ),
-        }
+        self.call(Call::LookUpCapture {
+            idempotency_key: idempotency_key.to_owned(),
+        })
+        .await
     }
 
     pub async fn refund(
@@ -174,40 +147,105 @@ impl PspClient {
         amount_minor: i64,
         currency: &str,
     ) -> Answer {
-        let body = RefundRequest {
-            idempotency_key,
-            psp_reference,
+        self.call(Call::Refund(RefundRequest {
+            idempotency_key: idempotency_key.to_owned(),
+            psp_reference: psp_reference.to_owned(),
             amount_minor,
-            currency,
+            currency: currency.to_owned(),
+        }))
+        .await
+    }
+
+    /// Makes `call` through the stack. Without a decision, the answer says
+    /// whether money may have moved: `Unknown` when any attempt of a capture
+    /// or refund may have reached the PSP (a timeout, a lost response), so
+    /// the payment looks it up before assuming nothing happened;
+    /// `NotProcessed` only when none can have (refused connections, the
+    /// PSP's own 503, the breaker or bulkhead refusing to call).
+    async fn call(&self, call: Call) -> Answer {
+        let moves_money = !matches!(call, Call::LookUpCapture { .. });
+        let maybe_processed = Arc::new(AtomicU32::new(0));
+        let attempts = {
+            let client = self.clone();
+            let maybe_processed = maybe_processed.clone();
+            ServiceBuilder::new()
+                .layer(self.psp.layer(Idempotency::Idempotent))
+                .service_fn(move |call: Call| {
+                    let client = client.clone();
+                    let maybe_processed = maybe_processed.clone();
+                    async move { client.attempt(call, &maybe_processed).await }
+                })
         };
-        let sent = self
-            .http
-            .post(format!("{}/v1/refunds", self.base_url))
-            .json(&body)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().as_u16() == 200 => Answer {
-                result: CallResult::Refunded,
-                psp_reference: None,
-                error: None,
-            },
-            Ok(r) if r.status().as_u16() == 503 => {
-                Answer::failed(CallResult::NotProcessed, "PSP unavailable (503)".to_owned())
+        match attempts.oneshot(call).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                let uncertain = moves_money && maybe_processed.load(Ordering::Acquire) > 0;
+                let result = if uncertain {
+                    CallResult::Unknown
+                } else {
+                    CallResult::NotProcessed
+                };
+                let reason = match error {
+                    ResilienceError::Inner(NoDecision(reason)) => reason,
+                    refused => refused.to_string(),
+                };
+                Answer::failed(result, reason)
             }
-            Ok(r) => Answer::failed(CallResult::Unknown, format!("PSP answered {}", r.status())),
-            Err(e) => transport_failure(e),
         }
     }
-}
 
-/// A request that never connected was not processed; any other transport
-/// failure (timeout, reset) leaves the outcome unknown.
-fn transport_failure(error: reqwest::Error) -> Answer {
-    let result = if error.is_connect() {
-        CallResult::NotProcessed
-    } else {
-        CallResult::Unknown
-    };
-    Answer::failed(result, error.to_string())
+    /// One HTTP exchange. `maybe_processed` counts attempts that may have
+    /// reached the PSP: raised before sending (the stack may abandon the
+    /// attempt at any await), lowered again once the attempt is known not
+    /// to have been processed.
+    async fn attempt(&self, call: Call, maybe_processed: &AtomicU32) -> Result<Answer, NoDecision> {
+        let request = match &call {
+            Call::Capture(body) => self
+                .http
+                .post(format!("{}/v1/captures", self.base_url))
+                .json(body),
+            Call::LookUpCapture { idempotency_key } => self
+                .http
+                .get(format!("{}/v1/captures/{idempotency_key}", self.base_url)),
+            Call::Refund(body) => self
+                .http
+                .post(format!("{}/v1/refunds", self.base_url))
+                .json(body),
+        };
+        maybe_processed.fetch_add(1, Ordering::AcqRel);
+        let not_processed = |reason: String| {
+            maybe_processed.fetch_sub(1, Ordering::AcqRel);
+            Err(NoDecision(reason))
+        };
+        let response = match request.send().await {
+            Ok(response) => response,
+            // A request that never connected was not processed.
+            Err(e) if e.is_connect() => return not_processed(e.to_string()),
+            Err(e) => return Err(NoDecision(e.to_string())),
+        };
+        let status = response.status().as_u16();
+        match (&call, status) {
+            (_, 503) => not_processed("PSP unavailable (503)".to_owned()),
+            (Call::Capture(_) | Call::LookUpCapture { .. }, 200) => {
+                match response.json::<Approved>().await {
+                    Ok(approved) => Ok(Answer::captured(approved.psp_reference)),
+                    Err(e) => Err(NoDecision(format!("unreadable approval: {e}"))),
+                }
+            }
+            (Call::Capture(_) | Call::LookUpCapture { .. }, 402) => {
+                let reason = response
+                    .json::<Declined>()
+                    .await
+                    .map_or_else(|_| "declined".to_owned(), |d| d.reason);
+                Ok(Answer::decided(CallResult::Declined(reason)))
+            }
+            // The PSP refuses the card details themselves: a decline.
+            (Call::Capture(_), 400) => Ok(Answer::decided(CallResult::Declined(
+                "invalid_payment_details".to_owned(),
+            ))),
+            (Call::LookUpCapture { .. }, 404) => Ok(Answer::decided(CallResult::NeverCaptured)),
+            (Call::Refund(_), 200) => Ok(Answer::decided(CallResult::Refunded)),
+            (_, status) => Err(NoDecision(format!("PSP answered {status}"))),
+        }
+    }
 }

@@ -1,10 +1,11 @@
 use shipshape_messaging::service;
-use shipshape_runtime::{logging, shutdown};
+use shipshape_runtime::{logging, metrics, shutdown};
 use shipshape_shipping::{Config, MIGRATOR, TOPICS, serve};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     logging::init("shipping");
+    metrics::install();
     let shutdown = shutdown::on_signal()?;
     let config = Config::from_env()?;
     let (pool, broker) = service::connect(&config.service, &MIGRATOR, &TOPICS, &shutdown).await?;

@@ -1,22 +1,21 @@
 //! The consumer loop: at-least-once delivery turned into exactly-once effects
 //! by handlers that record event ids in their own transaction ([`crate::inbox`]).
 //!
-//! Messages of one partition are handled one at a time, in order; different
-//! partitions are handled concurrently by a fixed set of workers. A
+//! Messages of one partition are handled one at a time, in order, by that
+//! partition's own worker; different partitions are handled concurrently,
+//! so a message being retried never holds up another partition. A
 //! message's offset is stored only after its handler committed, so a crash
-//! redelivers it. A message that cannot be decoded, or fails
-//! `max_attempts` times, goes to the dead-letter topic and the partition
-//! moves on.
+//! redelivers it, and never past a message still being retried. A message
+//! that cannot be decoded, or fails `max_attempts` times, goes to the
+//! dead-letter topic and the partition moves on.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
-use rdkafka::Message;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -24,7 +23,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::mpsc;
+use rdkafka::{Message, TopicPartitionList};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use shipshape_runtime::ops::CheckFuture;
@@ -131,6 +131,14 @@ pub struct ConsumerLoop<H> {
 const RETRY_BASE: Duration = Duration::from_millis(50);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 
+/// A partition's backlog at which fetching it pauses, and the backlog at
+/// which it resumes. A partition stuck retrying one message thus holds at
+/// most about this many messages in memory while the others keep flowing.
+const PAUSE_AT: usize = 64;
+const RESUME_AT: usize = 16;
+
+type GroupConsumer = StreamConsumer<GroupMembership>;
+
 impl<H: Handler> ConsumerLoop<H> {
     pub fn new(
         settings: KafkaSettings,
@@ -154,26 +162,20 @@ impl<H: Handler> ConsumerLoop<H> {
 
     /// Consumes until `shutdown`, then commits what was handled and leaves
     /// the group, so the next member resumes exactly there.
+    ///
+    /// Each partition gets its own worker, so a message being retried holds
+    /// back only the messages behind it in its partition. A shared semaphore
+    /// bounds how many handlers run at once (`CONSUMER_CONCURRENCY`); a
+    /// worker waiting out a backoff holds no permit.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = Arc::new(self.settings.consumer(self.membership.clone())?);
         consumer.subscribe(&self.topics)?;
         tracing::info!(topics = ?self.topics, group = %self.settings.group_id, "consuming");
 
-        let mut lanes = Vec::with_capacity(self.settings.concurrency);
-        let mut workers = Vec::with_capacity(self.settings.concurrency);
-        for _ in 0..self.settings.concurrency {
-            let (tx, rx) = mpsc::channel::<OwnedMessage>(64);
-            lanes.push(tx);
-            let worker = Worker {
-                consumer: consumer.clone(),
-                handler: self.handler.clone(),
-                dead_letters: self.dead_letters.clone(),
-                group: self.settings.group_id.clone(),
-                max_attempts: self.settings.max_attempts,
-                shutdown: shutdown.clone(),
-            };
-            workers.push(tokio::spawn(worker.run(rx)));
-        }
+        let handling = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
+        let mut workers = Vec::new();
+        let mut worker_stopped = false;
 
         loop {
             let received = tokio::select! {
@@ -188,10 +190,25 @@ impl<H: Handler> ConsumerLoop<H> {
                     continue;
                 }
             };
-            let lane = lane_of(message.topic(), message.partition(), lanes.len());
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                sent = lanes[lane].send(message) => if sent.is_err() { break },
+            let key = (message.topic().to_owned(), message.partition());
+            let lane = lanes.entry(key).or_insert_with(|| {
+                let (lane, messages) = Lane::new(message.topic(), message.partition());
+                let worker = Worker {
+                    consumer: consumer.clone(),
+                    handler: self.handler.clone(),
+                    dead_letters: self.dead_letters.clone(),
+                    group: self.settings.group_id.clone(),
+                    max_attempts: self.settings.max_attempts,
+                    handling: handling.clone(),
+                    backlog: lane.backlog.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                workers.push(tokio::spawn(worker.run(messages)));
+                lane
+            });
+            if !lane.push(&consumer, message) {
+                worker_stopped = true;
+                break;
             }
         }
 
@@ -200,22 +217,103 @@ impl<H: Handler> ConsumerLoop<H> {
             let _ = worker.await;
         }
         leave_group(consumer).await;
+        if worker_stopped && !shutdown.is_cancelled() {
+            anyhow::bail!("a partition worker stopped: the dead-letter producer failed fatally");
+        }
         Ok(())
     }
 }
 
-/// The worker for a partition: always the same one, which keeps its order.
-fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
-    let mut hasher = DefaultHasher::new();
-    (topic, partition).hash(&mut hasher);
-    (hasher.finish() % lanes as u64) as usize
+/// Where the dispatcher hands one partition's messages to its worker.
+struct Lane {
+    messages: mpsc::UnboundedSender<OwnedMessage>,
+    backlog: Arc<Backlog>,
+}
+
+/// How many of a partition's messages wait in its lane, and whether the
+/// partition is paused because of it. Pausing and resuming happen under
+/// the lock, so the dispatcher and the worker cannot undo each other.
+struct Backlog {
+    partition: TopicPartitionList,
+    state: Mutex<BacklogState>,
+}
+
+#[derive(Default)]
+struct BacklogState {
+    queued: usize,
+    paused: bool,
+}
+
+impl Lane {
+    fn new(topic: &str, partition: i32) -> (Self, mpsc::UnboundedReceiver<OwnedMessage>) {
+        let (messages, receiver) = mpsc::unbounded_channel();
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, partition);
+        let backlog = Arc::new(Backlog {
+            partition: list,
+            state: Mutex::new(BacklogState::default()),
+        });
+        (Self { messages, backlog }, receiver)
+    }
+
+    /// Queues a message for the worker, pausing the partition when its
+    /// backlog is full; `false` when the worker has stopped.
+    fn push(&self, consumer: &GroupConsumer, message: OwnedMessage) -> bool {
+        let mut state = self.backlog.lock();
+        if self.messages.send(message).is_err() {
+            return false;
+        }
+        state.queued += 1;
+        if state.queued >= PAUSE_AT && !state.paused {
+            // librdkafka drops what it prefetched for the partition and, on
+            // resume, fetches again from the last message handed to us.
+            match consumer.pause(&self.backlog.partition) {
+                Ok(()) => {
+                    state.paused = true;
+                    metrics::gauge!("shipshape_consumer_paused_partitions").increment(1);
+                    tracing::info!(
+                        partition = ?self.backlog.partition,
+                        "partition paused while its worker catches up"
+                    );
+                }
+                Err(error) => tracing::warn!(%error, "cannot pause a partition"),
+            }
+        }
+        true
+    }
+}
+
+impl Backlog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BacklogState> {
+        // Two plain fields, updated together: a panic elsewhere cannot leave
+        // them torn, so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One message left the lane; resumes the partition once the backlog
+    /// has drained far enough.
+    fn done(&self, consumer: &GroupConsumer) {
+        let mut state = self.lock();
+        state.queued = state.queued.saturating_sub(1);
+        if state.paused && state.queued <= RESUME_AT {
+            // Fails only when the partition was revoked meanwhile; its new
+            // owner fetches it anyway.
+            if let Err(error) = consumer.resume(&self.partition) {
+                tracing::debug!(%error, "cannot resume a partition");
+            }
+            state.paused = false;
+            metrics::gauge!("shipshape_consumer_paused_partitions").decrement(1);
+        }
+    }
 }
 
 /// Commits stored offsets, leaves the group and closes the client. A plain
 /// drop of a group consumer can block for minutes (rust-rdkafka #509), so
 /// the assignment is drained first and the drop runs off the async runtime
 /// with a watchdog.
-async fn leave_group(consumer: Arc<StreamConsumer<GroupMembership>>) {
+async fn leave_group(consumer: Arc<GroupConsumer>) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(error) => tracing::warn!(%error, "final offset commit failed"),
@@ -240,16 +338,19 @@ async fn leave_group(consumer: Arc<StreamConsumer<GroupMembership>>) {
 }
 
 struct Worker<H> {
-    consumer: Arc<StreamConsumer<GroupMembership>>,
+    consumer: Arc<GroupConsumer>,
     handler: Arc<H>,
     dead_letters: FutureProducer,
     group: String,
     max_attempts: u32,
+    handling: Arc<Semaphore>,
+    backlog: Arc<Backlog>,
     shutdown: CancellationToken,
 }
 
 impl<H: Handler> Worker<H> {
-    async fn run(self, mut messages: mpsc::Receiver<OwnedMessage>) {
+    /// Handles one partition's messages in order until its lane closes.
+    async fn run(self, mut messages: mpsc::UnboundedReceiver<OwnedMessage>) {
         while let Some(message) = messages.recv().await {
             if self.shutdown.is_cancelled() {
                 // Not handled, offset not stored: redelivered after restart.
@@ -270,6 +371,7 @@ impl<H: Handler> Worker<H> {
                 // The partition was revoked meanwhile; its new owner redelivers.
                 tracing::debug!(%error, "offset not stored");
             }
+            self.backlog.done(&self.consumer);
         }
     }
 
@@ -279,10 +381,19 @@ impl<H: Handler> Worker<H> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let permit = self.handling.acquire().await;
+            let event_type = incoming.event.type_name();
             let error = match self.handler.handle(incoming.clone()).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    metrics::counter!("shipshape_events_handled_total", "type" => event_type)
+                        .increment(1);
+                    return true;
+                }
                 Err(error) => error,
             };
+            // A backoff holds no permit, so other partitions can run.
+            drop(permit);
+            metrics::counter!("shipshape_events_failed_total", "type" => event_type).increment(1);
             if attempt >= self.max_attempts && !error.is_transient() {
                 let reason = format!("failed {attempt} times, last: {error}");
                 return self.dead_letter(message, &reason).await;
@@ -348,7 +459,14 @@ impl<H: Handler> Worker<H> {
                 .send(record, Duration::from_secs(10))
                 .await
             {
-                Ok(_) => return true,
+                Ok(_) => {
+                    metrics::counter!(
+                        "shipshape_dead_letters_total",
+                        "topic" => message.topic().to_owned()
+                    )
+                    .increment(1);
+                    return true;
+                }
                 Err((error, _)) => tracing::warn!(%error, "dead-letter publish failed"),
             }
             if let Some((code, reason)) = self.dead_letters.client().fatal_error() {
@@ -396,14 +514,5 @@ mod tests {
         assert!(HandleError::Database(sqlx::Error::Io(io)).is_transient());
         assert!(!HandleError::Database(sqlx::Error::RowNotFound).is_transient());
         assert!(!HandleError::Other("OrderPlaced without a total".into()).is_transient());
-    }
-
-    #[test]
-    fn a_partition_always_maps_to_the_same_lane() {
-        for partition in 0..16 {
-            let lane = lane_of("order.events", partition, 4);
-            assert!(lane < 4);
-            assert_eq!(lane, lane_of("order.events", partition, 4));
-        }
     }
 }

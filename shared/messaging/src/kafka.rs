@@ -32,7 +32,8 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// `KAFKA_REPLICATION_FACTOR` for topics this service creates (default 1).
     pub replication: i32,
-    /// `CONSUMER_CONCURRENCY`: partitions handled in parallel (default 4).
+    /// `CONSUMER_CONCURRENCY`: event handlers running at once, across all
+    /// partitions (default 4).
     pub concurrency: usize,
     /// `CONSUMER_MAX_ATTEMPTS`: failed attempts before a message is
     /// dead-lettered (default 10).

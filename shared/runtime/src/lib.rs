@@ -6,6 +6,7 @@
 pub mod config;
 pub mod database;
 pub mod logging;
+pub mod metrics;
 pub mod ops;
 pub mod shutdown;
 pub mod tasks;

@@ -1,6 +1,7 @@
 //! The operations HTTP server every process runs beside its main server:
-//! `/healthz` (the process can serve) and `/readyz` (its dependencies
-//! answer), each on its own port so probes never queue behind user traffic.
+//! `/healthz` (the process can serve), `/readyz` (its dependencies answer)
+//! and `/metrics` (Prometheus), on their own port so probes and scrapes
+//! never queue behind user traffic.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
@@ -78,11 +80,19 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
     (status, Json(json!({ "status": word, "checks": checks })))
 }
 
+async fn metrics() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        crate::metrics::render(),
+    )
+}
+
 /// The ops routes; tests call it without a socket.
 pub fn router(readiness: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(readiness)
 }
 

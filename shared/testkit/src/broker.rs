@@ -129,14 +129,16 @@ impl Broker {
     /// its output appended to `log_path`, and waits until it accepts TCP
     /// connections.
     pub async fn start(port: u16, storage: Storage, log_path: &Path) -> anyhow::Result<Self> {
-        Self::start_with(&locate()?, port, storage, log_path, false).await
+        Self::start_with(&locate()?, port, port, storage, log_path, false).await
     }
 
-    /// [`Broker::start`] with an explicit binary; `own_process_group` as in
-    /// [`crate::StackOptions::own_process_group`].
+    /// [`Broker::start`] with an explicit binary; it tells clients to connect
+    /// to `advertised_port` (a proxy in front of it, or `port` itself);
+    /// `own_process_group` as in [`crate::StackOptions::own_process_group`].
     pub async fn start_with(
         binary: &Path,
         port: u16,
+        advertised_port: u16,
         storage: Storage,
         log_path: &Path,
         own_process_group: bool,
@@ -150,12 +152,13 @@ impl Broker {
             );
         }
         let listener = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised_port}");
         let mut command = Command::new(binary);
         command
             .arg("broker")
             .args(["--cluster-id", "shipshape"])
             .args(["--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
+            .args(["--advertised-listener-url", &advertised])
             .args(["--storage-engine", &storage.engine_url()])
             // Tansu reads these too; a developer's shell must not change it.
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")

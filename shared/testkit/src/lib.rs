@@ -46,4 +46,5 @@ mod scratch;
 
 pub use broker::{Broker, Storage};
 pub use ports::free_port;
-pub use stack::{Ports, Service, Stack, StackOptions};
+pub use shipshape_faultproxy::Fault;
+pub use stack::{Link, Ports, Service, Stack, StackOptions};

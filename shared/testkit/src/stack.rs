@@ -6,13 +6,15 @@
 //! ([`StackOptions::for_tests`]) and can kill, stop and restart any service;
 //! `cargo xtask up` starts one on the standard ports ([`StackOptions::local`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+
+use shipshape_faultproxy::{FaultControl, FaultProxy};
 
 use crate::broker::{self, Broker, Storage};
 use crate::postgres;
@@ -244,6 +246,24 @@ impl PortMap {
     }
 }
 
+/// A connection between parts of the stack that can be routed through a
+/// fault-injection proxy, so a test can slow, cut or blackhole it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Link {
+    /// Every client of the broker: the services and the tests. The broker
+    /// advertises the proxy's address, so Kafka clients, which connect to
+    /// the advertised address after bootstrapping, stay behind the proxy.
+    Broker,
+    /// The gateway's calls to the order service.
+    GatewayToOrder,
+    /// The gateway's calls to the inventory service.
+    GatewayToInventory,
+    /// The order service's calls to the inventory service.
+    OrderToInventory,
+    /// The payment service's calls to the PSP.
+    PaymentToPsp,
+}
+
 /// How to start a [`Stack`].
 #[derive(Clone, Debug)]
 pub struct StackOptions {
@@ -269,6 +289,8 @@ pub struct StackOptions {
     pub own_process_group: bool,
     /// How long every process has to become ready.
     pub ready_timeout: Duration,
+    /// Links routed through a fault-injection proxy ([`Stack::fault`]).
+    pub proxied: BTreeSet<Link>,
 }
 
 impl StackOptions {
@@ -287,6 +309,7 @@ impl StackOptions {
             keep_databases: false,
             own_process_group: false,
             ready_timeout: Duration::from_secs(60),
+            proxied: BTreeSet::new(),
         })
     }
 
@@ -302,7 +325,14 @@ impl StackOptions {
             keep_databases: true,
             own_process_group: true,
             ready_timeout: Duration::from_secs(60),
+            proxied: BTreeSet::new(),
         }
+    }
+
+    /// Routes `link` through a fault-injection proxy.
+    pub fn with_proxy(mut self, link: Link) -> Self {
+        self.proxied.insert(link);
+        self
     }
 
     /// Sets environment variable `name` for `service`.
@@ -356,6 +386,7 @@ pub struct Stack {
     databases: Vec<String>,
     broker: Option<Broker>,
     processes: BTreeMap<Service, Process>,
+    proxies: BTreeMap<Link, FaultProxy>,
 }
 
 impl Stack {
@@ -394,11 +425,21 @@ impl Stack {
             databases,
             broker: None,
             processes: BTreeMap::new(),
+            proxies: BTreeMap::new(),
         };
+        for link in stack.options.proxied.clone() {
+            let upstream = format!("127.0.0.1:{}", stack.link_target(link));
+            let proxy = FaultProxy::start(([127, 0, 0, 1], 0).into(), upstream)
+                .await
+                .with_context(|| format!("starting the fault proxy for {link:?}"))?;
+            stack.proxies.insert(link, proxy);
+        }
+        let advertised = stack.broker_port();
         stack.broker = Some(
             Broker::start_with(
                 &tansu,
                 stack.ports.broker,
+                advertised,
                 Storage::Memory,
                 &stack.options.log_dir.join("broker.log"),
                 stack.options.own_process_group,
@@ -411,6 +452,37 @@ impl Stack {
         let timeout = stack.options.ready_timeout;
         stack.wait_ready(&Service::ALL, timeout).await?;
         Ok(stack)
+    }
+
+    /// The port a link's proxy forwards to.
+    fn link_target(&self, link: Link) -> u16 {
+        match link {
+            Link::Broker => self.ports.broker,
+            Link::GatewayToOrder => self.ports.order_grpc,
+            Link::GatewayToInventory | Link::OrderToInventory => self.ports.inventory_grpc,
+            Link::PaymentToPsp => self.ports.psp_http,
+        }
+    }
+
+    /// The port clients use for `link`: its proxy's when it has one.
+    fn port_for(&self, link: Link) -> u16 {
+        self.proxies
+            .get(&link)
+            .map_or_else(|| self.link_target(link), |proxy| proxy.local_addr().port())
+    }
+
+    /// The port Kafka clients connect to.
+    fn broker_port(&self) -> u16 {
+        self.port_for(Link::Broker)
+    }
+
+    /// The fault control of a proxied link; fails when the stack was not
+    /// started with that link proxied ([`StackOptions::with_proxy`]).
+    pub fn fault(&self, link: Link) -> anyhow::Result<FaultControl> {
+        self.proxies
+            .get(&link)
+            .map(FaultProxy::control)
+            .ok_or_else(|| anyhow!("{link:?} is not proxied; start the stack with_proxy({link:?})"))
     }
 
     /// The environment `service` is started with.
@@ -429,7 +501,7 @@ impl Stack {
         );
         if let Some(database_url) = self.database_urls.get(&service) {
             set(vars::DATABASE_URL, database_url.clone());
-            set(vars::KAFKA_BROKERS, local(p.broker));
+            set(vars::KAFKA_BROKERS, local(self.broker_port()));
             set(
                 vars::KAFKA_SESSION_TIMEOUT_MS,
                 KAFKA_SESSION_TIMEOUT_MS.to_owned(),
@@ -438,15 +510,21 @@ impl Stack {
         match service {
             Service::Gateway => {
                 set(vars::HTTP_ADDR, local(p.gateway_http));
-                set(vars::ORDER_URL, url(p.order_grpc));
-                set(vars::INVENTORY_URL, url(p.inventory_grpc));
+                set(vars::ORDER_URL, url(self.port_for(Link::GatewayToOrder)));
+                set(
+                    vars::INVENTORY_URL,
+                    url(self.port_for(Link::GatewayToInventory)),
+                );
             }
             Service::Order => {
                 set(vars::GRPC_ADDR, local(p.order_grpc));
-                set(vars::INVENTORY_URL, url(p.inventory_grpc));
+                set(
+                    vars::INVENTORY_URL,
+                    url(self.port_for(Link::OrderToInventory)),
+                );
             }
             Service::Inventory => set(vars::GRPC_ADDR, local(p.inventory_grpc)),
-            Service::Payment => set(vars::PSP_URL, url(p.psp_http)),
+            Service::Payment => set(vars::PSP_URL, url(self.port_for(Link::PaymentToPsp))),
             Service::Shipping => {}
             Service::Psp => set(vars::HTTP_ADDR, local(p.psp_http)),
         }
@@ -576,7 +654,7 @@ impl Stack {
 
     /// The broker's `host:port`, for test consumers and producers.
     pub fn broker_address(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.broker)
+        format!("127.0.0.1:{}", self.broker_port())
     }
 
     /// Where `service`'s stdout and stderr go.
@@ -836,6 +914,7 @@ mod tests {
             databases: Vec::new(),
             broker: None,
             processes: BTreeMap::new(),
+            proxies: BTreeMap::new(),
         }
     }
 

@@ -1,0 +1,473 @@
+//! Every resilience pattern against the real stack, each with the fault it
+//! exists for: a slow payment provider (circuit breaker), a slow order
+//! service (bulkhead), inventory down (stale catalog), bursts (rate limit,
+//! load shedding), the broker cut off (outbox and consumers catch up) and a
+//! garbage message (dead letters).
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::Value;
+use shipshape_e2e::{Outcome, Shop, order_body};
+use shipshape_testkit::{Fault, Link, Service, StackOptions};
+
+const PSP_BREAKER: &str = r#"shipshape_breaker_state{downstream="psp"}"#;
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `within`.
+async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `q` quantile of `samples` (sorted in place).
+fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort();
+    let rank = ((samples.len() as f64) * q).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// Times `count` sequential catalog reads; fails on any non-200.
+async fn catalog_latencies(shop: &Shop, count: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let (status, _) = shop.get("/api/v1/products").await?;
+        samples.push(started.elapsed());
+        anyhow::ensure!(status == StatusCode::OK, "catalog answered {status}");
+    }
+    Ok(samples)
+}
+
+/// The PSP answers after 1 s, the payment service gives each call 300 ms:
+/// the breaker opens and PSP calls fail fast instead of each waiting out its
+/// timeout; the orders are cancelled `timed_out` with their stock released.
+/// Once the PSP is healthy, the breaker's probes close it, the payments
+/// settle with nothing charged for good, and new orders confirm.
+#[tokio::test]
+async fn a_slow_provider_opens_the_payment_breaker_until_it_recovers() -> anyhow::Result<()> {
+    let options = StackOptions::for_tests()?
+        .with_env(Service::Order, "SAGA_DEADLINE_MS", "4000")
+        .with_env(Service::Order, "SAGA_SWEEP_INTERVAL_MS", "100")
+        .with_env(Service::Payment, "PSP_TIMEOUT_MS", "300")
+        .with_env(Service::Payment, "PSP_BREAKER_OPEN_MS", "2000")
+        .with_env(Service::Payment, "PAYMENT_RETRY_INTERVAL_MS", "100");
+    let shop = Shop::start_with(options).await?;
+    assert_eq!(shop.metric(Service::Payment, PSP_BREAKER).await?, Some(0.0));
+
+    shop.psp_faults(1000, 0.0).await?;
+    let mut slow_orders = Vec::new();
+    for _ in 0..4 {
+        slow_orders.push(shop.place(&[("SKU-0007", 1)], "tok_visa", "DE").await?);
+    }
+    eventually(Duration::from_secs(20), "the PSP breaker opens", || async {
+        let state = shop.metric(Service::Payment, PSP_BREAKER).await?;
+        Ok((state == Some(1.0)).then_some(()))
+    })
+    .await?;
+    let opened = r#"shipshape_breaker_transitions_total{downstream="psp",from="closed",to="open"}"#;
+    assert!(shop.metric(Service::Payment, opened).await?.unwrap_or(0.0) >= 1.0);
+    let rejected = r#"shipshape_breaker_rejections_total{downstream="psp"}"#;
+    eventually(Duration::from_secs(10), "calls fail fast", || async {
+        let count = shop.metric(Service::Payment, rejected).await?;
+        Ok(count.filter(|&n| n >= 1.0))
+    })
+    .await?;
+    // The deadline cancels the orders and releases their stock at once;
+    // their payments wait until the provider can say whether it charged.
+    for id in &slow_orders {
+        eventually(
+            Duration::from_secs(20),
+            "cancelled as timed out",
+            || async {
+                let (_, order) = shop.get(&format!("/api/v1/orders/{id}")).await?;
+                Ok((order["cancellation_reason"] == "timed_out").then_some(()))
+            },
+        )
+        .await?;
+    }
+    eventually(Duration::from_secs(20), "stock released", || async {
+        Ok((shop.available("SKU-0007").await? == 500).then_some(()))
+    })
+    .await?;
+
+    // Healthy again: after the open period a probe passes and closes it,
+    // and the payments settle: nothing stays charged.
+    shop.psp_faults(0, 0.0).await?;
+    eventually(
+        Duration::from_secs(30),
+        "the PSP breaker closes",
+        || async {
+            let state = shop.metric(Service::Payment, PSP_BREAKER).await?;
+            Ok((state == Some(0.0)).then_some(()))
+        },
+    )
+    .await?;
+    for id in &slow_orders {
+        let order = shop.wait_terminal(id, Duration::from_secs(30)).await?;
+        assert_eq!(order["status"], "CANCELLED", "{order}");
+        assert_eq!(order["cancellation_reason"], "timed_out", "{order}");
+    }
+    let id = shop.place(&[("SKU-0007", 1)], "tok_visa", "DE").await?;
+    shop.assert_outcome(&id, Outcome::confirmed()).await?;
+
+    shop.wait_quiet(Duration::from_secs(60)).await?;
+    assert_eq!(shop.violations().await?, Vec::<String>::new());
+    assert_eq!(shop.available("SKU-0007").await?, 499);
+    Ok(())
+}
+
+/// The order service answers 2 s late; the gateway lets only 4 order calls
+/// wait on it (the bulkhead) and fails the rest fast, so they never take
+/// the request slots the catalog needs: its p99 stays within twice what it
+/// was before.
+#[tokio::test]
+async fn a_slow_order_service_does_not_slow_the_catalog() -> anyhow::Result<()> {
+    let options = StackOptions::for_tests()?
+        .with_proxy(Link::GatewayToOrder)
+        .with_env(Service::Gateway, "ORDER_BULKHEAD_MAX_CONCURRENT", "4")
+        .with_env(Service::Gateway, "ORDER_TIMEOUT_MS", "5000")
+        .with_env(Service::Gateway, "MAX_IN_FLIGHT", "16")
+        .with_env(Service::Gateway, "RATE_LIMIT_ENABLED", "false");
+    let shop = Shop::start_with(options).await?;
+    catalog_latencies(&shop, 20).await?;
+    let normal_p99 = quantile(&mut catalog_latencies(&shop, 200).await?, 0.99);
+
+    shop.stack
+        .fault(Link::GatewayToOrder)?
+        .set(Fault::Latency(Duration::from_secs(2)));
+    let body = order_body(&[("SKU-0008", 1)], "tok_visa", "DE");
+    let stop = Instant::now() + Duration::from_secs(6);
+    // More shoppers than the gateway admits requests at once, each waiting
+    // a little between orders: without the bulkhead, their slow calls would
+    // fill every request slot; with it, almost all are refused at once.
+    let shoppers: Vec<_> = (0..24)
+        .map(|_| {
+            let body = body.clone();
+            let shop = &shop;
+            async move {
+                let mut answers = Vec::new();
+                while Instant::now() < stop {
+                    let started = Instant::now();
+                    let (status, _, error) = shop.post_order(&body, None).await?;
+                    answers.push((status, started.elapsed(), error));
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                anyhow::Ok(answers)
+            }
+        })
+        .collect();
+    let browsing = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        catalog_latencies(&shop, 200).await
+    };
+    let (answers, catalog) = tokio::join!(futures_join_all(shoppers), browsing);
+    let slow_p99 = quantile(&mut catalog?, 0.99);
+    eprintln!("catalog p99: {normal_p99:?} normally, {slow_p99:?} with the order service slow");
+
+    let answers: Vec<(StatusCode, Duration, Value)> = answers?.into_iter().flatten().collect();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, ..)| *status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(!refused.is_empty(), "no order call was refused");
+    let mut refusal_latency: Vec<Duration> = refused.iter().map(|(_, took, _)| *took).collect();
+    let refusal_p99 = quantile(&mut refusal_latency, 0.99);
+    eprintln!(
+        "{} order calls, {} refused fast (p99 {refusal_p99:?})",
+        answers.len(),
+        refused.len()
+    );
+    assert!(
+        refusal_p99 < Duration::from_millis(250),
+        "refusals were slow: {refusal_p99:?}"
+    );
+    for (status, _, body) in &answers {
+        assert!(
+            *status == StatusCode::ACCEPTED || *status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status} {body}"
+        );
+    }
+    // Twice the normal p99, with a floor of 10 ms for timer and scheduler
+    // noise on a 2-core machine, where a normal p99 is a few milliseconds.
+    let bound = (normal_p99 * 2).max(Duration::from_millis(10));
+    assert!(
+        slow_p99 <= bound,
+        "catalog p99 {slow_p99:?} above {bound:?} (normal {normal_p99:?})"
+    );
+    Ok(())
+}
+
+/// Runs `futures` concurrently; fails on the first error.
+async fn futures_join_all<T>(
+    futures: Vec<impl std::future::Future<Output = anyhow::Result<T>>>,
+) -> anyhow::Result<Vec<T>> {
+    join_all(futures).await.into_iter().collect()
+}
+
+/// With inventory down, the catalog is served from the last good answer,
+/// marked stale; order creation fails fast with 503. Back up, it is fresh.
+#[tokio::test]
+async fn the_catalog_is_served_stale_while_inventory_is_down() -> anyhow::Result<()> {
+    let mut shop = Shop::start().await?;
+    let fresh = shop.get_with_headers("/api/v1/products").await?;
+    assert_eq!(fresh.0, StatusCode::OK);
+    assert!(fresh.1.get("catalog-stale").is_none());
+    let product = shop.get_with_headers("/api/v1/products/SKU-0001").await?;
+    assert_eq!(product.0, StatusCode::OK);
+
+    shop.stack.kill(Service::Inventory)?;
+    let (status, headers, body) = shop.get_with_headers("/api/v1/products").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["catalog-stale"], "true");
+    assert!(headers.contains_key("age"));
+    assert_eq!(body, fresh.2, "the stale catalog is the last good one");
+    let (status, headers, body) = shop.get_with_headers("/api/v1/products/SKU-0001").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["catalog-stale"], "true");
+
+    let started = Instant::now();
+    let (status, headers, body) = shop
+        .post_order(&order_body(&[("SKU-0001", 1)], "tok_visa", "DE"), None)
+        .await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    shop.stack.start_service(Service::Inventory).await?;
+    let fresh_again = eventually(Duration::from_secs(20), "a fresh catalog", || async {
+        let (status, headers, _) = shop.get_with_headers("/api/v1/products").await?;
+        Ok((status == StatusCode::OK && headers.get("catalog-stale").is_none()).then_some(()))
+    })
+    .await;
+    fresh_again?;
+    let id = shop.place(&[("SKU-0001", 1)], "tok_visa", "DE").await?;
+    shop.assert_outcome(&id, Outcome::confirmed()).await?;
+    Ok(())
+}
+
+/// One client above its rate gets 429 with `Retry-After`; more requests in
+/// flight than the gateway admits get 503 at once instead of queueing.
+#[tokio::test]
+async fn bursts_are_limited_and_overload_is_shed() -> anyhow::Result<()> {
+    let options = StackOptions::for_tests()?
+        .with_proxy(Link::GatewayToInventory)
+        .with_env(Service::Gateway, "RATE_LIMIT_PER_SECOND", "5")
+        .with_env(Service::Gateway, "RATE_LIMIT_BURST", "10")
+        .with_env(Service::Gateway, "MAX_IN_FLIGHT", "4");
+    let shop = Shop::start_with(options).await?;
+
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let (status, headers, body) = shop.get_with_headers("/api/v1/products").await?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+            let wait: u64 = headers["retry-after"].to_str()?.parse()?;
+            assert!(wait >= 1);
+        }
+        statuses.push(status);
+    }
+    let allowed = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!((10..=12).contains(&allowed), "{statuses:?}");
+    assert_eq!(allowed + limited, 30, "{statuses:?}");
+
+    // Each request its own client (API key), so only the in-flight limit
+    // applies; inventory is slowed so requests pile up.
+    shop.stack
+        .fault(Link::GatewayToInventory)?
+        .set(Fault::Latency(Duration::from_millis(500)));
+    let started = Instant::now();
+    let clients: Vec<String> = (0..20).map(|i| format!("client-{i}")).collect();
+    let burst: Vec<_> = clients
+        .iter()
+        .map(|client| shop.get_as(client, "/api/v1/products/SKU-0002"))
+        .collect();
+    let answers = futures_join_all(burst).await?;
+    let took = started.elapsed();
+    let shed: Vec<_> = answers
+        .iter()
+        .filter(|(status, ..)| *status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(!shed.is_empty(), "nothing was shed");
+    for (_, headers, body) in &shed {
+        assert_eq!(body["error"]["code"], "overloaded", "{body}");
+        assert!(headers.contains_key("retry-after"));
+    }
+    let served = answers
+        .iter()
+        .filter(|(status, ..)| *status == StatusCode::OK)
+        .count();
+    assert!(served >= 4, "{answers:?}");
+    assert!(took < Duration::from_secs(3), "the burst took {took:?}");
+    Ok(())
+}
+
+/// The broker is cut off for 10 s while orders are placed: outboxes hold the
+/// events, consumers wait, and afterwards every order completes exactly
+/// once.
+#[tokio::test]
+async fn a_broker_outage_loses_no_order() -> anyhow::Result<()> {
+    let mut options = StackOptions::for_tests()?
+        .with_proxy(Link::Broker)
+        .with_env(Service::Order, "SAGA_DEADLINE_MS", "90000");
+    // Sessions outlive the outage, so no rebalance is needed afterwards.
+    for service in [
+        Service::Order,
+        Service::Inventory,
+        Service::Payment,
+        Service::Shipping,
+    ] {
+        options = options.with_env(service, "KAFKA_SESSION_TIMEOUT_MS", "30000");
+    }
+    let shop = Shop::start_with(options).await?;
+    let broker = shop.stack.fault(Link::Broker)?;
+
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        if i == 10 {
+            broker.set(Fault::Drop);
+        }
+        if i == 20 {
+            broker.clear();
+        }
+        ids.push(shop.place(&[("SKU-0009", 1)], "tok_visa", "DE").await?);
+        if (10..20).contains(&i) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for id in &ids {
+        let order = shop.wait_terminal(id, Duration::from_secs(90)).await?;
+        assert_eq!(order["status"], "CONFIRMED", "{order}");
+    }
+    shop.wait_quiet(Duration::from_secs(60)).await?;
+    assert_eq!(shop.violations().await?, Vec::<String>::new());
+    assert_eq!(shop.available("SKU-0009").await?, 500 - ids.len() as i64);
+    Ok(())
+}
+
+/// Bytes that are no event, on a topic three services consume: each of them
+/// dead-letters it with the reason in headers, and orders keep flowing.
+#[tokio::test]
+async fn a_garbage_message_is_dead_lettered_and_orders_still_flow() -> anyhow::Result<()> {
+    let shop = Shop::start().await?;
+    shop.publish_raw(
+        "order.events",
+        "garbage",
+        b"\xde\xad\xbe\xef not an envelope",
+    )
+    .await?;
+    let letters = eventually(Duration::from_secs(30), "three dead letters", || async {
+        let letters = shop.dead_letters().await?;
+        Ok((letters.len() >= 3).then_some(letters))
+    })
+    .await?;
+    let mut groups: Vec<&str> = letters
+        .iter()
+        .map(|h| h["dlq.consumer.group"].as_str())
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [
+            "shipshape-inventory",
+            "shipshape-payment",
+            "shipshape-shipping"
+        ]
+    );
+    for headers in &letters {
+        assert_eq!(headers["dlq.source.topic"], "order.events");
+        assert!(
+            headers["dlq.error"].contains("not an event envelope"),
+            "{headers:?}"
+        );
+    }
+    for service in [Service::Inventory, Service::Payment, Service::Shipping] {
+        let count = shop
+            .metric(
+                service,
+                r#"shipshape_dead_letters_total{topic="order.events"}"#,
+            )
+            .await?;
+        assert_eq!(count, Some(1.0), "{service}");
+    }
+    let id = shop.place(&[("SKU-0010", 1)], "tok_visa", "DE").await?;
+    shop.assert_outcome(&id, Outcome::confirmed()).await?;
+    shop.wait_quiet(Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+/// Inventory stops answering (connections accepted, nothing comes back):
+/// each catalog read waits out its timeouts until the gateway's inventory
+/// breaker has seen enough of them; from then on reads fail at once, with
+/// `circuit_open`, instead of holding a request for seconds.
+#[tokio::test]
+async fn an_open_breaker_fails_fast_instead_of_waiting_for_timeouts() -> anyhow::Result<()> {
+    let options = StackOptions::for_tests()?
+        .with_proxy(Link::GatewayToInventory)
+        .with_env(Service::Gateway, "INVENTORY_TIMEOUT_MS", "300");
+    let shop = Shop::start_with(options).await?;
+    let breaker = r#"shipshape_breaker_state{downstream="inventory"}"#;
+    assert_eq!(shop.metric(Service::Gateway, breaker).await?, Some(0.0));
+
+    shop.stack
+        .fault(Link::GatewayToInventory)?
+        .set(Fault::Blackhole);
+    let mut waited = Vec::new();
+    let mut open = Vec::new();
+    let mut opened = false;
+    for _ in 0..40 {
+        let started = Instant::now();
+        let (status, _, body) = shop.get_with_headers("/api/v1/products/SKU-0003").await?;
+        let took = started.elapsed();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        if body["error"]["code"] == "circuit_open" {
+            // The read that tripped the breaker waited for its own
+            // timeout first; only the ones after it show the fail-fast.
+            if opened {
+                open.push(took);
+            }
+            opened = true;
+        } else {
+            assert_eq!(body["error"]["code"], "timeout", "{body}");
+            waited.push(took);
+        }
+        if open.len() >= 20 {
+            break;
+        }
+    }
+    assert_eq!(shop.metric(Service::Gateway, breaker).await?, Some(1.0));
+    assert!(open.len() >= 20, "the breaker never opened");
+    let waited_median = quantile(&mut waited, 0.5);
+    let open_p99 = quantile(&mut open, 0.99);
+    eprintln!(
+        "{} reads waited for timeouts (median {waited_median:?}), then {} failed fast (p99 {open_p99:?})",
+        waited.len(),
+        open.len()
+    );
+    assert!(
+        waited_median >= Duration::from_millis(300),
+        "{waited_median:?}"
+    );
+    assert!(open_p99 < Duration::from_millis(50), "{open_p99:?}");
+    Ok(())
+}

@@ -1,0 +1,426 @@
+//! Per-client rate limiting: every client has a token bucket, so one busy
+//! client cannot spend the capacity that all clients share. A request takes
+//! a token; tokens come back at a steady rate up to a burst; a request that
+//! finds the bucket empty is answered `429` with `Retry-After`.
+//!
+//! Who is a client: the `x-api-key` header when present (only a hash of it is
+//! kept, and it is never logged), otherwise the address the connection comes
+//! from. IPv6 addresses count per /64, the block one subscriber usually
+//! holds, so rotating addresses within it does not buy fresh buckets. When
+//! the connection's address is not known (the router called without a
+//! socket, as tests do) every such request shares one bucket.
+//!
+//! The gateway is the public entry point, so the connection's address is the
+//! client's. Behind a proxy it would be the proxy's, and every client would
+//! share one bucket; keying by a forwarded header needs a list of proxies to
+//! trust first, or clients could pick their own identity.
+//!
+//! Memory is bounded: a bucket that has refilled completely is the same as no
+//! bucket, so such buckets are dropped periodically, and at most
+//! [`MAX_CLIENTS`] are kept. Clients that arrive while the table is full
+//! share one overflow bucket until room frees up; a flood from many random
+//! addresses then competes for a single client's allowance instead of
+//! growing the table or evicting the buckets of clients already being
+//! limited.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+
+/// The request header that identifies a client by its API key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// Most clients tracked at once. A bucket takes well under a hundred bytes,
+/// so the table stays within a few megabytes however many addresses send.
+pub const MAX_CLIENTS: usize = 65_536;
+
+/// How often buckets that have refilled are dropped. Sweeping walks the whole
+/// table under the lock, so it runs at most this often, not per request.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One token in credits. A bucket refills `per_second` credits every
+/// nanosecond, which is `per_second` tokens a second, in integers: the
+/// refill is exact for any rate, with no rounding to accumulate.
+const CREDITS_PER_TOKEN: u64 = 1_000_000_000;
+
+/// Whom a bucket belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ClientKey {
+    /// A hash of the API key: the key is a secret and may be long, the hash
+    /// is neither.
+    ApiKey(u64),
+    /// An IPv4 address or an IPv6 /64.
+    Address(IpAddr),
+    /// The connection's address is not known.
+    Unknown,
+}
+
+/// Token buckets for every client seen recently.
+#[derive(Debug)]
+pub struct RateLimiter {
+    /// Credits added per nanosecond: the rate in tokens per second.
+    refill_per_nano: u64,
+    /// A full bucket, in credits.
+    capacity: u64,
+    max_clients: usize,
+    /// Hashes API keys with a key chosen at start, so which keys share a
+    /// hash cannot be worked out from outside.
+    hasher: RandomState,
+    clients: Mutex<Clients>,
+}
+
+#[derive(Debug)]
+struct Clients {
+    buckets: HashMap<ClientKey, Bucket>,
+    /// Shared by the clients that arrive while `buckets` is full.
+    overflow: Bucket,
+    last_sweep: Instant,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    credits: u64,
+    /// When `credits` was last brought up to date.
+    updated: Instant,
+}
+
+impl Bucket {
+    fn full(capacity: u64, now: Instant) -> Self {
+        Self {
+            credits: capacity,
+            updated: now,
+        }
+    }
+
+    /// The credits the bucket holds at `now`.
+    fn credits_at(&self, refill_per_nano: u64, capacity: u64, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.updated).as_nanos();
+        let refilled = u128::from(self.credits)
+            .saturating_add(elapsed.saturating_mul(u128::from(refill_per_nano)))
+            .min(u128::from(capacity));
+        u64::try_from(refilled).unwrap_or(capacity)
+    }
+
+    /// Takes one token, or says how long until one is there.
+    fn take(&mut self, refill_per_nano: u64, capacity: u64, now: Instant) -> Result<(), Duration> {
+        let credits = self.credits_at(refill_per_nano, capacity, now);
+        // Never move `updated` backwards: callers may pass slightly older
+        // instants than a concurrent request already used.
+        self.updated = self.updated.max(now);
+        if let Some(left) = credits.checked_sub(CREDITS_PER_TOKEN) {
+            self.credits = left;
+            Ok(())
+        } else {
+            self.credits = credits;
+            let missing = CREDITS_PER_TOKEN - credits;
+            Err(Duration::from_nanos(missing.div_ceil(refill_per_nano)))
+        }
+    }
+}
+
+impl RateLimiter {
+    /// Buckets of `burst` tokens that refill at `per_second`, for at most
+    /// `max_clients` clients at once.
+    pub fn new(per_second: NonZeroU32, burst: NonZeroU32, max_clients: usize) -> Self {
+        let now = Instant::now();
+        let capacity = u64::from(burst.get()) * CREDITS_PER_TOKEN;
+        Self {
+            refill_per_nano: u64::from(per_second.get()),
+            capacity,
+            max_clients,
+            hasher: RandomState::new(),
+            clients: Mutex::new(Clients {
+                buckets: HashMap::new(),
+                overflow: Bucket::full(capacity, now),
+                last_sweep: now,
+            }),
+        }
+    }
+
+    /// Who sent `request`; see the module documentation.
+    fn client_key(&self, request: &Request) -> ClientKey {
+        if let Some(api_key) = request.headers().get(API_KEY_HEADER) {
+            return ClientKey::ApiKey(self.hasher.hash_one(api_key.as_bytes()));
+        }
+        match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(peer)) => ClientKey::Address(address_key(peer.ip())),
+            None => ClientKey::Unknown,
+        }
+    }
+
+    /// Spends one of `key`'s tokens at `now`, or says how long until one is
+    /// available.
+    fn check(&self, key: ClientKey, now: Instant) -> Result<(), Duration> {
+        // A panic cannot leave a bucket half-updated (every update is one
+        // assignment), so a poisoned lock still guards sound data.
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if now.saturating_duration_since(clients.last_sweep) >= SWEEP_INTERVAL {
+            clients.sweep(self.refill_per_nano, self.capacity, now);
+        }
+        let Clients {
+            buckets, overflow, ..
+        } = &mut *clients;
+        let room = buckets.len() < self.max_clients;
+        let bucket = match buckets.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) if room => entry.insert(Bucket::full(self.capacity, now)),
+            Entry::Vacant(_) => overflow,
+        };
+        bucket.take(self.refill_per_nano, self.capacity, now)
+    }
+
+    #[cfg(test)]
+    fn tracked_clients(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .buckets
+            .len()
+    }
+}
+
+impl Clients {
+    /// Drops the buckets that have refilled: a new one would be the same.
+    fn sweep(&mut self, refill_per_nano: u64, capacity: u64, now: Instant) {
+        self.buckets
+            .retain(|_, bucket| bucket.credits_at(refill_per_nano, capacity, now) < capacity);
+        self.last_sweep = now;
+    }
+}
+
+/// The part of an address that identifies a client: all of an IPv4 address
+/// (also when written as IPv4-mapped IPv6), the /64 prefix of an IPv6 one.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & (u128::MAX << 64))),
+        v4 => v4,
+    }
+}
+
+/// Whole seconds to wait, rounded up and at least one, as `Retry-After`
+/// wants: a client that retries sooner would only be refused again.
+fn retry_after_secs(wait: Duration) -> u32 {
+    let secs = wait
+        .as_nanos()
+        .div_ceil(u128::from(CREDITS_PER_TOKEN))
+        .max(1);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// Middleware: lets a request through if its client has a token, otherwise
+/// answers `429` with `Retry-After`.
+pub async fn limit(
+    State(limiter): State<Arc<RateLimiter>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let key = limiter.client_key(&request);
+    match limiter.check(key, Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            let retry_after_secs = retry_after_secs(wait);
+            metrics::counter!("shipshape_http_rate_limited_total").increment(1);
+            tracing::debug!(retry_after_secs, "client is over its rate limit");
+            ApiError::rate_limited(retry_after_secs).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+
+    fn per_second(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).expect("non-zero")
+    }
+
+    fn limiter(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter::new(per_second(rate), per_second(burst), MAX_CLIENTS)
+    }
+
+    fn client(n: u8) -> ClientKey {
+        ClientKey::Address(IpAddr::from([192, 0, 2, n]))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_allowed_then_refused() {
+        let limiter = limiter(10, 5);
+        let now = Instant::now();
+        for i in 0..5 {
+            assert_eq!(limiter.check(client(1), now), Ok(()), "request {i}");
+        }
+        assert_eq!(
+            limiter.check(client(1), now),
+            Err(Duration::from_millis(100))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_come_back_at_exactly_the_rate() {
+        // 3 a second does not divide a second into whole nanoseconds: the
+        // refill must still not drift.
+        let limiter = limiter(3, 3);
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.check(client(1), start), Ok(()));
+        }
+        // One nanosecond short of a token, then exactly one token.
+        let token = Duration::from_nanos(333_333_334);
+        tokio::time::advance(token - Duration::from_nanos(1)).await;
+        assert_eq!(
+            limiter.check(client(1), Instant::now()),
+            Err(Duration::from_nanos(1))
+        );
+        tokio::time::advance(Duration::from_nanos(1)).await;
+        assert_eq!(limiter.check(client(1), Instant::now()), Ok(()));
+
+        // Over ten seconds, polled every millisecond, exactly 30 pass.
+        let start = Instant::now();
+        let passed = (1..=10_000)
+            .filter(|ms| {
+                let now = start + Duration::from_millis(*ms);
+                limiter.check(client(1), now).is_ok()
+            })
+            .count();
+        assert_eq!(passed, 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_client_saves_up_no_more_than_the_burst() {
+        let limiter = limiter(3, 3);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let now = Instant::now();
+        let passed = (0..100)
+            .filter(|_| limiter.check(client(1), now).is_ok())
+            .count();
+        assert_eq!(passed, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_whole_seconds_rounded_up() {
+        let limiter = limiter(1, 1);
+        let now = Instant::now();
+        assert_eq!(limiter.check(client(1), now), Ok(()));
+        let wait = limiter.check(client(1), now).expect_err("empty");
+        assert_eq!(wait, Duration::from_secs(1));
+        assert_eq!(retry_after_secs(wait), 1);
+
+        tokio::time::advance(Duration::from_millis(400)).await;
+        let wait = limiter.check(client(1), Instant::now()).expect_err("empty");
+        assert_eq!(wait, Duration::from_millis(600));
+        assert_eq!(retry_after_secs(wait), 1);
+
+        assert_eq!(retry_after_secs(Duration::from_nanos(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(2_001)), 3);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_have_their_own_buckets() {
+        let limiter = limiter(1, 2);
+        let now = Instant::now();
+        for _ in 0..2 {
+            assert_eq!(limiter.check(client(1), now), Ok(()));
+        }
+        assert!(limiter.check(client(1), now).is_err());
+        assert_eq!(limiter.check(client(2), now), Ok(()));
+        assert_eq!(limiter.check(ClientKey::Unknown, now), Ok(()));
+        assert_eq!(limiter.check(ClientKey::ApiKey(7), now), Ok(()));
+        assert!(limiter.check(client(1), now).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_table_stays_bounded_and_forgets_refilled_buckets() {
+        let limiter = RateLimiter::new(per_second(1), per_second(2), 3);
+        let now = Instant::now();
+        for n in 1..=3 {
+            assert_eq!(limiter.check(client(n), now), Ok(()));
+        }
+        assert_eq!(limiter.tracked_clients(), 3);
+
+        // Newcomers share the overflow bucket rather than grow the table.
+        assert_eq!(limiter.check(client(4), now), Ok(()));
+        assert_eq!(limiter.check(client(5), now), Ok(()));
+        assert!(limiter.check(client(6), now).is_err());
+        assert_eq!(limiter.tracked_clients(), 3);
+        // Clients already tracked keep their own allowance.
+        assert_eq!(limiter.check(client(1), now), Ok(()));
+
+        // Once the sweep runs, refilled buckets go and newcomers get room.
+        tokio::time::advance(SWEEP_INTERVAL).await;
+        assert_eq!(limiter.check(client(6), Instant::now()), Ok(()));
+        assert_eq!(limiter.tracked_clients(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_keeps_buckets_that_still_owe_tokens() {
+        let limiter = RateLimiter::new(per_second(1), per_second(100), MAX_CLIENTS);
+        let start = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(limiter.check(client(1), start), Ok(()));
+        }
+        // 10 s refills 10 of the 100 tokens: forgetting the bucket now would
+        // hand the client a fresh burst.
+        tokio::time::advance(SWEEP_INTERVAL).await;
+        assert_eq!(limiter.check(client(2), Instant::now()), Ok(()));
+        assert_eq!(limiter.tracked_clients(), 2);
+    }
+
+    fn request(api_key: Option<&str>, peer: Option<SocketAddr>) -> Request {
+        let mut request = Request::new(Body::empty());
+        if let Some(key) = api_key {
+            let value = key.parse().expect("header value");
+            request.headers_mut().insert(API_KEY_HEADER, value);
+        }
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
+        request
+    }
+
+    #[test]
+    fn clients_are_known_by_api_key_then_address() {
+        let limiter = limiter(1, 1);
+        let peer: SocketAddr = "192.0.2.1:4000".parse().expect("address");
+        let key = |api_key, peer| limiter.client_key(&request(api_key, peer));
+
+        assert_eq!(key(None, None), ClientKey::Unknown);
+        assert_eq!(key(None, Some(peer)), client(1));
+        // The port is not part of the identity: each connection has its own.
+        let other_port: SocketAddr = "192.0.2.1:4001".parse().expect("address");
+        assert_eq!(key(None, Some(other_port)), client(1));
+
+        let alice = key(Some("alice-key"), Some(peer));
+        assert!(matches!(alice, ClientKey::ApiKey(_)), "{alice:?}");
+        assert_eq!(alice, key(Some("alice-key"), None));
+        assert_ne!(alice, key(Some("bob-key"), Some(peer)));
+        assert!(!format!("{alice:?}").contains("alice"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_known_by_their_64_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1")),
+            address_key(ip("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(address_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(address_key(ip("192.0.2.1")), ip("192.0.2.1"));
+    }
+}
