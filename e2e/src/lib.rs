@@ -153,16 +153,6 @@ impl Shop {
         answer(self.http.get(self.url(path)).send().await?).await
     }
 
-    /// [`Shop::get_with_headers`] as the client with API key `api_key`.
-    pub async fn get_as(
-        &self,
-        api_key: &str,
-        path: &str,
-    ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
-        let request = self.http.get(self.url(path)).header("x-api-key", api_key);
-        answer(request.send().await?).await
-    }
-
     pub async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
         let response = self.http.get(self.url(path)).send().await?;
         let status = response.status();

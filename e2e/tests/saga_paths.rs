@@ -155,6 +155,9 @@ async fn an_unanswered_capture_is_looked_up_before_the_payment_is_voided() -> an
         .with_env(Service::Order, "SAGA_DEADLINE_MS", "1500")
         .with_env(Service::Order, "SAGA_SWEEP_INTERVAL_MS", "100")
         .with_env(Service::Payment, "PSP_TIMEOUT_MS", "300")
+        // The timeouts open the PSP breaker; the lookup after the provider
+        // recovers must not wait out the default 30 s open period.
+        .with_env(Service::Payment, "PSP_BREAKER_OPEN_MS", "1000")
         .with_env(Service::Payment, "PAYMENT_RETRY_INTERVAL_MS", "100");
     let shop = Shop::start_with(options).await?;
     shop.psp_faults(1000, 0.0).await?;

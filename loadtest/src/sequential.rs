@@ -2,11 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use anyhow::bail;
 
-use crate::stats::{Samples, ms};
+use crate::client::Gateway;
+use crate::scenario::{Path, order_body};
+use crate::stats::{Latency, ms};
 
+#[derive(Debug)]
 pub struct Options {
     pub gateway: String,
     pub orders: usize,
@@ -19,18 +21,18 @@ pub struct Options {
 #[derive(Default)]
 pub struct Report {
     /// From sending the POST to seeing the order terminal.
-    pub client: Samples,
+    pub client: Latency,
     /// `completed_at - created_at`, as the order service recorded them.
-    pub server: Samples,
+    pub server: Latency,
     pub confirmed: usize,
     pub cancelled: usize,
 }
 
 impl Report {
-    pub fn render(&mut self) -> String {
+    pub fn render(&self) -> String {
         let mut out = format!(
             "orders: {} ({} confirmed, {} cancelled)\n{:<34} {:>8} {:>8} {:>8}\n",
-            self.client.len(),
+            self.client.count(),
             self.confirmed,
             self.cancelled,
             "POST -> terminal (ms)",
@@ -38,87 +40,56 @@ impl Report {
             "p99",
             "max"
         );
-        for (name, samples) in [
-            ("client (polled)", &mut self.client),
-            ("server (created -> completed)", &mut self.server),
+        for (name, latency) in [
+            ("client (polled)", &self.client),
+            ("server (created -> completed)", &self.server),
         ] {
+            let summary = latency.summary();
             out.push_str(&format!(
                 "{name:<34} {:>8} {:>8} {:>8}\n",
-                ms(samples.percentile(50.0)),
-                ms(samples.percentile(99.0)),
-                ms(samples.percentile(100.0))
+                ms(summary.p50_ms),
+                ms(summary.p99_ms),
+                ms(summary.max_ms)
             ));
         }
         out
     }
 }
 
-fn order_body(index: usize) -> Value {
-    // Cycle through the plentiful part of the catalog.
-    let sku = format!("SKU-{:04}", index % 18 + 1);
-    json!({
-        "items": [{"sku": sku, "quantity": 1}],
-        "payment": {"card_token": "tok_visa"},
-        "shipping_address": {"name": "Load Test", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}
-    })
-}
-
-fn micros(order: &Value, field: &str) -> Option<i64> {
-    let text = order[field].as_str()?;
-    Some(
-        chrono::DateTime::parse_from_rfc3339(text)
-            .ok()?
-            .timestamp_micros(),
-    )
-}
-
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let gateway = Gateway::new(&options.gateway, Duration::from_secs(10))?;
+    let run_id = format!("seq{:08x}", fastrand::u32(..));
     let mut report = Report::default();
     for index in 0..options.orders {
+        // Cycle through the plentiful part of the catalog.
+        let sku = format!("SKU-{:04}", index % 18 + 1);
         let sent = Instant::now();
-        let response = http
-            .post(format!("{}/api/v1/orders", options.gateway))
-            .json(&order_body(index))
-            .send()
-            .await
-            .context("POST /api/v1/orders")?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if status.as_u16() != 202 {
-            bail!("order {index} refused: {status} {body}");
-        }
-        let id = body["order_id"].as_str().context("no order_id")?.to_owned();
+        let order_id = gateway
+            .place_order(
+                &order_body(Path::Valid, &sku, 1),
+                &format!("{run_id}-{index}"),
+            )
+            .await?;
         let order = loop {
-            let order: Value = http
-                .get(format!("{}/api/v1/orders/{id}", options.gateway))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if matches!(order["status"].as_str(), Some("CONFIRMED" | "CANCELLED")) {
+            let order = gateway.order(&order_id).await?;
+            if order.is_terminal() {
                 break order;
             }
             if sent.elapsed() > options.order_timeout {
                 bail!(
-                    "order {id} not terminal after {:?}: {order}",
-                    options.order_timeout
+                    "order {order_id} not terminal after {:?}: {}",
+                    options.order_timeout,
+                    order.status
                 );
             }
             tokio::time::sleep(options.poll_interval).await;
         };
         report.client.record(sent.elapsed());
-        if let (Some(created), Some(completed)) =
-            (micros(&order, "created_at"), micros(&order, "completed_at"))
-        {
-            report
-                .server
-                .record(Duration::from_micros((completed - created).max(0) as u64));
+        if let Some(saga) = order.saga_latency() {
+            report.server.record(saga);
         }
-        match order["status"].as_str() {
-            Some("CONFIRMED") => report.confirmed += 1,
+        match order.status.as_str() {
+            "CONFIRMED" => report.confirmed += 1,
             _ => report.cancelled += 1,
         }
     }

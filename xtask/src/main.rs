@@ -2,6 +2,7 @@
 //! command line; each command lives in its own module.
 #![forbid(unsafe_code)]
 
+mod loadtest;
 mod run_tests;
 mod up;
 mod workspace;
@@ -16,6 +17,13 @@ Commands:
                    standard ports (gateway http://127.0.0.1:8080) until Ctrl-C
   test [ARGS...]   build the services, then run every test with
                    `cargo nextest run --workspace --no-fail-fast ARGS...`
+  loadtest [--baseline] [--out DIR] [COMMAND [ARGS...]]
+                   build release binaries, start the stack on free ports with
+                   fresh databases, run `shipshape-loadtest COMMAND ARGS...`
+                   (run, capacity, sequential or baseline; default run)
+                   against it with every process's memory and CPU watched,
+                   then stop it; --baseline adds the pgbench baseline. The
+                   report goes to DIR (default <target>/loadtest/<timestamp>)
   help             print this message
 
 Environment:
@@ -33,7 +41,8 @@ fn main() -> ExitCode {
     let outcome = match command.as_deref() {
         Some("up") if !wants_help => block_on(up::run(rest)),
         Some("test") if !wants_help => block_on(run_tests::run(rest)),
-        Some("help" | "--help" | "-h") | Some("up" | "test") => {
+        Some("loadtest") if !wants_help => block_on(loadtest::run(rest)),
+        Some("help" | "--help" | "-h") | Some("up" | "test" | "loadtest") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }

@@ -4,7 +4,8 @@
 //! 1. installs the broker if it is missing;
 //! 2. finds (or starts) Postgres and drops databases left behind by test
 //!    runs that were killed before they could clean up;
-//! 3. builds the service binaries, which the tests start as processes;
+//! 3. builds the service binaries, which the tests start as processes, and
+//!    the tests themselves;
 //! 4. runs `cargo nextest run --workspace --no-fail-fast` with the extra
 //!    arguments, and exits with its exit code.
 
@@ -33,7 +34,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
         );
     }
 
-    workspace.build_binaries(release).await?;
+    workspace.build_binaries(release, true).await?;
     let bin_dir = workspace.bin_dir(release);
     // Each run's logs replace the last run's, so they never pile up.
     let test_logs = bin_dir.join("test-logs");
@@ -83,7 +84,7 @@ async fn check_nextest() -> anyhow::Result<()> {
 
 /// The child's exit code as ours; 1 when it has none (killed by a signal)
 /// or it does not fit.
-fn exit_code(code: Option<i32>) -> ExitCode {
+pub(crate) fn exit_code(code: Option<i32>) -> ExitCode {
     code.and_then(|code| u8::try_from(code).ok())
         .map_or(ExitCode::FAILURE, ExitCode::from)
 }

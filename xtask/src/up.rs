@@ -34,7 +34,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
         ),
     };
     let workspace = Workspace::load().await?;
-    workspace.build_binaries(release).await?;
+    workspace.build_binaries(release, false).await?;
     broker::install()?;
 
     // From here on a signal stops the stack in order instead of killing us

@@ -66,20 +66,27 @@ impl Workspace {
             .join(if release { "release" } else { "debug" })
     }
 
-    /// Builds every binary of the workspace (the services among them).
-    pub async fn build_binaries(&self, release: bool) -> anyhow::Result<()> {
-        let mut build = cargo();
-        build
-            .args(["build", "--workspace", "--bins"])
-            .current_dir(&self.root);
-        if release {
-            build.arg("--release");
+    /// Builds every binary of the workspace (the services among them);
+    /// with `with_tests`, the test targets too.
+    pub async fn build_binaries(&self, release: bool, with_tests: bool) -> anyhow::Result<()> {
+        let mut args = vec!["build", "--workspace", "--bins"];
+        // Tests turn on dev-dependency features (tokio's `test-util`);
+        // building bins and tests in one invocation resolves features once,
+        // so the test run that follows reuses these artifacts instead of
+        // compiling the dependency graph a second time.
+        if with_tests {
+            args.push("--tests");
         }
-        eprintln!(
-            "building the service binaries (cargo build --workspace --bins{})",
-            if release { " --release" } else { "" }
-        );
-        let status = build.status().await.context("running cargo build")?;
+        if release {
+            args.push("--release");
+        }
+        eprintln!("building the service binaries (cargo {})", args.join(" "));
+        let status = cargo()
+            .args(&args)
+            .current_dir(&self.root)
+            .status()
+            .await
+            .context("running cargo build")?;
         if !status.success() {
             bail!("cargo build failed ({status})");
         }

@@ -60,6 +60,13 @@ pub struct AddressBody {
     pub country: String,
 }
 
+/// `PUT /api/v1/admin/products/{sku}/stock`: how many units to add.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestockBody {
+    pub add: i64,
+}
+
 /// The gRPC request for a validated order.
 pub fn create_order_request(
     order: NewOrder,

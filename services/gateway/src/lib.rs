@@ -5,6 +5,7 @@
 //! the last good catalog) is a per-replica aid, never a source of truth.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod catalog_cache;
 pub mod error;
@@ -22,10 +23,11 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::{CancellationToken, Readiness, config};
 
+use crate::admin::AdminToken;
 use crate::catalog_cache::CatalogCache;
 use crate::load_shed::LoadShedder;
 use crate::rate_limit::RateLimiter;
@@ -72,6 +74,9 @@ pub struct Config {
     /// Requests the API works on at once, across all clients, before it
     /// sheds load (`MAX_IN_FLIGHT`, default 256).
     pub max_in_flight: NonZeroUsize,
+    /// The bearer token of the operators' API (`ADMIN_TOKEN`); unset or
+    /// empty, the admin routes do not exist. See [`admin`].
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Config {
@@ -91,6 +96,7 @@ impl Config {
             rate_limit_burst: config::var_or("RATE_LIMIT_BURST", RATE_LIMIT_BURST)?,
             load_shed_enabled: config::var_or("LOAD_SHED_ENABLED", true)?,
             max_in_flight: config::var_or("MAX_IN_FLIGHT", MAX_IN_FLIGHT)?,
+            admin_token: AdminToken::new(&config::string_or("ADMIN_TOKEN", "")?),
         })
     }
 }
@@ -155,7 +161,16 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/api/v1/products", get(routes::list_products))
         .route("/api/v1/products/{sku}", get(routes::get_product))
         .route("/api/v1/orders", post(routes::create_order))
-        .route("/api/v1/orders/{id}", get(routes::get_order))
+        .route("/api/v1/orders/{id}", get(routes::get_order));
+    if let Some(token) = config.admin_token.clone() {
+        // The token is checked before the body is read.
+        router = router.route(
+            "/api/v1/admin/products/{sku}/stock",
+            put(routes::restock_product)
+                .route_layer(from_fn_with_state(token, admin::require_token)),
+        );
+    }
+    let mut router = router
         // Applies to the routes above, so it must come after them.
         .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)
@@ -210,6 +225,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rate_limit_burst = config.rate_limit_burst,
         load_shed_enabled = config.load_shed_enabled,
         max_in_flight = config.max_in_flight,
+        admin_api = config.admin_token.is_some(),
         "gateway listening"
     );
 

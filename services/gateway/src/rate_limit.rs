@@ -3,12 +3,14 @@
 //! a token; tokens come back at a steady rate up to a burst; a request that
 //! finds the bucket empty is answered `429` with `Retry-After`.
 //!
-//! Who is a client: the `x-api-key` header when present (only a hash of it is
-//! kept, and it is never logged), otherwise the address the connection comes
-//! from. IPv6 addresses count per /64, the block one subscriber usually
-//! holds, so rotating addresses within it does not buy fresh buckets. When
-//! the connection's address is not known (the router called without a
-//! socket, as tests do) every such request shares one bucket.
+//! Who is a client: the address the connection comes from. IPv6 addresses
+//! count per /64, the block one subscriber usually holds, so rotating
+//! addresses within it does not buy fresh buckets. An `x-api-key` header is
+//! only a claim until the gateway authenticates callers, and keying on it
+//! would let a client mint itself a fresh bucket per request, so it names
+//! the client only when the address is not known (the router called without
+//! a socket, as tests do); only a hash of it is kept, and it is never
+//! logged. With neither, every such request shares one bucket.
 //!
 //! The gateway is the public entry point, so the connection's address is the
 //! client's. Behind a proxy it would be the proxy's, and every client would
@@ -150,11 +152,11 @@ impl RateLimiter {
 
     /// Who sent `request`; see the module documentation.
     fn client_key(&self, request: &Request) -> ClientKey {
-        if let Some(api_key) = request.headers().get(API_KEY_HEADER) {
-            return ClientKey::ApiKey(self.hasher.hash_one(api_key.as_bytes()));
+        if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            return ClientKey::Address(address_key(peer.ip()));
         }
-        match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(peer)) => ClientKey::Address(address_key(peer.ip())),
+        match request.headers().get(API_KEY_HEADER) {
+            Some(api_key) => ClientKey::ApiKey(self.hasher.hash_one(api_key.as_bytes())),
             None => ClientKey::Unknown,
         }
     }
@@ -391,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn clients_are_known_by_api_key_then_address() {
+    fn clients_are_known_by_address_then_api_key() {
         let limiter = limiter(1, 1);
         let peer: SocketAddr = "192.0.2.1:4000".parse().expect("address");
         let key = |api_key, peer| limiter.client_key(&request(api_key, peer));
@@ -402,10 +404,11 @@ mod tests {
         let other_port: SocketAddr = "192.0.2.1:4001".parse().expect("address");
         assert_eq!(key(None, Some(other_port)), client(1));
 
-        let alice = key(Some("alice-key"), Some(peer));
+        // A key cannot buy a client at a known address a fresh bucket.
+        assert_eq!(key(Some("alice-key"), Some(peer)), client(1));
+        let alice = key(Some("alice-key"), None);
         assert!(matches!(alice, ClientKey::ApiKey(_)), "{alice:?}");
-        assert_eq!(alice, key(Some("alice-key"), None));
-        assert_ne!(alice, key(Some("bob-key"), Some(peer)));
+        assert_ne!(alice, key(Some("bob-key"), None));
         assert!(!format!("{alice:?}").contains("alice"));
     }
 

@@ -17,13 +17,14 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::api::{
-    self, CreateOrderBody, OrderAcceptedJson, OrderJson, ProductJson, ProductListJson,
+    self, CreateOrderBody, OrderAcceptedJson, OrderJson, ProductJson, ProductListJson, RestockBody,
 };
 use crate::catalog_cache::{CatalogAnswer, CatalogCache};
 use crate::error::ApiError;
 use crate::validation::{self, IdempotencyKey};
 
 const ORDER_SERVICE: &str = "order";
+const INVENTORY_SERVICE: &str = "inventory";
 
 /// Set on a `202` that answers a retried request with the order created the
 /// first time, so a client can tell a replay from a fresh order.
@@ -134,6 +135,35 @@ pub async fn get_order(
     let order =
         OrderJson::try_from(order).map_err(|e| ApiError::malformed_response(ORDER_SERVICE, e))?;
     Ok(Json(order))
+}
+
+/// `PUT /api/v1/admin/products/{sku}/stock` with `{"add": n}`: adds `n`
+/// units to the product's stock and answers the product as it is now. Only
+/// routed when `ADMIN_TOKEN` is set, behind [`crate::admin::require_token`].
+/// Never retried by the gateway: a restock whose answer was lost may have
+/// been applied, and applying it twice would add the units twice.
+#[tracing::instrument(skip_all)]
+pub async fn restock_product(
+    State(state): State<AppState>,
+    sku: Result<Path<String>, PathRejection>,
+    body: Result<Json<RestockBody>, JsonRejection>,
+) -> Result<Json<ProductJson>, ApiError> {
+    let Path(sku) = sku?;
+    let sku = Sku::parse(&sku)?;
+    let Json(body) = body?;
+    let units = validation::restock_units(body.add)?;
+    let product = state
+        .inventory
+        .restock_product(inventory::RestockProductRequest {
+            sku: sku.as_str().to_owned(),
+            quantity: units,
+        })
+        .await
+        .map_err(|status| ApiError::upstream(INVENTORY_SERVICE, &status))?;
+    tracing::info!(sku = %sku, added = units, available = product.available, "restocked");
+    let product = ProductJson::try_from(product)
+        .map_err(|e| ApiError::malformed_response(INVENTORY_SERVICE, e))?;
+    Ok(Json(product))
 }
 
 /// Any path the API does not have.

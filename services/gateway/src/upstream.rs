@@ -19,7 +19,7 @@ use anyhow::Context;
 use axum::http::Uri;
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::inventory::{
-    GetProductRequest, ListProductsRequest, ListProductsResponse, Product,
+    GetProductRequest, ListProductsRequest, ListProductsResponse, Product, RestockProductRequest,
 };
 use shipshape_proto::order::order_service_client::OrderServiceClient;
 use shipshape_proto::order::{CreateOrderRequest, CreateOrderResponse, GetOrderRequest, Order};
@@ -100,12 +100,13 @@ impl Orders {
     }
 }
 
-/// The inventory service's catalog reads, each behind the `"inventory"`
-/// downstream's stack. Cheap to clone.
+/// The inventory service's catalog reads and the operators' restock, each
+/// behind the `"inventory"` downstream's stack. Cheap to clone.
 #[derive(Clone)]
 pub struct Inventory {
     list: Method<ListProductsRequest, ListProductsResponse>,
     get: Method<GetProductRequest, Product>,
+    restock: Method<RestockProductRequest, Product>,
 }
 
 impl Inventory {
@@ -121,8 +122,16 @@ impl Inventory {
             get: method(
                 downstream,
                 Idempotency::Idempotent,
-                client,
+                client.clone(),
                 |mut client, request| async move { client.get_product(request).await },
+            ),
+            // Never retried: a restock whose answer was lost may have been
+            // applied, and a second attempt would add the units again.
+            restock: method(
+                downstream,
+                Idempotency::NotIdempotent,
+                client,
+                |mut client, request| async move { client.restock_product(request).await },
             ),
         }
     }
@@ -136,6 +145,10 @@ impl Inventory {
 
     pub async fn get_product(&self, request: GetProductRequest) -> Result<Product, Status> {
         call(&self.get, request).await
+    }
+
+    pub async fn restock_product(&self, request: RestockProductRequest) -> Result<Product, Status> {
+        call(&self.restock, request).await
     }
 }
 

@@ -20,6 +20,10 @@ pub const MAX_CARD_TOKEN_LEN: usize = 64;
 pub const MAX_ADDRESS_FIELD_LEN: usize = 100;
 pub const MAX_POSTAL_CODE_LEN: usize = 20;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// Most units one restock adds: far above any real delivery, low enough
+/// that a typo cannot put a near-overflow count on the shelf. The inventory
+/// service enforces the same bound.
+pub const MAX_RESTOCK_UNITS: i64 = 1_000_000;
 
 /// The request header that makes order creation safe to retry.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -121,6 +125,18 @@ pub fn new_order(body: CreateOrderBody) -> Result<NewOrder, InvalidValue> {
         card_token: card_token(body.payment.card_token)?,
         shipping_address: shipping_address(body.shipping_address)?,
     })
+}
+
+/// Checks the units a restock adds: 1 to [`MAX_RESTOCK_UNITS`].
+pub fn restock_units(add: i64) -> Result<i64, InvalidValue> {
+    if (1..=MAX_RESTOCK_UNITS).contains(&add) {
+        Ok(add)
+    } else {
+        Err(InvalidValue::new(
+            "invalid_quantity",
+            format!("add must be 1 to {MAX_RESTOCK_UNITS}, not {add}"),
+        ))
+    }
 }
 
 fn card_token(token: String) -> Result<CardToken, InvalidValue> {
@@ -429,6 +445,18 @@ mod tests {
         for values in bad {
             let error = idempotency_key(&headers(values)).expect_err("rejected");
             assert_eq!(error.code, "invalid_idempotency_key", "{values:?}");
+        }
+    }
+
+    #[test]
+    fn a_restock_adds_one_to_a_million_units() {
+        assert_eq!(restock_units(1), Ok(1));
+        assert_eq!(restock_units(MAX_RESTOCK_UNITS), Ok(MAX_RESTOCK_UNITS));
+        for bad in [0, -1, MAX_RESTOCK_UNITS + 1, i64::MAX] {
+            assert_eq!(
+                restock_units(bad).expect_err("rejected").code,
+                "invalid_quantity"
+            );
         }
     }
 }

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{Request, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
+use shipshape_gateway::admin::AdminToken;
 use shipshape_gateway::{AppState, Config, MAX_BODY_BYTES, router};
 use shipshape_resilience::ResilienceConfig;
 use tower::ServiceExt;
@@ -39,6 +40,7 @@ fn config() -> Config {
         rate_limit_burst: non_zero(200),
         load_shed_enabled: true,
         max_in_flight: NonZeroUsize::new(256).expect("non-zero"),
+        admin_token: None,
     }
 }
 
@@ -254,6 +256,77 @@ async fn unreachable_inventory_is_503() {
     }
 }
 
+const ADMIN_TOKEN: &str = "test-admin-token";
+
+fn with_admin() -> Config {
+    Config {
+        admin_token: AdminToken::new(ADMIN_TOKEN),
+        ..config()
+    }
+}
+
+fn restock(authorization: Option<&str>, sku: &str, body: &str) -> Request<Body> {
+    let mut request = Request::put(format!("/api/v1/admin/products/{sku}/stock"))
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header(AUTHORIZATION, authorization);
+    }
+    request.body(Body::from(body.to_owned())).expect("request")
+}
+
+#[tokio::test]
+async fn without_an_admin_token_the_admin_route_does_not_exist() {
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let (response, json) = send(restock(Some(&bearer), "SKU-0001", r#"{"add": 5}"#)).await;
+    assert_error(&response, &json, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn the_admin_route_needs_the_bearer_token() {
+    let app = app_with(&with_admin());
+    for authorization in [
+        None,
+        Some("Bearer wrong"),
+        Some(ADMIN_TOKEN),
+        Some("Basic dGVzdA=="),
+    ] {
+        let request = restock(authorization, "SKU-0001", r#"{"add": 5}"#);
+        let (response, json) = send_to(app.clone(), request).await;
+        assert_error(&response, &json, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(
+            response.headers()[WWW_AUTHENTICATE],
+            "Bearer",
+            "{authorization:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restock_is_checked_before_inventory_is_called() {
+    let app = app_with(&with_admin());
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let cases = [
+        ("SKU-0001", r#"{"add": 0}"#, "invalid_quantity"),
+        ("SKU-0001", r#"{"add": 1000001}"#, "invalid_quantity"),
+        ("SKU-0001", r#"{"add": 5, "extra": 1}"#, "invalid_json"),
+        ("SKU-0001", r#"{"units": 5}"#, "invalid_json"),
+        ("sku%201", r#"{"add": 5}"#, "invalid_sku"),
+    ];
+    for (sku, body, code) in cases {
+        let (response, json) = send_to(app.clone(), restock(Some(&bearer), sku, body)).await;
+        assert_error(&response, &json, StatusCode::BAD_REQUEST, code);
+    }
+    // Valid: the only failure left is the missing inventory service.
+    let request = restock(Some(&bearer), "SKU-0001", r#"{"add": 1000000}"#);
+    let (response, json) = send_to(app, request).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
+}
+
 /// A config that allows two requests, then one a second.
 fn strict_limit() -> Config {
     Config {
@@ -314,10 +387,14 @@ async fn clients_are_limited_separately() {
     let (response, _) = send_to(app.clone(), client_a()).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 
-    // Another address, an API key (from the same address), no address.
+    // A made-up API key does not free a known address from its limit.
+    let (response, _) = send_to(app.clone(), with_api_key("key-1", client_a())).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Another address, an API key without an address, no address.
     let others = [
         from_peer("192.0.2.2:40000", cheap_request()),
-        with_api_key("key-1", client_a()),
+        with_api_key("key-1", cheap_request()),
         cheap_request(),
     ];
     for request in others {

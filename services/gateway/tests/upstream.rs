@@ -12,10 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::{Request, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
+use shipshape_gateway::admin::AdminToken;
 use shipshape_gateway::{AppState, Config, router, run};
 use shipshape_proto::common;
 use shipshape_proto::inventory::inventory_service_server::{
@@ -23,7 +24,7 @@ use shipshape_proto::inventory::inventory_service_server::{
 };
 use shipshape_proto::inventory::{
     GetProductRequest, ListProductsRequest, ListProductsResponse, PriceSkusRequest,
-    PriceSkusResponse, Product,
+    PriceSkusResponse, Product, RestockProductRequest,
 };
 use shipshape_proto::order::order_service_server::{OrderService, OrderServiceServer};
 use shipshape_proto::order::{
@@ -285,6 +286,21 @@ impl InventoryService for FakeInventory {
     ) -> Result<GrpcResponse<PriceSkusResponse>, Status> {
         Err(Status::unimplemented("the gateway never prices"))
     }
+
+    async fn restock_product(
+        &self,
+        request: GrpcRequest<RestockProductRequest>,
+    ) -> Result<GrpcResponse<Product>, Status> {
+        self.check_up()?;
+        let request = request.into_inner();
+        if request.sku != "SKU-0001" {
+            return Err(Status::not_found("no such product"));
+        }
+        Ok(GrpcResponse::new(Product {
+            available: teapot().available + request.quantity,
+            ..teapot()
+        }))
+    }
 }
 
 /// The running fakes: `url` serves either service.
@@ -331,6 +347,8 @@ fn resilience() -> ResilienceConfig {
     }
 }
 
+const ADMIN_TOKEN: &str = "test-admin-token";
+
 fn config(upstream_url: &str) -> Config {
     Config {
         http_addr: ([127, 0, 0, 1], 0).into(),
@@ -344,6 +362,7 @@ fn config(upstream_url: &str) -> Config {
         rate_limit_burst: NonZeroU32::new(200).expect("non-zero"),
         load_shed_enabled: true,
         max_in_flight: NonZeroUsize::new(256).expect("non-zero"),
+        admin_token: AdminToken::new(ADMIN_TOKEN),
     }
 }
 
@@ -664,6 +683,38 @@ async fn a_read_is_retried_after_a_transient_failure() {
     assert!(response.headers().get("catalog-stale").is_none());
     assert_eq!(json["sku"], "SKU-0001");
     assert_eq!(upstreams.inventory.calls(), 2);
+}
+
+fn restock(body: &str) -> Request<Body> {
+    Request::put("/api/v1/admin/products/SKU-0001/stock")
+        .header(CONTENT_TYPE, "application/json")
+        .header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .body(Body::from(body.to_owned()))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_restock_answers_the_product_with_its_new_stock() {
+    let (app, upstreams) = app().await;
+    let (response, json) = send(app, restock(r#"{"add": 93}"#)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{json}");
+    assert_eq!(json["sku"], "SKU-0001");
+    assert_eq!(json["available"], teapot().available + 93);
+    assert_eq!(upstreams.inventory.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_restock_is_never_retried() {
+    let (app, upstreams) = app().await;
+    upstreams
+        .inventory
+        .failures
+        .push(Status::unavailable("inventory is restarting"));
+    let (response, json) = send(app, restock(r#"{"add": 5}"#)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{json}");
+    assert_eq!(json["error"]["code"], "service_unavailable");
+    // Retrying could add the units twice if the first attempt was applied.
+    assert_eq!(upstreams.inventory.calls(), 1);
 }
 
 #[tokio::test]

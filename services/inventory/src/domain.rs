@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use shipshape_types::{Quantity, Sku};
+use shipshape_types::{InvalidValue, Quantity, Sku};
 
 /// What happens to an order's request for stock.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,6 +57,32 @@ pub fn decide(requested: &[(Sku, Quantity)], available: &HashMap<Sku, i64>) -> R
             reason: RejectReason::OutOfStock,
             skus: short,
         }
+    }
+}
+
+/// Units an operator adds to a product's stock in one restock: at least
+/// one, and at most [`RestockQuantity::MAX`], a bound far above any real
+/// delivery that keeps a typo from putting a near-overflow count on the
+/// shelf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestockQuantity(i64);
+
+impl RestockQuantity {
+    pub const MAX: i64 = 1_000_000;
+
+    pub fn new(units: i64) -> Result<Self, InvalidValue> {
+        if (1..=Self::MAX).contains(&units) {
+            Ok(Self(units))
+        } else {
+            Err(InvalidValue::new(
+                "invalid_quantity",
+                format!("a restock adds 1 to {} units, not {units}", Self::MAX),
+            ))
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
     }
 }
 
@@ -125,6 +151,19 @@ mod tests {
                 skus: vec![Sku::parse("SKU-Z").unwrap()],
             }
         );
+    }
+
+    #[test]
+    fn a_restock_adds_between_one_and_a_million_units() {
+        assert_eq!(RestockQuantity::new(1).map(RestockQuantity::get), Ok(1));
+        assert_eq!(
+            RestockQuantity::new(RestockQuantity::MAX).map(RestockQuantity::get),
+            Ok(1_000_000)
+        );
+        for bad in [0, -5, RestockQuantity::MAX + 1, i64::MAX] {
+            let error = RestockQuantity::new(bad).expect_err("out of range");
+            assert_eq!(error.code, "invalid_quantity");
+        }
     }
 
     #[test]

@@ -1,16 +1,17 @@
-//! The catalog over gRPC.
+//! The catalog over gRPC, and the operators' restock.
 
 use shipshape_proto::common;
 use shipshape_proto::error_status;
 use shipshape_proto::inventory::inventory_service_server::InventoryService;
 use shipshape_proto::inventory::{
     GetProductRequest, ListProductsRequest, ListProductsResponse, PriceSkusRequest,
-    PriceSkusResponse, Product, SkuPrice,
+    PriceSkusResponse, Product, RestockProductRequest, SkuPrice,
 };
 use shipshape_types::{InvalidValue, Sku};
 use sqlx::PgPool;
 use tonic::{Code, Request, Response, Status};
 
+use crate::domain::RestockQuantity;
 use crate::store::{self, ProductRow};
 
 pub struct Catalog {
@@ -97,6 +98,25 @@ impl InventoryService for Catalog {
             .map_err(CatalogError::from)?
         {
             Some(row) => Ok(Response::new(to_proto(row))),
+            None => Err(CatalogError::NotFound(sku).into()),
+        }
+    }
+
+    async fn restock_product(
+        &self,
+        request: Request<RestockProductRequest>,
+    ) -> Result<Response<Product>, Status> {
+        let request = request.into_inner();
+        let sku = Sku::parse(&request.sku).map_err(CatalogError::from)?;
+        let units = RestockQuantity::new(request.quantity).map_err(CatalogError::from)?;
+        match store::restock(&self.pool, &sku, units)
+            .await
+            .map_err(CatalogError::from)?
+        {
+            Some(row) => {
+                tracing::info!(sku = %sku, added = units.get(), available = row.available, "restocked");
+                Ok(Response::new(to_proto(row)))
+            }
             None => Err(CatalogError::NotFound(sku).into()),
         }
     }

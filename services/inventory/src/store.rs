@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use shipshape_types::{Currency, Money, OrderId, Quantity, Sku};
 use sqlx::{PgConnection, PgPool};
 
-use crate::domain::ReservationStatus;
+use crate::domain::{ReservationStatus, RestockQuantity};
 
 #[derive(Debug, Clone)]
 pub struct ProductRow {
@@ -47,6 +47,28 @@ pub async fn get_product(pool: &PgPool, sku: &Sku) -> sqlx::Result<Option<Produc
         "SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1"
     ))
     .bind(sku.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(product))
+}
+
+/// Adds `units` to the product's stock and returns it as it is afterwards;
+/// `None` for an unknown sku. `available` and `stock_received` grow in the
+/// same statement, so the conservation invariant (received = available +
+/// reserved + sold) holds at every instant, and the row lock the update
+/// takes orders it with concurrent reservations.
+pub async fn restock(
+    pool: &PgPool,
+    sku: &Sku,
+    units: RestockQuantity,
+) -> sqlx::Result<Option<ProductRow>> {
+    let row: Option<ProductTuple> = sqlx::query_as(&format!(
+        "UPDATE products SET available = available + $2, \
+           stock_received = stock_received + $2, updated_at = now() \
+         WHERE sku = $1 RETURNING {PRODUCT_COLUMNS}"
+    ))
+    .bind(sku.as_str())
+    .bind(units.get())
     .fetch_optional(pool)
     .await?;
     Ok(row.map(product))

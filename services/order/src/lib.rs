@@ -42,9 +42,10 @@ pub struct Config {
     /// `INVENTORY_URL` (default `http://127.0.0.1:50052`).
     pub inventory_url: String,
     /// The resilience stack around pricing calls to inventory, from
-    /// `INVENTORY_*`: `INVENTORY_TIMEOUT_MS` per attempt (default 3000), and
+    /// `INVENTORY_*`: `INVENTORY_TIMEOUT_MS` per attempt (default 500),
+    /// `INVENTORY_RETRY_MAX_ATTEMPTS` (default 2), and the other
     /// `INVENTORY_RETRY_*`, `INVENTORY_BREAKER_*`, `INVENTORY_BULKHEAD_*`
-    /// (see `shipshape_resilience`).
+    /// (see `shipshape_resilience`); see [`pricing_defaults`].
     pub inventory: ResilienceConfig,
     /// `SAGA_DEADLINE_MS`: a pending order is cancelled `timed_out` this long
     /// after it was placed (default 30000).
@@ -54,13 +55,26 @@ pub struct Config {
     pub sweep_interval: Duration,
 }
 
+/// Pricing runs inside the gateway's CreateOrder call (3 s per attempt by
+/// default). Every attempt of it, backoff included, must fit well inside
+/// that, or a hanging inventory would time out the gateway's call first and
+/// count against the order service, which is healthy and could have said
+/// "inventory unavailable": two attempts of 500 ms, for a read that takes
+/// milliseconds.
+pub fn pricing_defaults() -> ResilienceConfig {
+    let mut defaults = ResilienceConfig::default();
+    defaults.timeout.duration = Duration::from_millis(500);
+    defaults.retry.max_attempts = 2;
+    defaults
+}
+
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
             service: ServiceConfig::from_env("order", "0.0.0.0:9101")?,
             grpc_addr: config::addr_or("GRPC_ADDR", "0.0.0.0:50051")?,
             inventory_url: config::string_or("INVENTORY_URL", "http://127.0.0.1:50052")?,
-            inventory: ResilienceConfig::from_env("INVENTORY")?,
+            inventory: ResilienceConfig::from_env_over("INVENTORY", pricing_defaults())?,
             saga_deadline: config::millis_or("SAGA_DEADLINE_MS", 30_000)?,
             sweep_interval: config::millis_or("SAGA_SWEEP_INTERVAL_MS", 1000)?,
         })

@@ -6,6 +6,7 @@ use shipshape_runtime::{logging, metrics, shutdown};
 async fn main() -> anyhow::Result<()> {
     logging::init("payment");
     metrics::install();
+    shipshape_resilience::describe();
     let shutdown = shutdown::on_signal()?;
     let config = Config::from_env()?;
     let (pool, broker) = service::connect(&config.service, &MIGRATOR, &TOPICS, &shutdown).await?;

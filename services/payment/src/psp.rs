@@ -90,15 +90,42 @@ impl Answer {
     }
 }
 
-/// An attempt that got no decision from the PSP. For the stack it is a
-/// failure worth retrying and counting against the breaker.
+/// An attempt that got no decision from the PSP. Most are transient (worth
+/// retrying, and counted against the breaker); the PSP rejecting the request
+/// itself (a 4xx other than timeout or throttling) is not: repeating it
+/// cannot help, and one bad payment must not trip the breaker for all.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct NoDecision(String);
+#[error("{reason}")]
+struct NoDecision {
+    reason: String,
+    class: FailureClass,
+}
+
+impl NoDecision {
+    fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            class: FailureClass::Transient,
+        }
+    }
+
+    /// The PSP answered `status` without deciding anything.
+    fn answered(status: u16) -> Self {
+        let rejected = (400..500).contains(&status) && status != 408 && status != 429;
+        Self {
+            reason: format!("PSP answered {status}"),
+            class: if rejected {
+                FailureClass::Permanent
+            } else {
+                FailureClass::Transient
+            },
+        }
+    }
+}
 
 impl Classify for NoDecision {
     fn class(&self) -> FailureClass {
-        FailureClass::Transient
+        self.class
     }
 }
 
@@ -186,7 +213,7 @@ impl PspClient {
                     CallResult::NotProcessed
                 };
                 let reason = match error {
-                    ResilienceError::Inner(NoDecision(reason)) => reason,
+                    ResilienceError::Inner(NoDecision { reason, .. }) => reason,
                     refused => refused.to_string(),
                 };
                 Answer::failed(result, reason)
@@ -215,13 +242,13 @@ impl PspClient {
         maybe_processed.fetch_add(1, Ordering::AcqRel);
         let not_processed = |reason: String| {
             maybe_processed.fetch_sub(1, Ordering::AcqRel);
-            Err(NoDecision(reason))
+            Err(NoDecision::transient(reason))
         };
         let response = match request.send().await {
             Ok(response) => response,
             // A request that never connected was not processed.
             Err(e) if e.is_connect() => return not_processed(e.to_string()),
-            Err(e) => return Err(NoDecision(e.to_string())),
+            Err(e) => return Err(NoDecision::transient(e.to_string())),
         };
         let status = response.status().as_u16();
         match (&call, status) {
@@ -229,7 +256,7 @@ impl PspClient {
             (Call::Capture(_) | Call::LookUpCapture { .. }, 200) => {
                 match response.json::<Approved>().await {
                     Ok(approved) => Ok(Answer::captured(approved.psp_reference)),
-                    Err(e) => Err(NoDecision(format!("unreadable approval: {e}"))),
+                    Err(e) => Err(NoDecision::transient(format!("unreadable approval: {e}"))),
                 }
             }
             (Call::Capture(_) | Call::LookUpCapture { .. }, 402) => {
@@ -245,7 +272,7 @@ impl PspClient {
             ))),
             (Call::LookUpCapture { .. }, 404) => Ok(Answer::decided(CallResult::NeverCaptured)),
             (Call::Refund(_), 200) => Ok(Answer::decided(CallResult::Refunded)),
-            (_, status) => Err(NoDecision(format!("PSP answered {status}"))),
+            (_, status) => Err(NoDecision::answered(status)),
         }
     }
 }

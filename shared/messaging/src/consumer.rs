@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -79,15 +79,37 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Whether the consumer has joined its group, i.e. received an assignment
 /// (possibly empty: a group may have more members than partitions). Until
-/// then events sit unconsumed, so the service is not ready.
+/// then events sit unconsumed, so the service is not ready. It also tells
+/// the partition workers when their partition is taken away.
 #[derive(Clone, Default)]
 pub struct GroupMembership {
     joined: Arc<AtomicBool>,
+    backlogs: Backlogs,
 }
+
+/// The backlog of every partition that has a worker, so a revocation can
+/// reach the worker at once.
+type Backlogs = Arc<Mutex<HashMap<(String, i32), Arc<Backlog>>>>;
 
 impl ClientContext for GroupMembership {}
 
 impl ConsumerContext for GroupMembership {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(partitions) = rebalance else {
+            return;
+        };
+        // Another member owns these partitions from now on: what their
+        // workers still hold is its to handle, in order, and must not also
+        // be handled here.
+        let mut backlogs = self.backlogs.lock().unwrap_or_else(PoisonError::into_inner);
+        for partition in partitions.elements() {
+            let key = (partition.topic().to_owned(), partition.partition());
+            if let Some(backlog) = backlogs.remove(&key) {
+                backlog.revoke(consumer);
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
@@ -175,11 +197,15 @@ impl<H: Handler> ConsumerLoop<H> {
         let handling = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
         let mut workers = Vec::new();
-        let mut worker_stopped = false;
+        // Cancelled by a worker that stops on its own (a fatal producer
+        // error, a panicking handler): its partition would stall unseen.
+        let worker_stopped = CancellationToken::new();
+        let workers_shutdown = shutdown.child_token();
 
         loop {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = worker_stopped.cancelled() => break,
                 received = consumer.recv() => received,
             };
             let message = match received {
@@ -191,8 +217,15 @@ impl<H: Handler> ConsumerLoop<H> {
                 }
             };
             let key = (message.topic().to_owned(), message.partition());
-            let lane = lanes.entry(key).or_insert_with(|| {
+            // A revoked partition's worker drops what it holds; a partition
+            // assigned again gets a fresh worker.
+            if lanes.get(&key).is_none_or(|lane| lane.backlog.is_revoked()) {
                 let (lane, messages) = Lane::new(message.topic(), message.partition());
+                self.membership
+                    .backlogs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key.clone(), lane.backlog.clone());
                 let worker = Worker {
                     consumer: consumer.clone(),
                     handler: self.handler.clone(),
@@ -201,24 +234,29 @@ impl<H: Handler> ConsumerLoop<H> {
                     max_attempts: self.settings.max_attempts,
                     handling: handling.clone(),
                     backlog: lane.backlog.clone(),
-                    shutdown: shutdown.clone(),
+                    shutdown: workers_shutdown.clone(),
                 };
-                workers.push(tokio::spawn(worker.run(messages)));
-                lane
-            });
-            if !lane.push(&consumer, message) {
-                worker_stopped = true;
-                break;
+                workers.push(tokio::spawn(worker.run(messages, worker_stopped.clone())));
+                lanes.insert(key.clone(), lane);
+            }
+            if let Some(lane) = lanes.get(&key) {
+                lane.push(&consumer, message);
             }
         }
 
+        let failed = worker_stopped.is_cancelled() && !shutdown.is_cancelled();
+        // Stops the other workers' retries too, so the process can exit and
+        // be restarted instead of running with a partition that never moves.
+        workers_shutdown.cancel();
         drop(lanes);
         for worker in workers {
             let _ = worker.await;
         }
         leave_group(consumer).await;
-        if worker_stopped && !shutdown.is_cancelled() {
-            anyhow::bail!("a partition worker stopped: the dead-letter producer failed fatally");
+        if failed {
+            anyhow::bail!(
+                "a partition worker stopped (dead-letter producer failed fatally, or a handler panicked)"
+            );
         }
         Ok(())
     }
@@ -242,6 +280,7 @@ struct Backlog {
 struct BacklogState {
     queued: usize,
     paused: bool,
+    revoked: bool,
 }
 
 impl Lane {
@@ -257,11 +296,13 @@ impl Lane {
     }
 
     /// Queues a message for the worker, pausing the partition when its
-    /// backlog is full; `false` when the worker has stopped.
-    fn push(&self, consumer: &GroupConsumer, message: OwnedMessage) -> bool {
+    /// backlog is full. A worker that stopped has cancelled the loop's
+    /// `worker_stopped`, so a message it can no longer take is not lost:
+    /// its offset is never stored.
+    fn push(&self, consumer: &GroupConsumer, message: OwnedMessage) {
         let mut state = self.backlog.lock();
         if self.messages.send(message).is_err() {
-            return false;
+            return;
         }
         state.queued += 1;
         if state.queued >= PAUSE_AT && !state.paused {
@@ -279,7 +320,6 @@ impl Lane {
                 Err(error) => tracing::warn!(%error, "cannot pause a partition"),
             }
         }
-        true
     }
 }
 
@@ -292,12 +332,31 @@ impl Backlog {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn is_revoked(&self) -> bool {
+        self.lock().revoked
+    }
+
+    /// The partition was taken away: the worker drops what it still holds,
+    /// and a pause ends with the assignment (resumed, so the partition is
+    /// not still paused if it comes back to this member).
+    fn revoke(&self, consumer: &BaseConsumer<GroupMembership>) {
+        let mut state = self.lock();
+        state.revoked = true;
+        if state.paused {
+            if let Err(error) = consumer.resume(&self.partition) {
+                tracing::debug!(%error, "cannot resume a revoked partition");
+            }
+            state.paused = false;
+            metrics::gauge!("shipshape_consumer_paused_partitions").decrement(1);
+        }
+    }
+
     /// One message left the lane; resumes the partition once the backlog
     /// has drained far enough.
     fn done(&self, consumer: &GroupConsumer) {
         let mut state = self.lock();
         state.queued = state.queued.saturating_sub(1);
-        if state.paused && state.queued <= RESUME_AT {
+        if state.paused && !state.revoked && state.queued <= RESUME_AT {
             // Fails only when the partition was revoked meanwhile; its new
             // owner fetches it anyway.
             if let Err(error) = consumer.resume(&self.partition) {
@@ -350,11 +409,22 @@ struct Worker<H> {
 
 impl<H: Handler> Worker<H> {
     /// Handles one partition's messages in order until its lane closes.
-    async fn run(self, mut messages: mpsc::UnboundedReceiver<OwnedMessage>) {
+    /// Stopping for any other reason than shutdown or revocation (including
+    /// a panic) cancels `stopped`, which stops the whole consumer.
+    async fn run(
+        self,
+        mut messages: mpsc::UnboundedReceiver<OwnedMessage>,
+        stopped: CancellationToken,
+    ) {
+        let alarm = stopped.drop_guard();
         while let Some(message) = messages.recv().await {
             if self.shutdown.is_cancelled() {
                 // Not handled, offset not stored: redelivered after restart.
-                return;
+                break;
+            }
+            if self.backlog.is_revoked() {
+                // Its new owner handles it, from the committed offset.
+                continue;
             }
             let done = match message.payload().map(envelope::open) {
                 None => self.dead_letter(&message, "empty message").await,
@@ -362,6 +432,9 @@ impl<H: Handler> Worker<H> {
                 Some(Ok(incoming)) => self.handle_with_retries(&message, incoming).await,
             };
             if !done {
+                if self.shutdown.is_cancelled() {
+                    break;
+                }
                 return;
             }
             if let Err(error) =
@@ -373,6 +446,7 @@ impl<H: Handler> Worker<H> {
             }
             self.backlog.done(&self.consumer);
         }
+        alarm.disarm();
     }
 
     /// `true` once the message is handled or dead-lettered; `false` when

@@ -98,8 +98,20 @@ fn committed(brokers: &str, group: &str, partitions: i32) -> Vec<Option<i64>> {
         .collect()
 }
 
+/// The consumer's gauge of paused partitions, as `/metrics` would show it.
+fn paused_partitions() -> Option<f64> {
+    let text = shipshape_runtime::metrics::render();
+    text.lines().find_map(|line| {
+        line.strip_prefix("shipshape_consumer_paused_partitions ")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_message_holds_back_only_its_own_partition() {
+    shipshape_runtime::metrics::install();
     let logs = std::env::temp_dir().join(format!("shipshape-partitions-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&logs).expect("log dir");
     let _tansu = TestBroker::start(free_port(), Storage::Memory, &logs.join("broker.log"))
@@ -170,6 +182,11 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
     let offsets = committed(&brokers, group, 2);
     assert_eq!(offsets[1], Some(other.len() as i64), "{offsets:?}");
     assert_eq!(offsets[0], None, "{offsets:?}");
+    assert_eq!(
+        paused_partitions(),
+        Some(1.0),
+        "the backlog paused partition 0"
+    );
 
     // The outage ends: partition 0 resumes in order, nothing lost although
     // its backlog paused the partition.
@@ -190,6 +207,7 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
         committed(&brokers, group, 2)[0] == Some(expected_0.len() as i64)
     })
     .await;
+    assert_eq!(paused_partitions(), Some(0.0), "partition 0 resumed");
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), consuming)

@@ -70,8 +70,13 @@ impl Default for BreakerConfig {
 
 impl BreakerConfig {
     pub fn from_env(prefix: &str) -> anyhow::Result<Self> {
+        Self::from_env_over(prefix, Self::default())
+    }
+
+    /// [`Self::from_env`] over the service's own defaults `default`
+    /// instead of the crate's.
+    pub fn from_env_over(prefix: &str, default: Self) -> anyhow::Result<Self> {
         let vars = Vars::new(prefix);
-        let default = Self::default();
         let window = vars.within("BREAKER_WINDOW", default.window, 1..=10_000)?;
         Ok(Self {
             enabled: vars.get("BREAKER_ENABLED", default.enabled)?,

@@ -44,8 +44,13 @@ impl Default for BulkheadConfig {
 
 impl BulkheadConfig {
     pub fn from_env(prefix: &str) -> anyhow::Result<Self> {
+        Self::from_env_over(prefix, Self::default())
+    }
+
+    /// [`Self::from_env`] over the service's own defaults `default`
+    /// instead of the crate's.
+    pub fn from_env_over(prefix: &str, default: Self) -> anyhow::Result<Self> {
         let vars = Vars::new(prefix);
-        let default = Self::default();
         Ok(Self {
             enabled: vars.get("BULKHEAD_ENABLED", default.enabled)?,
             max_concurrent: vars.within(

@@ -37,8 +37,13 @@ impl Default for TimeoutConfig {
 
 impl TimeoutConfig {
     pub fn from_env(prefix: &str) -> anyhow::Result<Self> {
+        Self::from_env_over(prefix, Self::default())
+    }
+
+    /// [`Self::from_env`] over the service's own defaults `default`
+    /// instead of the crate's.
+    pub fn from_env_over(prefix: &str, default: Self) -> anyhow::Result<Self> {
         let vars = Vars::new(prefix);
-        let default = Self::default();
         let duration = vars.millis("TIMEOUT_MS", default.duration)?;
         if duration.is_zero() {
             anyhow::bail!(

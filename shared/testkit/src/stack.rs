@@ -672,6 +672,11 @@ impl Stack {
         self.processes.get(&service).map(Process::pid)
     }
 
+    /// The broker's process id.
+    pub fn broker_pid(&self) -> Option<u32> {
+        self.broker.as_ref().map(Broker::pid)
+    }
+
     /// The processes that have exited (crashed, or were killed or stopped),
     /// with their exit status.
     pub fn exited(&mut self) -> anyhow::Result<Vec<(Service, ExitStatus)>> {
