@@ -137,7 +137,7 @@ async fn a_slow_order_service_does_not_slow_the_catalog() -> anyhow::Result<()> 
         .with_proxy(Link::GatewayToOrder)
         .with_env(Service::Gateway, "ORDER_BULKHEAD_MAX_CONCURRENT", "4")
         .with_env(Service::Gateway, "ORDER_TIMEOUT_MS", "5000")
-        .with_env(Service::Gateway, "MAX_IN_FLIGHT", "16")
+        .with_env(Service::Gateway, "MAX_IN_FLIGHT", "6")
         .with_env(Service::Gateway, "RATE_LIMIT_ENABLED", "false");
     let shop = Shop::start_with(options).await?;
     catalog_latencies(&shop, 20).await?;
@@ -151,7 +151,7 @@ async fn a_slow_order_service_does_not_slow_the_catalog() -> anyhow::Result<()> 
     // More shoppers than the gateway admits requests at once, each waiting
     // a little between orders: without the bulkhead, their slow calls would
     // fill every request slot; with it, almost all are refused at once.
-    let shoppers: Vec<_> = (0..24)
+    let shoppers: Vec<_> = (0..8)
         .map(|_| {
             let body = body.clone();
             let shop = &shop;
