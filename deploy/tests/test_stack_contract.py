@@ -197,10 +197,27 @@ def recorded_series() -> set[str]:
     return {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
 
 
-# Series that exist today: `up` (every scrape target) and the recording rules.
-# The services export no metrics of their own yet.
+def exported_series() -> set[str]:
+    """Every `shipshape_*` metric name the Rust code records, with the series a
+    histogram (`*_seconds`) adds."""
+    names: set[str] = set()
+    for source in [*REPO.glob("services/*/src/**/*.rs"), *REPO.glob("shared/*/src/**/*.rs")]:
+        names |= set(re.findall(r'"(shipshape_[a-z_]+)"', source.read_text()))
+    for name in [n for n in names if n.endswith("_seconds")]:
+        names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+def test_exported_series_are_found():
+    assert {"shipshape_saga_outcomes_total", "shipshape_breaker_state",
+            "shipshape_saga_duration_seconds_bucket"} <= exported_series()
+
+
+# Series that exist: `up` (every scrape target), the recording rules and what
+# the services export.
 PROMQL_WORDS = {"sum", "avg", "min", "max", "count", "by", "without", "or", "and", "unless",
-                "vector", "rate", "increase", "on", "ignoring", "group_left", "group_right"}
+                "vector", "rate", "increase", "on", "ignoring", "group_left", "group_right",
+                "histogram_quantile"}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -236,7 +253,7 @@ def test_grafana_datasources_point_at_the_compose_services(compose):
 def test_dashboards_parse_and_use_existing_series(dashboard):
     model = json.loads(dashboard.read_text())
     assert model["uid"] and model["title"] and model["panels"]
-    known = {"up"} | recorded_series()
+    known = {"up"} | recorded_series() | exported_series()
     datasources = provisioned_datasources()
     for panel in model["panels"]:
         assert panel["datasource"]["uid"] in datasources, panel["title"]

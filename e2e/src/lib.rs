@@ -1,7 +1,7 @@
 //! A shopper's and an auditor's view of a running stack, for end-to-end
 //! tests: place orders through the public API, wait for their outcome, and
-//! read every service's database and the payment provider's ledger to check
-//! the saga's invariants.
+//! check the saga's invariants with `shipshape-invariants` (every service's
+//! database, the payment provider's ledger and the broker).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -9,18 +9,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shipshape_invariants::{Checker, SourceMessage, Sources};
 use shipshape_testkit::{Service, Stack, StackOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Where the services put messages they cannot handle.
-pub const DEAD_LETTER_TOPIC: &str = "dead-letters";
+pub use shipshape_invariants::{DEAD_LETTER_TOPIC, Ledger};
 
 /// The value of `series` (a metric name with its labels, exactly as
 /// rendered) in a Prometheus text exposition.
@@ -31,27 +28,12 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Which consumer group reads which topics (as the services subscribe).
-const SUBSCRIPTIONS: &[(&str, &[&str])] = &[
-    (
-        "shipshape-order",
-        &["inventory.events", "payment.events", "shipping.events"],
-    ),
-    (
-        "shipshape-inventory",
-        &["order.events", "payment.events", "shipping.events"],
-    ),
-    (
-        "shipshape-payment",
-        &["order.events", "inventory.events", "shipping.events"],
-    ),
-    ("shipshape-shipping", &["order.events", "payment.events"]),
-];
-
 pub struct Shop {
     pub stack: Stack,
     http: reqwest::Client,
     databases: HashMap<Service, PgPool>,
+    /// The invariant checker, over the same databases, PSP and broker.
+    checker: Checker,
 }
 
 /// A shipping address in a country the shipping service serves.
@@ -86,6 +68,10 @@ impl Shop {
 
     pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
         let stack = Stack::start(options).await?;
+        let url = |service| -> anyhow::Result<String> {
+            let url = stack.database_url(service);
+            Ok(url.context("service without a database")?.to_owned())
+        };
         let mut databases = HashMap::new();
         for service in [
             Service::Order,
@@ -93,11 +79,17 @@ impl Shop {
             Service::Payment,
             Service::Shipping,
         ] {
-            let url = stack
-                .database_url(service)
-                .context("service without a database")?;
-            databases.insert(service, PgPool::connect(url).await?);
+            databases.insert(service, PgPool::connect(&url(service)?).await?);
         }
+        let checker = Checker::connect(Sources {
+            order_db: url(Service::Order)?,
+            inventory_db: url(Service::Inventory)?,
+            payment_db: url(Service::Payment)?,
+            shipping_db: url(Service::Shipping)?,
+            psp_url: Some(stack.psp_url()),
+            brokers: Some(stack.broker_address()),
+        })
+        .await?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
@@ -105,6 +97,7 @@ impl Shop {
             stack,
             http,
             databases,
+            checker,
         })
     }
 
@@ -220,27 +213,12 @@ impl Shop {
         })
     }
 
+    /// The payment provider's ledger.
     pub async fn ledger(&self) -> anyhow::Result<Ledger> {
-        let body: Value = self
-            .http
-            .get(format!("{}/admin/ledger", self.stack.psp_url()))
-            .send()
+        self.checker
+            .ledger()
             .await?
-            .json()
-            .await?;
-        let keys = |field: &str, approved_only: bool| -> Vec<String> {
-            body[field]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|e| !approved_only || e["status"] == "approved")
-                .filter_map(|e| e["idempotency_key"].as_str().map(str::to_owned))
-                .collect()
-        };
-        Ok(Ledger {
-            approved_captures: keys("captures", true),
-            refunds: keys("refunds", false),
-        })
+            .context("the checker was given no PSP")
     }
 
     /// Sets the payment provider's injected latency and error rate.
@@ -278,73 +256,36 @@ impl Shop {
         Ok(metric_value(&text, series))
     }
 
-    /// Publishes raw bytes to `topic`, as a misbehaving producer could.
+    /// Publishes raw bytes to `topic`, as a misbehaving producer could. The
+    /// dead letters the services make of it are expected, so
+    /// [`Shop::violations`] does not report them.
     pub async fn publish_raw(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", self.stack.broker_address())
             .set("enable.metrics.push", "false")
             .create()?;
-        producer
+        let delivered = producer
             .send(
                 FutureRecord::to(topic).key(key).payload(payload),
                 Duration::from_secs(10),
             )
             .await
             .map_err(|(e, _)| e)?;
+        self.checker.explain(SourceMessage {
+            topic: topic.to_owned(),
+            partition: delivered.partition,
+            offset: delivered.offset,
+        });
         Ok(())
     }
 
     /// Every message on the dead-letter topic: its `dlq.*` headers.
     pub async fn dead_letters(&self) -> anyhow::Result<Vec<HashMap<String, String>>> {
-        let brokers = self.stack.broker_address();
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("group.id", format!("e2e-dlq-reader-{}", Uuid::new_v4()))
-                .set("enable.metrics.push", "false")
-                .set("enable.auto.commit", "false")
-                .create()?;
-            let timeout = Duration::from_secs(5);
-            let metadata = consumer.fetch_metadata(Some(DEAD_LETTER_TOPIC), timeout)?;
-            let mut partitions = TopicPartitionList::new();
-            let mut remaining = 0;
-            for topic in metadata.topics() {
-                for p in topic.partitions() {
-                    let (low, high) =
-                        consumer.fetch_watermarks(DEAD_LETTER_TOPIC, p.id(), timeout)?;
-                    remaining += high - low;
-                    partitions.add_partition_offset(
-                        DEAD_LETTER_TOPIC,
-                        p.id(),
-                        Offset::Beginning,
-                    )?;
-                }
-            }
-            consumer.assign(&partitions)?;
-            let deadline = std::time::Instant::now() + Duration::from_secs(15);
-            let mut letters = Vec::new();
-            while remaining > 0 && std::time::Instant::now() < deadline {
-                let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-                    continue;
-                };
-                let message = message?;
-                let mut headers = HashMap::new();
-                if let Some(all) = message.headers() {
-                    for header in all.iter() {
-                        let value = header
-                            .value
-                            .map(String::from_utf8_lossy)
-                            .unwrap_or_default();
-                        headers.insert(header.key.to_owned(), value.into_owned());
-                    }
-                }
-                letters.push(headers);
-                remaining -= 1;
-            }
-            anyhow::ensure!(remaining == 0, "{remaining} dead letters could not be read");
-            Ok(letters)
-        })
-        .await?
+        let letters = self.checker.dead_letters().await?;
+        Ok(letters
+            .into_iter()
+            .map(|letter| letter.headers.into_iter().collect())
+            .collect())
     }
 
     /// Waits until every consumer group has committed every message on its
@@ -352,137 +293,23 @@ impl Shop {
     pub async fn wait_quiet(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let lag = self.lag().await?;
-            let backlog = self.outbox_backlog().await?;
-            if lag.is_empty() && backlog == 0 {
+            let pending = self.checker.check_quiet().await?;
+            if pending.is_empty() {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("not quiet after {timeout:?}: lag {lag:?}, outbox backlog {backlog}");
+                let pending: Vec<String> = pending.iter().map(ToString::to_string).collect();
+                bail!("not quiet after {timeout:?}: {pending:#?}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    async fn outbox_backlog(&self) -> anyhow::Result<i64> {
-        let mut total = 0;
-        for pool in self.databases.values() {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-                .fetch_one(pool)
-                .await?;
-            total += n;
-        }
-        Ok(total)
-    }
-
-    /// `(group, topic, partition, lag)` for every partition still behind.
-    async fn lag(&self) -> anyhow::Result<Vec<(String, String, i32, i64)>> {
-        let brokers = self.stack.broker_address();
-        tokio::task::spawn_blocking(move || {
-            let mut behind = Vec::new();
-            for (group, topics) in SUBSCRIPTIONS {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .set("group.id", *group)
-                    .set("enable.metrics.push", "false")
-                    .create()?;
-                let timeout = Duration::from_secs(5);
-                let mut partitions = TopicPartitionList::new();
-                for topic in *topics {
-                    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-                    for t in metadata.topics() {
-                        for p in t.partitions() {
-                            partitions.add_partition(topic, p.id());
-                        }
-                    }
-                }
-                let committed = consumer.committed_offsets(partitions, timeout)?;
-                for element in committed.elements() {
-                    let (_, high) =
-                        consumer.fetch_watermarks(element.topic(), element.partition(), timeout)?;
-                    let done = match element.offset() {
-                        Offset::Offset(o) => o,
-                        _ => 0,
-                    };
-                    if done < high {
-                        behind.push((
-                            group.to_string(),
-                            element.topic().to_owned(),
-                            element.partition(),
-                            high - done,
-                        ));
-                    }
-                }
-            }
-            Ok(behind)
-        })
-        .await?
-    }
-
-    /// Every violation of the saga's invariants, by order. Call it once the
-    /// system is quiet.
+    /// Every violation of the saga's invariants (see `shipshape-invariants`),
+    /// one line each. Call it once the system is quiet.
     pub async fn violations(&self) -> anyhow::Result<Vec<String>> {
-        let mut found = Vec::new();
-        let orders: Vec<(Uuid, String)> = sqlx::query_as("SELECT order_id, status FROM orders")
-            .fetch_all(self.db(Service::Order))
-            .await?;
-        let ledger = self.ledger().await?;
-        for (order_id, status) in orders {
-            let id = order_id.to_string();
-            let e = self.effects(&id).await?;
-            let problem = match status.as_str() {
-                "CONFIRMED" => {
-                    let ok = e.reservation.as_deref() == Some("COMMITTED")
-                        && e.payment.as_deref() == Some("CAPTURED")
-                        && e.captures == 1
-                        && e.refunds == 0
-                        && e.shipment.as_deref() == Some("SCHEDULED");
-                    (!ok).then(|| format!("confirmed order {id} does not hold exactly its stock, one capture and one shipment: {e:?}"))
-                }
-                "CANCELLED" => {
-                    let ok = matches!(e.reservation.as_deref(), Some("REJECTED" | "RELEASED"))
-                        && e.captures <= 1
-                        && e.refunds == e.captures
-                        && e.shipment.as_deref() != Some("SCHEDULED");
-                    (!ok).then(|| {
-                        format!(
-                            "cancelled order {id} still holds stock, money or a shipment: {e:?}"
-                        )
-                    })
-                }
-                other => Some(format!("order {id} is {other}, not terminal")),
-            };
-            found.extend(problem);
-        }
-        let mut charges: HashMap<&str, usize> = HashMap::new();
-        for key in &ledger.approved_captures {
-            *charges.entry(key).or_default() += 1;
-        }
-        found.extend(
-            charges
-                .into_iter()
-                .filter(|(_, n)| *n > 1)
-                .map(|(key, n)| format!("payment {key} captured {n} times")),
-        );
-        let unbalanced: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT p.sku, p.stock_received, p.available, \
-               COALESCE(SUM(l.quantity) FILTER (WHERE r.status = 'RESERVED'), 0)::bigint, \
-               COALESCE(SUM(l.quantity) FILTER (WHERE r.status = 'COMMITTED'), 0)::bigint \
-             FROM products p \
-             LEFT JOIN reservation_lines l ON l.sku = p.sku \
-             LEFT JOIN reservations r ON r.order_id = l.order_id \
-             GROUP BY p.sku, p.stock_received, p.available",
-        )
-        .fetch_all(self.db(Service::Inventory))
-        .await?;
-        for (sku, received, available, reserved, sold) in unbalanced {
-            if received != available + reserved + sold {
-                found.push(format!(
-                    "stock of {sku} not conserved: received {received} != available {available} + reserved {reserved} + sold {sold}"
-                ));
-            }
-        }
-        Ok(found)
+        let report = self.checker.check().await?;
+        Ok(report.violations.iter().map(ToString::to_string).collect())
     }
 }
 
@@ -565,22 +392,4 @@ pub struct Effects {
     /// Approved captures in the payment provider's ledger.
     pub captures: usize,
     pub refunds: usize,
-}
-
-/// The payment provider's record of money movements, by idempotency key.
-pub struct Ledger {
-    pub approved_captures: Vec<String>,
-    pub refunds: Vec<String>,
-}
-
-impl Ledger {
-    /// `(approved captures, refunds)` made for a payment.
-    pub fn for_payment(&self, payment_id: Uuid) -> (usize, usize) {
-        let key = payment_id.to_string();
-        let refund_key = format!("refund-{key}");
-        (
-            self.approved_captures.iter().filter(|k| **k == key).count(),
-            self.refunds.iter().filter(|k| **k == refund_key).count(),
-        )
-    }
 }

@@ -15,6 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
-    tonic_prost_build::configure().compile_protos(&files, &[root])?;
+    // The descriptors of every file, for the servers' gRPC reflection.
+    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("descriptors.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptors)
+        .compile_protos(&files, &[root])?;
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod api;
 pub mod catalog_cache;
 pub mod error;
+pub mod http_metrics;
 pub mod load_shed;
 pub mod rate_limit;
 pub mod routes;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post, put};
 use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::{CancellationToken, Readiness, config};
@@ -115,8 +116,8 @@ impl AppState {
     /// calls down with it). Nothing connects yet: channels connect on first
     /// use, so the gateway can start before its upstreams.
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let orders = Downstream::new("order", config.order.clone());
-        let inventory = Downstream::new("inventory", config.inventory.clone());
+        let orders = Downstream::new(upstream::ORDER, config.order.clone());
+        let inventory = Downstream::new(upstream::INVENTORY, config.inventory.clone());
         Ok(Self {
             orders: Orders::new(upstream::channel(&config.order_url)?, &orders),
             inventory: Inventory::new(upstream::channel(&config.inventory_url)?, &inventory),
@@ -177,7 +178,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     // Each layer wraps the ones added before it, so a request meets them in
-    // reverse: load shedding first, then the rate limit, then the body
+    // reverse: metrics first, then load shedding, the rate limit, the body
     // limit. The cheapest refusal, which needs no lock, comes first.
     if config.rate_limit_enabled {
         let limiter = RateLimiter::new(
@@ -191,7 +192,8 @@ pub fn router(state: AppState, config: &Config) -> Router {
         let shedder = LoadShedder::new(config.max_in_flight);
         router = router.layer(from_fn_with_state(shedder, load_shed::shed));
     }
-    router
+    // Outermost, so refusals by the layers above are counted and timed too.
+    router.layer(from_fn(http_metrics::record))
 }
 
 /// Readiness: both upstreams accept connections.
@@ -209,6 +211,7 @@ fn readiness(config: &Config) -> anyhow::Result<Readiness> {
 /// Serves the API and the ops server until `shutdown` is cancelled, then
 /// lets in-flight requests finish.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    http_metrics::describe();
     let state = AppState::from_config(&config)?;
     let readiness = readiness(&config)?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)

@@ -24,6 +24,7 @@ use shipshape_proto::inventory::{
 use shipshape_proto::order::order_service_client::OrderServiceClient;
 use shipshape_proto::order::{CreateOrderRequest, CreateOrderResponse, GetOrderRequest, Order};
 use shipshape_resilience::{Classify, Downstream, FailureClass, Idempotency, ResilienceError};
+use shipshape_runtime::grpc::ClientMetricsLayer;
 use shipshape_runtime::ops::CheckFuture;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
@@ -44,6 +45,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// unavailable (the order service cannot price an order while inventory is
 /// down). The upstream itself answered promptly and is healthy.
 const DEPENDENCY_UNAVAILABLE_CODES: [&str; 1] = ["inventory_unavailable"];
+
+/// The upstreams' names as downstreams: in metrics and errors.
+pub const ORDER: &str = "order";
+pub const INVENTORY: &str = "inventory";
 
 /// A channel to `url` that connects on first use (and reconnects after a
 /// failure), so the gateway starts, and answers 503, while an upstream is
@@ -74,15 +79,19 @@ impl Orders {
             // answers a repeated key with the order the first attempt
             // created. A retry can never place a second order.
             create: method(
+                ORDER,
                 downstream,
                 Idempotency::Idempotent,
                 client.clone(),
+                "CreateOrder",
                 |mut client, request| async move { client.create_order(request).await },
             ),
             get: method(
+                ORDER,
                 downstream,
                 Idempotency::Idempotent,
                 client,
+                "GetOrder",
                 |mut client, request| async move { client.get_order(request).await },
             ),
         }
@@ -114,23 +123,29 @@ impl Inventory {
         let client = InventoryServiceClient::new(channel);
         Self {
             list: method(
+                INVENTORY,
                 downstream,
                 Idempotency::Idempotent,
                 client.clone(),
+                "ListProducts",
                 |mut client, request| async move { client.list_products(request).await },
             ),
             get: method(
+                INVENTORY,
                 downstream,
                 Idempotency::Idempotent,
                 client.clone(),
+                "GetProduct",
                 |mut client, request| async move { client.get_product(request).await },
             ),
             // Never retried: a restock whose answer was lost may have been
             // applied, and a second attempt would add the units again.
             restock: method(
+                INVENTORY,
                 downstream,
                 Idempotency::NotIdempotent,
                 client,
+                "RestockProduct",
                 |mut client, request| async move { client.restock_product(request).await },
             ),
         }
@@ -156,11 +171,14 @@ impl Inventory {
 /// a closure whose type cannot be named in a struct.
 type Method<Req, Res> = BoxCloneSyncService<Req, Res, ResilienceError<UpstreamStatus>>;
 
-/// Wraps `rpc` (a call of a clone of `client`) in `downstream`'s stack.
+/// Wraps `rpc` (a call of a clone of `client`) in `downstream`'s stack;
+/// each attempt is counted as a call of `name`'s method `rpc_name`.
 fn method<C, Req, Res, F, Fut>(
+    name: &'static str,
     downstream: &Downstream,
     idempotency: Idempotency,
     client: C,
+    rpc_name: &'static str,
     rpc: F,
 ) -> Method<Req, Res>
 where
@@ -172,14 +190,12 @@ where
 {
     let service = ServiceBuilder::new()
         .layer(downstream.layer(idempotency))
+        .map_err(UpstreamStatus)
+        // Inside the stack: each attempt is one request.
+        .layer(ClientMetricsLayer::new(name, rpc_name))
         .service_fn(move |request| {
             let response = rpc(client.clone(), request);
-            async move {
-                response
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(UpstreamStatus)
-            }
+            async move { response.await.map(tonic::Response::into_inner) }
         });
     BoxCloneSyncService::new(service)
 }

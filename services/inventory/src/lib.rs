@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 use shipshape_messaging::Broker;
 use shipshape_messaging::service::{self, ServiceConfig};
 use shipshape_proto::inventory::inventory_service_server::InventoryServiceServer;
-use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
+use shipshape_proto::{
+    FILE_DESCRIPTOR_SET, INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS,
+};
+use shipshape_runtime::grpc::{self as runtime_grpc, ServerMetricsLayer};
 use shipshape_runtime::{CancellationToken, Tasks, config};
 use sqlx::PgPool;
 
@@ -44,18 +47,26 @@ impl Config {
     }
 }
 
-/// Serves the catalog over gRPC and handles saga events until `shutdown`.
+/// Serves the catalog over gRPC (with `grpc.health.v1` and reflection) and
+/// handles saga events until `shutdown`.
 pub async fn serve(
     config: Config,
     pool: PgPool,
     broker: Broker,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let (health, draining) =
+        runtime_grpc::health::<InventoryServiceServer<grpc::Catalog>>(shutdown.clone()).await;
     let grpc = tonic::transport::Server::builder()
+        .layer(ServerMetricsLayer)
         .add_service(InventoryServiceServer::new(grpc::Catalog::new(
             pool.clone(),
         )))
-        .serve_with_shutdown(config.grpc_addr, shutdown.clone().cancelled_owned());
+        .add_service(health)
+        .add_service(runtime_grpc::reflection::<
+            InventoryServiceServer<grpc::Catalog>,
+        >(FILE_DESCRIPTOR_SET)?)
+        .serve_with_shutdown(config.grpc_addr, draining);
     tracing::info!(grpc = %config.grpc_addr, ops = %config.service.ops_addr, "inventory serving");
     let tasks = Tasks::new().add("grpc server", async move { Ok(grpc.await?) });
     let handler = events::InventoryEvents::new(pool.clone());

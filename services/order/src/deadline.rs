@@ -6,7 +6,7 @@ use std::time::Duration;
 use shipshape_runtime::CancellationToken;
 use sqlx::PgPool;
 
-use crate::events::advance;
+use crate::events::{Advanced, Outcome, advance};
 use crate::saga::Observation;
 use crate::store;
 
@@ -39,9 +39,15 @@ pub async fn sweep(
 async fn sweep_batch(pool: &PgPool) -> sqlx::Result<usize> {
     let mut tx = pool.begin().await?;
     let overdue = store::lock_overdue(&mut tx, BATCH).await?;
+    let mut outcomes = Vec::new();
     for order_id in &overdue {
-        advance(&mut tx, *order_id, Observation::DeadlinePassed).await?;
+        if let Advanced::Applied(Some(outcome)) =
+            advance(&mut tx, *order_id, Observation::DeadlinePassed).await?
+        {
+            outcomes.push(outcome);
+        }
     }
     tx.commit().await?;
+    outcomes.iter().for_each(Outcome::record);
     Ok(overdue.len())
 }

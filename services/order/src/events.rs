@@ -5,25 +5,69 @@ use shipshape_messaging::{HandleError, Handler, Incoming, inbox, outbox};
 use shipshape_types::OrderId;
 use sqlx::{PgConnection, PgPool};
 
-use crate::saga::Observation;
+use crate::saga::{CancelReason, Observation, OrderStatus};
 use crate::store;
 
 pub const PRODUCER: &str = "order";
 
+pub const SAGA_OUTCOMES: &str = "shipshape_saga_outcomes_total";
+pub const SAGA_DURATION: &str = "shipshape_saga_duration_seconds";
+
+/// Registers the help text of the saga's metrics.
+pub fn describe() {
+    metrics::describe_counter!(
+        SAGA_OUTCOMES,
+        "Orders that reached their outcome, by status (CONFIRMED, CANCELLED) and cancellation reason (none when confirmed)"
+    );
+    metrics::describe_histogram!(
+        SAGA_DURATION,
+        metrics::Unit::Seconds,
+        "Time from an order's placement to its outcome, by status"
+    );
+}
+
+/// What [`advance`] did.
+pub enum Advanced {
+    /// There is no such order.
+    UnknownOrder,
+    /// The observation was applied; `Some` when it made the order terminal.
+    Applied(Option<Outcome>),
+}
+
+/// An order reaching CONFIRMED or CANCELLED. Record it only once the
+/// transaction that made it so has committed: a rolled-back or redelivered
+/// step must not count an order twice.
+#[must_use = "record the outcome once its transaction has committed"]
+pub struct Outcome {
+    status: OrderStatus,
+    reason: Option<CancelReason>,
+    /// From the order's `created_at` to its `completed_at`.
+    seconds: f64,
+}
+
+impl Outcome {
+    pub fn record(&self) {
+        let status = self.status.as_str();
+        let reason = self.reason.map_or("none", CancelReason::as_str);
+        metrics::counter!(SAGA_OUTCOMES, "status" => status, "reason" => reason).increment(1);
+        metrics::histogram!(SAGA_DURATION, "status" => status).record(self.seconds);
+    }
+}
+
 /// Applies `observation` to the locked order and queues what it decides.
-/// Returns `false` when there is no such order.
 pub async fn advance(
     conn: &mut PgConnection,
     order_id: OrderId,
     observation: Observation,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<Advanced> {
     let Some(mut saga) = store::lock_saga(&mut *conn, order_id).await? else {
-        return Ok(false);
+        return Ok(Advanced::UnknownOrder);
     };
     let before = saga;
     let decisions = saga.observe(observation);
+    let mut completed_after = None;
     if saga != before {
-        store::save_saga(&mut *conn, order_id, &saga).await?;
+        completed_after = store::save_saga(&mut *conn, order_id, &saga).await?;
     }
     for event in &decisions {
         outbox::enqueue(&mut *conn, PRODUCER, order_id, event).await?;
@@ -34,7 +78,19 @@ pub async fn advance(
             reason = saga.reason.map(|r| r.as_str()), "order status changed"
         );
     }
-    Ok(true)
+    // The order is locked, so this transition happens once; only the
+    // caller knows when it is committed.
+    let outcome = match completed_after {
+        Some(seconds) if saga.status.is_terminal() && !before.status.is_terminal() => {
+            Some(Outcome {
+                status: saga.status,
+                reason: saga.reason,
+                seconds,
+            })
+        }
+        _ => None,
+    };
+    Ok(Advanced::Applied(outcome))
 }
 
 pub struct OrderEvents {
@@ -56,12 +112,19 @@ impl Handler for OrderEvents {
         if !inbox::first_delivery(&mut tx, message.event_id, message.event.type_name()).await? {
             return Ok(());
         }
-        if !advance(&mut tx, message.order_id, observation).await? {
-            // Recorded in the inbox all the same: a redelivery changes nothing.
-            tracing::warn!(order_id = %message.order_id, event_type = message.event.type_name(),
-                "event for an unknown order ignored");
-        }
+        let outcome = match advance(&mut tx, message.order_id, observation).await? {
+            Advanced::Applied(outcome) => outcome,
+            Advanced::UnknownOrder => {
+                // Recorded in the inbox all the same: a redelivery changes nothing.
+                tracing::warn!(order_id = %message.order_id, event_type = message.event.type_name(),
+                    "event for an unknown order ignored");
+                None
+            }
+        };
         tx.commit().await?;
+        if let Some(outcome) = outcome {
+            outcome.record();
+        }
         Ok(())
     }
 }

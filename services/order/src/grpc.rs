@@ -10,6 +10,7 @@ use shipshape_proto::order::order_service_server::OrderService;
 use shipshape_proto::order::{CreateOrderRequest, CreateOrderResponse, GetOrderRequest, Order};
 use shipshape_proto::{Event, error_status, events};
 use shipshape_resilience::{Downstream, Idempotency, ResilienceError};
+use shipshape_runtime::grpc::ClientMetricsLayer;
 use shipshape_types::{InvalidValue, Money, OrderId, Sku};
 use sqlx::PgPool;
 use tonic::transport::Channel;
@@ -20,6 +21,9 @@ use tower::{ServiceBuilder, ServiceExt};
 use crate::events::PRODUCER;
 use crate::placement::{self, OrderRequest, PricedLine};
 use crate::store::{self, NewOrder};
+
+/// The downstream name of the inventory service, in metrics and errors.
+pub const INVENTORY: &str = "inventory";
 
 /// Inventory's `PriceSkus` behind the resilience stack. Boxed, because the
 /// client call is a closure whose type cannot be named in a struct.
@@ -42,6 +46,8 @@ impl OrderApi {
         let price_skus = ServiceBuilder::new()
             // Pricing is a read: safe to retry.
             .layer(downstream.layer(Idempotency::Idempotent))
+            // Inside the stack: each attempt is one request.
+            .layer(ClientMetricsLayer::new(INVENTORY, "PriceSkus"))
             .service_fn(move |request: PriceSkusRequest| {
                 let mut inventory = inventory.clone();
                 async move {

@@ -18,8 +18,11 @@ use shipshape_messaging::Broker;
 use shipshape_messaging::service::{self, ServiceConfig};
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::order::order_service_server::OrderServiceServer;
-use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
+use shipshape_proto::{
+    FILE_DESCRIPTOR_SET, INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS,
+};
 use shipshape_resilience::{Downstream, ResilienceConfig};
+use shipshape_runtime::grpc::{self as runtime_grpc, ServerMetricsLayer};
 use shipshape_runtime::{CancellationToken, Tasks, config};
 use sqlx::PgPool;
 use tonic::transport::Endpoint;
@@ -81,8 +84,8 @@ impl Config {
     }
 }
 
-/// Serves the order API over gRPC, follows the saga and sweeps deadlines
-/// until `shutdown`.
+/// Serves the order API over gRPC (with `grpc.health.v1` and reflection),
+/// follows the saga and sweeps deadlines until `shutdown`.
 pub async fn serve(
     config: Config,
     pool: PgPool,
@@ -97,12 +100,20 @@ pub async fn serve(
     let api = grpc::OrderApi::new(
         pool.clone(),
         InventoryServiceClient::new(inventory),
-        &Downstream::new("inventory", config.inventory.clone()),
+        &Downstream::new(grpc::INVENTORY, config.inventory.clone()),
         config.saga_deadline.as_secs_f64(),
     );
+    events::describe();
+    let (health, draining) =
+        runtime_grpc::health::<OrderServiceServer<grpc::OrderApi>>(shutdown.clone()).await;
     let grpc = tonic::transport::Server::builder()
+        .layer(ServerMetricsLayer)
         .add_service(OrderServiceServer::new(api))
-        .serve_with_shutdown(config.grpc_addr, shutdown.clone().cancelled_owned());
+        .add_service(health)
+        .add_service(runtime_grpc::reflection::<
+            OrderServiceServer<grpc::OrderApi>,
+        >(FILE_DESCRIPTOR_SET)?)
+        .serve_with_shutdown(config.grpc_addr, draining);
     tracing::info!(grpc = %config.grpc_addr, ops = %config.service.ops_addr, "order serving");
     let tasks = Tasks::new()
         .add("grpc server", async move { Ok(grpc.await?) })

@@ -184,16 +184,19 @@ pub async fn lock_saga(conn: &mut PgConnection, order_id: OrderId) -> sqlx::Resu
     }))
 }
 
+/// Stores the saga's state; returns the seconds from the order's creation
+/// to its completion once it is terminal.
 pub async fn save_saga(
     conn: &mut PgConnection,
     order_id: OrderId,
     saga: &Saga,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<Option<f64>> {
+    sqlx::query_scalar(
         "UPDATE orders SET status = $2, cancellation_reason = $3, stock_state = $4, payment_state = $5, \
          shipment_state = $6, updated_at = now(), \
          completed_at = CASE WHEN $7 THEN COALESCE(completed_at, now()) END \
-         WHERE order_id = $1",
+         WHERE order_id = $1 \
+         RETURNING EXTRACT(EPOCH FROM completed_at - created_at)::float8",
     )
     .bind(order_id.as_uuid())
     .bind(saga.status.as_str())
@@ -202,9 +205,8 @@ pub async fn save_saga(
     .bind(saga.payment.as_str())
     .bind(saga.shipment.as_str())
     .bind(saga.status.is_terminal())
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
 }
 
 /// Pending orders past their deadline, locked; others' locks are skipped so

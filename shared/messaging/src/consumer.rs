@@ -9,7 +9,7 @@
 //! that cannot be decoded, or fails `max_attempts` times, goes to the
 //! dead-letter topic and the partition moves on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,12 +19,13 @@ use rdkafka::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use shipshape_runtime::ops::CheckFuture;
@@ -201,6 +202,7 @@ impl<H: Handler> ConsumerLoop<H> {
         // error, a panicking handler): its partition would stall unseen.
         let worker_stopped = CancellationToken::new();
         let workers_shutdown = shutdown.child_token();
+        let lag = tokio::spawn(report_lag(consumer.clone(), workers_shutdown.clone()));
 
         loop {
             let received = tokio::select! {
@@ -252,6 +254,8 @@ impl<H: Handler> ConsumerLoop<H> {
         for worker in workers {
             let _ = worker.await;
         }
+        // Its clone of the consumer must be gone before the group is left.
+        let _ = lag.await;
         leave_group(consumer).await;
         if failed {
             anyhow::bail!(
@@ -260,6 +264,81 @@ impl<H: Handler> ConsumerLoop<H> {
         }
         Ok(())
     }
+}
+
+/// How often the lag of every assigned partition is published.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Publishes `shipshape_consumer_lag{topic,partition}` for every partition
+/// assigned to this member, every [`LAG_INTERVAL`] until `stop`. It counts
+/// from the committed offset, as `kafka-consumer-groups` does: what this
+/// member has not yet handled or not yet committed (commits follow within
+/// `auto.commit.interval.ms`). The broker round trips block, so they run off
+/// the async runtime.
+async fn report_lag(consumer: Arc<GroupConsumer>, stop: CancellationToken) {
+    let mut reported: HashSet<(String, i32)> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(LAG_INTERVAL) => {}
+        }
+        let sampling = consumer.clone();
+        let lags = match tokio::task::spawn_blocking(move || partition_lags(&sampling)).await {
+            Ok(Ok(lags)) => lags,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "consumer lag not sampled");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "consumer lag sampling panicked");
+                continue;
+            }
+        };
+        let assigned: HashSet<(String, i32)> = lags
+            .iter()
+            .map(|(topic, partition, _)| (topic.clone(), *partition))
+            .collect();
+        // A partition taken away is its new owner's to report; left as it
+        // was, this member's last figure would be summed with the owner's.
+        for (topic, partition) in reported.difference(&assigned) {
+            lag_gauge(topic, *partition).set(0.0);
+        }
+        for (topic, partition, lag) in lags {
+            lag_gauge(&topic, partition).set(lag as f64);
+        }
+        reported = assigned;
+    }
+}
+
+fn lag_gauge(topic: &str, partition: i32) -> metrics::Gauge {
+    metrics::gauge!(
+        crate::CONSUMER_LAG,
+        "topic" => topic.to_owned(),
+        "partition" => partition.to_string()
+    )
+}
+
+/// `(topic, partition, lag)` of every assigned partition: its high
+/// watermark minus the group's committed offset, or minus its low watermark
+/// while nothing is committed (the group then starts from the earliest).
+fn partition_lags(consumer: &GroupConsumer) -> KafkaResult<Vec<(String, i32, i64)>> {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let committed = consumer.committed(TIMEOUT)?;
+    let mut lags = Vec::with_capacity(committed.count());
+    for element in committed.elements() {
+        let (low, high) =
+            consumer.fetch_watermarks(element.topic(), element.partition(), TIMEOUT)?;
+        let done = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        lags.push((
+            element.topic().to_owned(),
+            element.partition(),
+            (high - done).max(0),
+        ));
+    }
+    Ok(lags)
 }
 
 /// Where the dispatcher hands one partition's messages to its worker.
@@ -311,7 +390,7 @@ impl Lane {
             match consumer.pause(&self.backlog.partition) {
                 Ok(()) => {
                     state.paused = true;
-                    metrics::gauge!("shipshape_consumer_paused_partitions").increment(1);
+                    metrics::gauge!(crate::PAUSED_PARTITIONS).increment(1);
                     tracing::info!(
                         partition = ?self.backlog.partition,
                         "partition paused while its worker catches up"
@@ -347,7 +426,7 @@ impl Backlog {
                 tracing::debug!(%error, "cannot resume a revoked partition");
             }
             state.paused = false;
-            metrics::gauge!("shipshape_consumer_paused_partitions").decrement(1);
+            metrics::gauge!(crate::PAUSED_PARTITIONS).decrement(1);
         }
     }
 
@@ -363,7 +442,7 @@ impl Backlog {
                 tracing::debug!(%error, "cannot resume a partition");
             }
             state.paused = false;
-            metrics::gauge!("shipshape_consumer_paused_partitions").decrement(1);
+            metrics::gauge!(crate::PAUSED_PARTITIONS).decrement(1);
         }
     }
 }
@@ -457,17 +536,20 @@ impl<H: Handler> Worker<H> {
             attempt += 1;
             let permit = self.handling.acquire().await;
             let event_type = incoming.event.type_name();
-            let error = match self.handler.handle(incoming.clone()).await {
+            let started = Instant::now();
+            let handled = self.handler.handle(incoming.clone()).await;
+            metrics::histogram!(crate::EVENT_HANDLE_DURATION, "type" => event_type)
+                .record(started.elapsed().as_secs_f64());
+            let error = match handled {
                 Ok(()) => {
-                    metrics::counter!("shipshape_events_handled_total", "type" => event_type)
-                        .increment(1);
+                    metrics::counter!(crate::EVENTS_HANDLED, "type" => event_type).increment(1);
                     return true;
                 }
                 Err(error) => error,
             };
             // A backoff holds no permit, so other partitions can run.
             drop(permit);
-            metrics::counter!("shipshape_events_failed_total", "type" => event_type).increment(1);
+            metrics::counter!(crate::EVENTS_FAILED, "type" => event_type).increment(1);
             if attempt >= self.max_attempts && !error.is_transient() {
                 let reason = format!("failed {attempt} times, last: {error}");
                 return self.dead_letter(message, &reason).await;
@@ -534,11 +616,8 @@ impl<H: Handler> Worker<H> {
                 .await
             {
                 Ok(_) => {
-                    metrics::counter!(
-                        "shipshape_dead_letters_total",
-                        "topic" => message.topic().to_owned()
-                    )
-                    .increment(1);
+                    metrics::counter!(crate::DEAD_LETTERS, "topic" => message.topic().to_owned())
+                        .increment(1);
                     return true;
                 }
                 Err((error, _)) => tracing::warn!(%error, "dead-letter publish failed"),

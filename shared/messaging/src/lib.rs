@@ -19,5 +19,51 @@ pub use service::ServiceConfig;
 /// migrator (see `shipshape_runtime::database::migrate`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+pub const EVENTS_HANDLED: &str = "shipshape_events_handled_total";
+pub const EVENTS_FAILED: &str = "shipshape_events_failed_total";
+pub const EVENT_HANDLE_DURATION: &str = "shipshape_event_handle_duration_seconds";
+pub const DEAD_LETTERS: &str = "shipshape_dead_letters_total";
+pub const PAUSED_PARTITIONS: &str = "shipshape_consumer_paused_partitions";
+pub const CONSUMER_LAG: &str = "shipshape_consumer_lag";
+pub const OUTBOX_BACKLOG: &str = "shipshape_outbox_backlog";
+pub const OUTBOX_PUBLISHED: &str = "shipshape_outbox_published_total";
+pub const OUTBOX_PUBLISH_DURATION: &str = "shipshape_outbox_publish_duration_seconds";
+
+/// Registers the help text of the consumer's and the relay's metrics.
+pub fn describe() {
+    metrics::describe_counter!(EVENTS_HANDLED, "Events handled, by event type");
+    metrics::describe_counter!(
+        EVENTS_FAILED,
+        "Failed attempts to handle an event, by event type (each is retried or dead-lettered)"
+    );
+    metrics::describe_histogram!(
+        EVENT_HANDLE_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of one attempt to handle an event, by event type"
+    );
+    metrics::describe_counter!(
+        DEAD_LETTERS,
+        "Messages sent to the dead-letter topic, by the topic they came from"
+    );
+    metrics::describe_gauge!(
+        PAUSED_PARTITIONS,
+        "Partitions whose fetching is paused while their worker catches up"
+    );
+    metrics::describe_gauge!(
+        CONSUMER_LAG,
+        "Messages of an assigned partition not yet handled and committed: high watermark minus committed offset"
+    );
+    metrics::describe_gauge!(
+        OUTBOX_BACKLOG,
+        "Outbox rows waiting to be published (every replica sharing the database reports the same rows)"
+    );
+    metrics::describe_counter!(OUTBOX_PUBLISHED, "Outbox rows published and acknowledged");
+    metrics::describe_histogram!(
+        OUTBOX_PUBLISH_DURATION,
+        metrics::Unit::Seconds,
+        "Time from handing an outbox batch to the producer until the broker acknowledged all of it"
+    );
+}
+
 /// Where messages go that cannot be decoded or keep failing.
 pub const DEAD_LETTER_TOPIC: &str = "dead-letters";

@@ -9,6 +9,7 @@ use shipshape_proto::Event;
 use shipshape_types::OrderId;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope;
@@ -19,6 +20,8 @@ const CHANNEL: &str = "shipshape_outbox";
 /// Serialises relays of replicas sharing one database, so rows are published
 /// in id order even when several relays run.
 const RELAY_LOCK_KEY: i64 = 0x5348_4950_4f55_5442; // "SHIPOUTB"
+/// How often the relay counts the rows waiting (`shipshape_outbox_backlog`).
+const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Adds `event` for `order_id` to the outbox inside the caller's transaction.
 pub async fn enqueue(
@@ -75,7 +78,13 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut listener = self.listen().await;
         let mut backoff = Duration::from_millis(50);
+        let mut backlog_counted: Option<Instant> = None;
         while !shutdown.is_cancelled() {
+            // Between batches, and at least every poll interval when idle.
+            if backlog_counted.is_none_or(|at| at.elapsed() >= BACKLOG_INTERVAL) {
+                self.count_backlog().await;
+                backlog_counted = Some(Instant::now());
+            }
             match self.publish_batch().await {
                 Ok(published) if published as i64 == self.batch_size => continue,
                 Ok(_) => backoff = Duration::from_millis(50),
@@ -131,6 +140,18 @@ impl OutboxRelay {
         }
     }
 
+    /// Publishes the number of rows waiting. A failure only leaves the
+    /// gauge at its last value: the relay's own errors are logged elsewhere.
+    async fn count_backlog(&self) {
+        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(rows) => metrics::gauge!(crate::OUTBOX_BACKLOG).set(rows as f64),
+            Err(error) => tracing::debug!(%error, "outbox backlog not counted"),
+        }
+    }
+
     /// Publishes up to one batch; returns how many rows it published.
     async fn publish_batch(&self) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
@@ -150,6 +171,7 @@ impl OutboxRelay {
         // Hand the whole batch to the producer before awaiting any delivery:
         // the idempotent producer keeps per-partition order, and the batch
         // costs one round trip instead of one per row.
+        let started = Instant::now();
         let mut deliveries = Vec::with_capacity(rows.len());
         for (_, topic, key, payload) in &rows {
             let record = FutureRecord::to(topic).key(key).payload(payload);
@@ -173,12 +195,14 @@ impl OutboxRelay {
                 reason: failure,
             });
         }
+        metrics::histogram!(crate::OUTBOX_PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
         let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
         sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        metrics::counter!(crate::OUTBOX_PUBLISHED).increment(ids.len() as u64);
         tracing::debug!(published = ids.len(), "outbox batch published");
         Ok(ids.len())
     }

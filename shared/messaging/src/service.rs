@@ -48,9 +48,9 @@ pub async fn connect(
 }
 
 /// Runs the service until `shutdown`: the ops server (ready when the
-/// database and broker answer and the consumer has joined its group), the
-/// consumer of `consumed` topics feeding `handler`, the outbox relay, and
-/// the service's own `tasks`.
+/// migrations ran, the database and broker answer and the consumer has
+/// joined its group), the consumer of `consumed` topics feeding `handler`,
+/// the outbox relay, the pool's metrics, and the service's own `tasks`.
 pub async fn run<H: Handler>(
     config: &ServiceConfig,
     pool: PgPool,
@@ -60,12 +60,14 @@ pub async fn run<H: Handler>(
     tasks: Tasks,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    crate::describe();
     let consumer = broker.consumer(consumed, handler);
     let readiness = Readiness::new()
+        .with_check("migrations", database::migrations_check())
         .with_check("database", database::check(pool.clone()))
         .with_check("broker", broker.check())
         .with_check("consumer group", consumer.membership_check());
-    let relay = broker.relay(pool);
+    let relay = broker.relay(pool.clone());
     tasks
         .add(
             "ops server",
@@ -73,6 +75,10 @@ pub async fn run<H: Handler>(
         )
         .add("event consumer", consumer.run(shutdown.clone()))
         .add("outbox relay", relay.run(shutdown.clone()))
+        .add(
+            "pool metrics",
+            database::sample_pool(pool, shutdown.clone()),
+        )
         .run(shutdown)
         .await
 }

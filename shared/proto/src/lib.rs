@@ -33,6 +33,11 @@ pub use shipshape::order::v1 as order;
 
 use prost::Message;
 
+/// The encoded `FileDescriptorSet` of every Shipshape proto file, which the
+/// gRPC servers offer through server reflection (so `grpcurl` needs no
+/// `.proto` files).
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("descriptors");
+
 /// gRPC response metadata key carrying a stable, machine-readable error code
 /// (`unknown_sku`, `idempotency_key_reused`, ...) beside the status.
 pub const ERROR_CODE_METADATA: &str = "x-error-code";

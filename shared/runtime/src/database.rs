@@ -1,5 +1,6 @@
 //! The Postgres pool and migrations.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -36,6 +37,26 @@ pub async fn connect(
     }
 }
 
+pub const POOL_CONNECTIONS: &str = "shipshape_db_pool_connections";
+pub const POOL_MAX_CONNECTIONS: &str = "shipshape_db_pool_max_connections";
+
+/// How often [`sample_pool`] reads the pool's state.
+const POOL_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Set once [`migrate`] has applied every migration in this process.
+static MIGRATED: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn describe() {
+    metrics::describe_gauge!(
+        POOL_CONNECTIONS,
+        "Open Postgres connections in the pool, by state: idle or in_use"
+    );
+    metrics::describe_gauge!(
+        POOL_MAX_CONNECTIONS,
+        "The most connections the Postgres pool opens"
+    );
+}
+
 /// Runs each migrator in turn. sqlx holds a Postgres advisory lock while it
 /// migrates, so replicas starting together apply each migration once. The
 /// migrators share one history table, so each ignores the others' versions.
@@ -48,7 +69,42 @@ pub async fn migrate(pool: &PgPool, migrators: &[&Migrator]) -> anyhow::Result<(
         migrator.set_ignore_missing(true);
         migrator.run(pool).await.context("running migrations")?;
     }
+    MIGRATED.store(true, Ordering::Release);
     Ok(())
+}
+
+/// A readiness check: [`migrate`] succeeded in this process. Services
+/// migrate before they serve, so a serving process passes it; it names the
+/// step in `/readyz` rather than probing the database again.
+pub fn migrations_check() -> impl Fn() -> CheckFuture + Send + Sync + 'static {
+    || {
+        let migrated = MIGRATED.load(Ordering::Acquire);
+        Box::pin(async move {
+            if migrated {
+                Ok(())
+            } else {
+                Err("migrations have not run".to_owned())
+            }
+        })
+    }
+}
+
+/// Publishes the pool's connections (`shipshape_db_pool_connections` by
+/// state, `shipshape_db_pool_max_connections`) every few seconds until
+/// `shutdown`. Reading them takes no connection.
+pub async fn sample_pool(pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let max = f64::from(pool.options().get_max_connections());
+    loop {
+        let open = pool.size();
+        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(open);
+        metrics::gauge!(POOL_MAX_CONNECTIONS).set(max);
+        metrics::gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(idle));
+        metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use").set(f64::from(open - idle));
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(POOL_SAMPLE_INTERVAL) => {}
+        }
+    }
 }
 
 /// A readiness check: the pool can run a query within a second.

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod database;
+pub mod grpc;
 pub mod logging;
 pub mod metrics;
 pub mod ops;

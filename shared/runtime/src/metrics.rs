@@ -29,6 +29,8 @@ pub fn install() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
         }
+        crate::database::describe();
+        crate::grpc::describe();
         handle
     })
 }

@@ -1,0 +1,73 @@
+//! The invariant checker's broker checks against the real broker: a
+//! consumer group that has not processed everything, and dead letters
+//! nobody explained, are violations (the seeded database checks are tested
+//! in `invariants/tests/seeded.rs`).
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use shipshape_e2e::Shop;
+use shipshape_testkit::Service;
+
+/// Waits until `shop` holds at least `n` dead letters.
+async fn dead_letters(shop: &Shop, n: usize) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let letters = shop.dead_letters().await?;
+        if letters.len() >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} dead letters, not {n}",
+            letters.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn unprocessed_events_and_unexplained_dead_letters_are_violations() -> anyhow::Result<()> {
+    let mut shop = Shop::start().await?;
+    shop.stack.terminate(Service::Shipping).await?;
+    // Not through `Shop::publish_raw`, which explains what it sends: these
+    // bytes come from nowhere the checker knows of.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", shop.stack.broker_address())
+        .set("enable.metrics.push", "false")
+        .create()?;
+    producer
+        .send(
+            FutureRecord::to("order.events")
+                .key("stray")
+                .payload(&b"not an envelope"[..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    // Inventory and payment dead-letter it; shipping, stopped, lags.
+    dead_letters(&shop, 2).await?;
+    let violations = shop.violations().await?;
+    let count = |text: &str| violations.iter().filter(|v| v.contains(text)).count();
+    assert_eq!(count("dead letter"), 2, "{violations:#?}");
+    assert_eq!(
+        count("shipshape-shipping behind on order.events"),
+        1,
+        "{violations:#?}"
+    );
+    assert_eq!(violations.len(), 3, "{violations:#?}");
+    assert!(shop.wait_quiet(Duration::from_secs(1)).await.is_err());
+
+    // Shipping back: it catches up (and dead-letters it too).
+    shop.stack.start_service(Service::Shipping).await?;
+    dead_letters(&shop, 3).await?;
+    shop.wait_quiet(Duration::from_secs(30)).await?;
+    let violations = shop.violations().await?;
+    assert_eq!(violations.len(), 3, "{violations:#?}");
+    assert!(
+        violations.iter().all(|v| v.contains("dead letter")),
+        "{violations:#?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! RED metrics of the public API: every request counted and timed by its
+//! route, method and status, the shed and rate-limited ones included.
+//!
+//! The route is the router's pattern (`/api/v1/orders/{id}`), never the
+//! path the client sent, so the number of series stays bounded whatever
+//! clients send; a request no route matches is `unmatched`.
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::time::Instant;
+
+pub const REQUESTS: &str = "shipshape_http_requests_total";
+pub const DURATION: &str = "shipshape_http_request_duration_seconds";
+
+/// Registers the help text of the API's metrics.
+pub fn describe() {
+    metrics::describe_counter!(
+        REQUESTS,
+        "HTTP requests answered by the API, by route pattern, method and status"
+    );
+    metrics::describe_histogram!(
+        DURATION,
+        metrics::Unit::Seconds,
+        "Time from an HTTP request's arrival to its response headers, by route pattern, method and status"
+    );
+}
+
+/// Middleware: add it with `Router::layer` after every route, so it sees
+/// the route each request matched.
+pub async fn record(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = method_label(request.method());
+    let response = next.run(request).await;
+    let labels = [
+        ("route", route),
+        ("method", method.to_owned()),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!(REQUESTS, &labels).increment(1);
+    metrics::histogram!(DURATION, &labels).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The standard methods by name; any other is a client's invention and
+/// must not become a label value.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
