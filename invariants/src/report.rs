@@ -99,6 +99,10 @@ pub enum ViolationKind {
     StockNotConserved { sku: String },
     /// More than one approved capture in the PSP ledger under one key.
     CapturedTwice,
+    /// An approved capture under a key no payment has: money taken that no
+    /// order accounts for (the PSP deduplicates by key, so this is how a
+    /// second charge under a new key would show).
+    CapturedWithoutPayment,
     /// A CANCELLED order whose reservation still holds or took its stock.
     CancelledHoldsStock,
     /// A CANCELLED order with money captured and not (all) refunded.
@@ -128,6 +132,7 @@ impl fmt::Display for ViolationKind {
             Self::NotTerminal => f.write_str("not terminal"),
             Self::StockNotConserved { sku } => write!(f, "stock of {sku} not conserved"),
             Self::CapturedTwice => f.write_str("captured twice"),
+            Self::CapturedWithoutPayment => f.write_str("captured without a payment"),
             Self::CancelledHoldsStock => f.write_str("cancelled but holds stock"),
             Self::CancelledNotRefunded => f.write_str("cancelled but not refunded"),
             Self::CancelledShipped => f.write_str("cancelled but shipped"),

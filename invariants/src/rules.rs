@@ -8,7 +8,7 @@
 //! back); a CONFIRMED order's must be CAPTURED. A second charge of one
 //! payment cannot show in that table; only the ledger reveals it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -41,6 +41,7 @@ pub(crate) fn violations(snapshot: &Snapshot, ledger: Option<&Ledger>) -> Vec<Vi
     found.extend(stock(snapshot));
     if let Some(ledger) = ledger {
         found.extend(double_captures(snapshot, ledger));
+        found.extend(captures_without_payment(snapshot, ledger));
     }
     found.extend(outbox(&snapshot.outbox));
     found
@@ -209,6 +210,29 @@ fn double_captures(snapshot: &Snapshot, ledger: &Ledger) -> Vec<Violation> {
         .collect()
 }
 
+/// Approved captures under a key that is no payment's.
+fn captures_without_payment(snapshot: &Snapshot, ledger: &Ledger) -> Vec<Violation> {
+    let known: HashSet<String> = snapshot
+        .payments
+        .values()
+        .map(|p| p.payment_id.to_string())
+        .collect();
+    let unknown: BTreeSet<&str> = ledger
+        .approved_captures
+        .iter()
+        .map(String::as_str)
+        .filter(|key| !known.contains(*key))
+        .collect();
+    unknown
+        .into_iter()
+        .map(|key| Violation {
+            order_id: None,
+            kind: ViolationKind::CapturedWithoutPayment,
+            detail: format!("the PSP captured under key {key}, which is no payment's"),
+        })
+        .collect()
+}
+
 /// Each event still waiting to be published; outbox rows are keyed by
 /// order id.
 pub(crate) fn outbox(rows: &[OutboxRow]) -> Vec<Violation> {
@@ -282,6 +306,17 @@ mod tests {
         assert_eq!(
             kinds(&violations(&snapshot, Some(&ledger))),
             [(Some(id), ViolationKind::CancelledNotRefunded)]
+        );
+    }
+
+    #[test]
+    fn a_capture_under_an_unknown_key_is_reported() {
+        let (snapshot, mut ledger, id) = cancelled_with_captures(1);
+        ledger.refunds = vec![format!("refund-{}", snapshot.payments[&id].payment_id)];
+        ledger.approved_captures.push(Uuid::new_v4().to_string());
+        assert_eq!(
+            kinds(&violations(&snapshot, Some(&ledger))),
+            [(None, ViolationKind::CapturedWithoutPayment)]
         );
     }
 

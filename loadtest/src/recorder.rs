@@ -175,9 +175,8 @@ impl Recorder {
         });
     }
 
-    /// A request to `endpoint` finished at `now` after `latency`; only
-    /// successful requests' latencies are recorded (a fast refusal says
-    /// nothing about how long the work takes).
+    /// A request to `endpoint` finished at `now` after `latency`; the
+    /// latencies of successful and timed-out requests are recorded.
     pub fn request(
         &self,
         endpoint: Endpoint,
@@ -198,6 +197,14 @@ impl Recorder {
                     }
                 }
                 Err((kind, detail)) => {
+                    // A timed-out request took at least this long: leaving
+                    // it out would let the slowest requests vanish from the
+                    // percentiles exactly when the system degrades. A fast
+                    // refusal (429, 503) says nothing about how long the
+                    // work takes and stays out.
+                    if kind == ErrorKind::Timeout {
+                        stats.latency.record(latency);
+                    }
                     *stats.errors.entry(kind).or_default() += 1;
                     *state.errors.entry(kind).or_default() += 1;
                     let examples = state.examples.entry(kind).or_default();
@@ -309,7 +316,18 @@ impl Recorder {
                 not_terminal: state.not_terminal,
                 failed_checkouts: state.failed,
                 offered_rate: round3(state.arrivals as f64 / secs),
-                throughput: round3(state.terminal as f64 / secs),
+                // Only orders that ended while the load ran: a system that
+                // falls behind finishes the rest during the drain, which
+                // must not count as keeping up.
+                throughput: round3(
+                    state
+                        .windows
+                        .iter()
+                        .take(load_duration.as_secs() as usize)
+                        .map(|window| window.terminal)
+                        .sum::<u64>() as f64
+                        / secs,
+                ),
                 error_rate: if state.arrivals == 0 {
                     0.0
                 } else {
