@@ -17,11 +17,11 @@ use shipshape_testkit::{Service, Stack, StackOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use shipshape_invariants::{DEAD_LETTER_TOPIC, Ledger};
+pub use shipshape_invariants::Ledger;
 
 /// The value of `series` (a metric name with its labels, exactly as
 /// rendered) in a Prometheus text exposition.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let value = line.strip_prefix(series)?.strip_prefix(' ')?;
         value.trim().parse().ok()

@@ -17,7 +17,7 @@ use shipshape_proto::inventory::inventory_service_server::InventoryServiceServer
 use shipshape_proto::{
     FILE_DESCRIPTOR_SET, INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS,
 };
-use shipshape_runtime::grpc::{self as runtime_grpc, ServerMetricsLayer};
+use shipshape_runtime::grpc as runtime_grpc;
 use shipshape_runtime::{CancellationToken, Tasks, config};
 use sqlx::PgPool;
 
@@ -55,20 +55,14 @@ pub async fn serve(
     broker: Broker,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (health, draining) =
-        runtime_grpc::health::<InventoryServiceServer<grpc::Catalog>>(shutdown.clone()).await;
-    let grpc = tonic::transport::Server::builder()
-        .layer(ServerMetricsLayer)
-        .add_service(InventoryServiceServer::new(grpc::Catalog::new(
-            pool.clone(),
-        )))
-        .add_service(health)
-        .add_service(runtime_grpc::reflection::<
-            InventoryServiceServer<grpc::Catalog>,
-        >(FILE_DESCRIPTOR_SET)?)
-        .serve_with_shutdown(config.grpc_addr, draining);
+    let grpc = runtime_grpc::serve(
+        config.grpc_addr,
+        InventoryServiceServer::new(grpc::Catalog::new(pool.clone())),
+        FILE_DESCRIPTOR_SET,
+        shutdown.clone(),
+    );
     tracing::info!(grpc = %config.grpc_addr, ops = %config.service.ops_addr, "inventory serving");
-    let tasks = Tasks::new().add("grpc server", async move { Ok(grpc.await?) });
+    let tasks = Tasks::new().add("grpc server", grpc);
     let handler = events::InventoryEvents::new(pool.clone());
     let consumed = vec![ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS];
     service::run(

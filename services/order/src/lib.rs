@@ -22,7 +22,7 @@ use shipshape_proto::{
     FILE_DESCRIPTOR_SET, INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS,
 };
 use shipshape_resilience::{Downstream, ResilienceConfig};
-use shipshape_runtime::grpc::{self as runtime_grpc, ServerMetricsLayer};
+use shipshape_runtime::grpc as runtime_grpc;
 use shipshape_runtime::{CancellationToken, Tasks, config};
 use sqlx::PgPool;
 use tonic::transport::Endpoint;
@@ -104,23 +104,17 @@ pub async fn serve(
         config.saga_deadline.as_secs_f64(),
     );
     events::describe();
-    let (health, draining) =
-        runtime_grpc::health::<OrderServiceServer<grpc::OrderApi>>(shutdown.clone()).await;
-    let grpc = tonic::transport::Server::builder()
-        .layer(ServerMetricsLayer)
-        .add_service(OrderServiceServer::new(api))
-        .add_service(health)
-        .add_service(runtime_grpc::reflection::<
-            OrderServiceServer<grpc::OrderApi>,
-        >(FILE_DESCRIPTOR_SET)?)
-        .serve_with_shutdown(config.grpc_addr, draining);
+    let grpc = runtime_grpc::serve(
+        config.grpc_addr,
+        OrderServiceServer::new(api),
+        FILE_DESCRIPTOR_SET,
+        shutdown.clone(),
+    );
     tracing::info!(grpc = %config.grpc_addr, ops = %config.service.ops_addr, "order serving");
-    let tasks = Tasks::new()
-        .add("grpc server", async move { Ok(grpc.await?) })
-        .add(
-            "deadline sweeper",
-            deadline::sweep(pool.clone(), config.sweep_interval, shutdown.clone()),
-        );
+    let tasks = Tasks::new().add("grpc server", grpc).add(
+        "deadline sweeper",
+        deadline::sweep(pool.clone(), config.sweep_interval, shutdown.clone()),
+    );
     let handler = events::OrderEvents::new(pool.clone());
     let consumed = vec![INVENTORY_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS];
     service::run(

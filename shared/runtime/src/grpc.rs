@@ -1,8 +1,9 @@
 //! What every Shipshape gRPC server and client shares: RED metrics as tower
-//! layers (one for servers, one for clients), and the standard
-//! `grpc.health.v1` and reflection services.
+//! layers (one for servers, one for clients), and [`serve`], which runs a
+//! service with its metrics and the standard `grpc.health.v1` and
+//! reflection services.
 //!
-//! Server metrics, [`ServerMetricsLayer`] (`Server::builder().layer(...)`):
+//! Server metrics, [`ServerMetricsLayer`] (applied by [`serve`]):
 //! `shipshape_grpc_server_requests_total{service,method,code}` and
 //! `shipshape_grpc_server_request_duration_seconds{service,method,code}`.
 //! Client metrics, [`ClientMetricsLayer`], around each attempt of a call:
@@ -245,12 +246,43 @@ where
     }
 }
 
+/// Serves `service` on `addr` the way every Shipshape gRPC server runs:
+/// with [`ServerMetricsLayer`], `grpc.health.v1` and reflection (from
+/// `descriptors`, an encoded file descriptor set), until `shutdown`, when
+/// health turns NOT_SERVING before the listener closes.
+pub async fn serve<S>(
+    addr: std::net::SocketAddr,
+    service: S,
+    descriptors: &'static [u8],
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: Service<Request<tonic::body::Body>, Error = std::convert::Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    let (health, draining) = health::<S>(shutdown).await;
+    tonic::transport::Server::builder()
+        .layer(ServerMetricsLayer)
+        .add_service(service)
+        .add_service(health)
+        .add_service(reflection::<S>(descriptors)?)
+        .serve_with_shutdown(addr, draining)
+        .await?;
+    Ok(())
+}
+
 /// `grpc.health.v1.Health` for a server offering `S`: SERVING from now on
 /// (the server is built once the service's database and broker answered).
 /// The returned future is the server's shutdown signal: on `shutdown` it
 /// marks the server NOT_SERVING, then resolves, so health watchers hear of
 /// it before the listener closes.
-pub async fn health<S: NamedService>(
+async fn health<S: NamedService>(
     shutdown: CancellationToken,
 ) -> (
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
@@ -273,7 +305,7 @@ pub async fn health<S: NamedService>(
 /// whose files are among `descriptors` (an encoded file descriptor set),
 /// beside health and reflection. Only these are advertised: the set also
 /// describes services other processes serve.
-pub fn reflection<S: NamedService>(
+fn reflection<S: NamedService>(
     descriptors: &'static [u8],
 ) -> anyhow::Result<
     tonic_reflection::server::v1::ServerReflectionServer<
