@@ -289,7 +289,8 @@ impl Shop {
     }
 
     /// Waits until every consumer group has committed every message on its
-    /// topics (consumer lag 0) and every outbox is empty.
+    /// topics (consumer lag 0), every outbox is empty, every order is
+    /// terminal and no payment waits for a PSP call.
     pub async fn wait_quiet(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

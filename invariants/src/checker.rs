@@ -117,9 +117,12 @@ impl Checker {
     }
 
     /// Only what says the system is not quiet yet: consumer lag (with a
-    /// broker) and outbox rows. Empty once every event is processed.
+    /// broker), outbox rows, orders not yet terminal and payments waiting
+    /// for a PSP call. Empty once all work has ended.
     pub async fn check_quiet(&self) -> Result<Vec<Violation>> {
-        let mut found = rules::outbox(&self.databases.outbox().await?);
+        let snapshot = self.databases.snapshot().await?;
+        let mut found = rules::outbox(&snapshot.outbox);
+        found.extend(rules::in_flight(&snapshot));
         if let Some(broker) = &self.broker {
             found.extend(broker::lag(&broker.positions().await?));
         }

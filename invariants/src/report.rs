@@ -95,6 +95,9 @@ impl fmt::Display for Violation {
 pub enum ViolationKind {
     /// Still PENDING or CANCELLING.
     NotTerminal,
+    /// A payment waiting for a call to the PSP (a capture or refund to be
+    /// made or retried): work under way that no event shows yet.
+    PaymentCallPending,
     /// `stock_received != available + reserved + sold` for the product.
     StockNotConserved { sku: String },
     /// More than one approved capture in the PSP ledger under one key.
@@ -130,6 +133,7 @@ impl fmt::Display for ViolationKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotTerminal => f.write_str("not terminal"),
+            Self::PaymentCallPending => f.write_str("payment call pending"),
             Self::StockNotConserved { sku } => write!(f, "stock of {sku} not conserved"),
             Self::CapturedTwice => f.write_str("captured twice"),
             Self::CapturedWithoutPayment => f.write_str("captured without a payment"),

@@ -32,6 +32,41 @@ pub(crate) fn order_counts(snapshot: &Snapshot) -> BTreeMap<String, u64> {
     counts
 }
 
+/// Work under way that leaves neither an outbox row nor consumer lag: an
+/// order not yet terminal (waiting for an event or for its deadline sweep),
+/// a payment whose PSP call is yet to be made or retried after a backoff.
+/// Until there is none, the system is not quiet.
+pub(crate) fn in_flight(snapshot: &Snapshot) -> Vec<Violation> {
+    let orders = snapshot
+        .orders
+        .iter()
+        .filter(|order| !matches!(order.status.as_str(), "CONFIRMED" | "CANCELLED"))
+        .map(|order| {
+            Violation::order(
+                order.order_id,
+                ViolationKind::NotTerminal,
+                format!("status {}", order.status),
+            )
+        });
+    let payments = snapshot
+        .payments
+        .iter()
+        .filter(|(_, payment)| {
+            matches!(
+                payment.status.as_str(),
+                "CAPTURE_PENDING" | "REFUND_PENDING"
+            )
+        })
+        .map(|(order_id, payment)| {
+            Violation::order(
+                *order_id,
+                ViolationKind::PaymentCallPending,
+                format!("payment {} is {}", payment.payment_id, payment.status),
+            )
+        });
+    orders.chain(payments).collect()
+}
+
 /// Every invariant over the databases (and the ledger, when there is one).
 pub(crate) fn violations(snapshot: &Snapshot, ledger: Option<&Ledger>) -> Vec<Violation> {
     let mut found = Vec::new();
@@ -306,6 +341,29 @@ mod tests {
         assert_eq!(
             kinds(&violations(&snapshot, Some(&ledger))),
             [(Some(id), ViolationKind::CancelledNotRefunded)]
+        );
+    }
+
+    #[test]
+    fn orders_and_payment_calls_under_way_are_in_flight() {
+        let (mut snapshot, _, settled) = cancelled_with_captures(1);
+        assert_eq!(kinds(&in_flight(&snapshot)), []);
+
+        let pending = Uuid::new_v4();
+        snapshot.orders.push(Order {
+            order_id: pending,
+            status: "PENDING".into(),
+            reason: None,
+        });
+        if let Some(payment) = snapshot.payments.get_mut(&settled) {
+            payment.status = "REFUND_PENDING".into();
+        }
+        assert_eq!(
+            kinds(&in_flight(&snapshot)),
+            [
+                (Some(pending), ViolationKind::NotTerminal),
+                (Some(settled), ViolationKind::PaymentCallPending),
+            ]
         );
     }
 

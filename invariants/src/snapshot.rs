@@ -113,25 +113,6 @@ impl Databases {
             outbox,
         })
     }
-
-    /// Only the outboxes: the cheap part of "is the system quiet yet?".
-    pub async fn outbox(&self) -> Result<Vec<OutboxRow>> {
-        let mut rows = Vec::new();
-        for (service, pool) in self.all() {
-            let mut tx = begin(service, pool).await?;
-            rows.extend(read_outbox(service, &mut tx).await?);
-        }
-        Ok(rows)
-    }
-
-    fn all(&self) -> [(&'static str, &PgPool); 4] {
-        [
-            ("order", &self.order),
-            ("inventory", &self.inventory),
-            ("payment", &self.payment),
-            ("shipping", &self.shipping),
-        ]
-    }
 }
 
 /// A small pool whose sessions are read only from the start
