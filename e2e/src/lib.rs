@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 pub use shipshape_invariants::Ledger;
 
+pub mod poison;
+
 /// The value of `series` (a metric name with its labels, exactly as
 /// rendered) in a Prometheus text exposition.
 fn metric_value(text: &str, series: &str) -> Option<f64> {
@@ -28,9 +30,14 @@ fn metric_value(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// The customer a [`Shop`] places and reads orders as.
+pub const SHOPPER: &str = "e2e-shopper";
+
 pub struct Shop {
     pub stack: Stack,
     http: reqwest::Client,
+    /// [`SHOPPER`]'s bearer token.
+    token: String,
     databases: HashMap<Service, PgPool>,
     /// The invariant checker, over the same databases, PSP and broker.
     checker: Checker,
@@ -93,9 +100,11 @@ impl Shop {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
+        let token = stack.token(SHOPPER, &[])?;
         Ok(Self {
             stack,
             http,
+            token,
             databases,
             checker,
         })
@@ -115,7 +124,11 @@ impl Shop {
         body: &Value,
         idempotency_key: Option<&str>,
     ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
-        let mut request = self.http.post(self.url("/api/v1/orders")).json(body);
+        let mut request = self
+            .http
+            .post(self.url("/api/v1/orders"))
+            .bearer_auth(&self.token)
+            .json(body);
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
@@ -143,11 +156,24 @@ impl Shop {
         &self,
         path: &str,
     ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
-        answer(self.http.get(self.url(path)).send().await?).await
+        answer(
+            self.http
+                .get(self.url(path))
+                .bearer_auth(&self.token)
+                .send()
+                .await?,
+        )
+        .await
     }
 
+    /// GETs `path` as the shop's customer; returns status and JSON body.
     pub async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
-        let response = self.http.get(self.url(path)).send().await?;
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
         let status = response.status();
         let text = response.text().await?;
         Ok((

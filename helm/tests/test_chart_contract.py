@@ -460,6 +460,159 @@ def test_min_above_max_replicas_is_refused():
     assert "minReplicas (12) exceeds maxReplicas (10)" in error
 
 
+# ---------------------------------------------------------- authentication ----
+
+JWT_DIR = "/var/run/secrets/shipshape/jwt"
+
+
+def jwt_volume(m: Manifests, component: str) -> dict | None:
+    volumes = pod_template(m.get("Deployment", name(component)))["spec"]["volumes"]
+    found = [v for v in volumes if v["name"] == "jwt-key"]
+    return found[0] if found else None
+
+
+def test_gateway_checks_rs256_tokens_with_a_public_key_from_a_secret(default):
+    data = config(default, "gateway")
+    assert data["JWT_ALGORITHM"] == "RS256"
+    assert data["JWT_ISSUER"] and data["JWT_AUDIENCE"] == "shipshape"
+    assert data["JWT_LEEWAY_SECS"] == "30"
+    assert data["JWT_PUBLIC_KEY_FILE"] == f"{JWT_DIR}/public-key.pem"
+    assert not any(k.startswith("JWT_HS256") for k in data)
+    # The key is a mounted file from the Secret the operator creates; the
+    # chart creates no Secret of its own.
+    assert jwt_volume(default, "gateway")["secret"]["secretName"] == "shipshape-jwt"
+    assert jwt_volume(default, "gateway")["secret"]["items"] == [
+        {"key": "public-key.pem", "path": "public-key.pem"}]
+    mounts = {v["name"]: v for v in container(default.get("Deployment", name("gateway")))["volumeMounts"]}
+    assert mounts["jwt-key"] == {"name": "jwt-key", "mountPath": JWT_DIR, "readOnly": True}
+    assert default.of("Secret") == []
+
+
+@pytest.mark.parametrize("component", [c for c in ALL if c != "gateway"])
+def test_only_the_gateway_gets_the_token_settings(default, dev, component):
+    for m in (default, dev):
+        assert not any(k.startswith("JWT_") for k in config(m, component))
+        assert jwt_volume(m, component) is None
+
+
+def test_algorithm_and_key_name_choose_the_variable_and_file():
+    m = render(sets={"auth.algorithm": "ES256", "auth.existingSecret": "idp-key",
+                     "auth.secretKey": "ec.pem"})
+    assert config(m, "gateway")["JWT_PUBLIC_KEY_FILE"] == f"{JWT_DIR}/ec.pem"
+    assert jwt_volume(m, "gateway")["secret"] == {
+        "secretName": "idp-key", "items": [{"key": "ec.pem", "path": "ec.pem"}], "defaultMode": 0o440}
+    m = render(sets={"auth.algorithm": "HS256"})
+    data = config(m, "gateway")
+    assert data["JWT_HS256_SECRET_FILE"] == f"{JWT_DIR}/hs256-secret"
+    assert "JWT_PUBLIC_KEY_FILE" not in data
+
+
+def test_dev_checks_hs256_tokens_with_a_dev_only_secret(dev):
+    data = config(dev, "gateway")
+    # The issuer and audience of `cargo xtask token` and docker-compose.yml.
+    assert (data["JWT_ISSUER"], data["JWT_AUDIENCE"], data["JWT_ALGORITHM"]) == \
+        ("shipshape-dev", "shipshape", "HS256")
+    assert data["JWT_HS256_SECRET_FILE"] == f"{JWT_DIR}/hs256-secret"
+    secret = dev.get("Secret", "shipshape-jwt-dev-only")
+    value = base64.b64decode(secret["data"]["hs256-secret"]).decode()
+    assert value.startswith("dev-only-") and len(value) >= 32
+    assert jwt_volume(dev, "gateway")["secret"]["secretName"] == "shipshape-jwt-dev-only"
+
+
+def test_no_admin_token_is_left():
+    for m in (render(), render(DEV_VALUES)):
+        for cm in m.of("ConfigMap"):
+            assert "ADMIN_TOKEN" not in (cm.get("data") or {}), cm["metadata"]["name"]
+    for overlay in ("production", "development"):
+        assert "ADMIN_TOKEN" not in (REPO / "k8s" / overlay / "shipshape.yaml").read_text()
+
+
+def test_install_without_a_token_key_is_refused():
+    error = render_error(sets={"auth.existingSecret": ""})
+    assert "auth.existingSecret is required" in error
+    assert "create secret generic shipshape-jwt --from-file=public-key.pem=" in error
+    error = render_error(sets={"auth.existingSecret": "", "tests.checkout.enabled": "false"})
+    assert "auth.existingSecret is required" in error
+
+
+def test_dev_secret_only_with_hs256():
+    error = render_error(DEV_VALUES, sets={"auth.algorithm": "RS256"})
+    assert "auth.devHs256Secret is an HS256 secret, but auth.algorithm is RS256" in error
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("auth.algorithm", "none", 'must be one of the following: "HS256", "RS256", "ES256"'),
+    ("auth.issuer", "", "String length must be greater than or equal to 1"),
+    ("auth.audience", "", "String length must be greater than or equal to 1"),
+    ("auth.devHs256Secret", "too-short", "auth.devHs256Secret"),
+    ("auth.leewaySecs", "-1", "greater than or equal to 0"),
+])
+def test_schema_rejects_bad_auth_values(key, value, message):
+    assert message in render_error(sets={key: value})
+
+
+def test_grpc_ports_admit_only_the_gateway_and_order():
+    # Order and inventory trust the identity the gateway forwards: their gRPC
+    # ports must admit nobody else, whatever the gateway and Prometheus peers are.
+    open_peers = render(sets={"networkPolicy.gatewayFrom[0].ipBlock.cidr": "0.0.0.0/0",
+                              "networkPolicy.metricsFrom[0].ipBlock.cidr": "0.0.0.0/0"})
+    for m in (render(), render(DEV_VALUES), open_peers):
+        for component, port, callers in [("order", 50051, {"gateway"}),
+                                         ("inventory", 50052, {"gateway", "order"})]:
+            target = pods(m)[component]
+            rules = [r for r in m.get("NetworkPolicy", name(component))["spec"]["ingress"]
+                     if any(target.port_number(p["port"]) == port for p in r.get("ports", []))
+                     or not r.get("ports")]
+            assert rules, component
+            for rule in rules:
+                peers = rule.get("from")
+                assert peers, f"{component}: a rule admits any peer to {port}"
+                for peer in peers:
+                    assert set(peer) == {"podSelector"}, f"{component}: {peer} reaches {port}"
+                    assert any(matches(peer["podSelector"], pods(m)[c].labels) for c in callers)
+                    assert not any(matches(peer["podSelector"], pods(m)[c].labels)
+                                   for c in pods(m) if c not in callers)
+            assert {src for src, dst, p in allowed_edges(m) if (dst, p) == (component, port)} == callers
+
+
+def test_pods_cannot_claim_another_component():
+    error = render_error(sets={"services.payment.podLabels.app\\.kubernetes\\.io/component": "gateway"})
+    assert "app.kubernetes.io/component is set by the chart" in error
+
+
+def test_helm_test_orders_with_a_token(default, dev):
+    # RS256 and no token Secret: it only checks that orders need a token.
+    pod = default.get("Pod", "shipshape-test-checkout")
+    env = {e["name"]: e["value"] for e in container(pod)["env"]}
+    assert "TOKEN_FILE" not in env and "HS256_SECRET_FILE" not in env
+    assert "volumes" not in pod["spec"]
+    script = container(pod)["args"][0]
+    assert "Authorization: Bearer $token" in script and '"$anonymous" != 401' in script
+    # HS256: it mints one with the gateway's secret, mounted like the gateway's.
+    pod = dev.get("Pod", "shipshape-test-checkout")
+    env = {e["name"]: e["value"] for e in container(pod)["env"]}
+    assert env["HS256_SECRET_FILE"] == f"{JWT_DIR}/hs256-secret"
+    assert (env["JWT_ISSUER"], env["JWT_AUDIENCE"]) == ("shipshape-dev", "shipshape")
+    assert pod["spec"]["volumes"][0]["secret"]["secretName"] == "shipshape-jwt-dev-only"
+    # A token from a Secret.
+    m = render(sets={"tests.checkout.tokenSecret.name": "helm-test-token"})
+    pod = m.get("Pod", "shipshape-test-checkout")
+    env = {e["name"]: e["value"] for e in container(pod)["env"]}
+    assert env["TOKEN_FILE"] == "/var/run/secrets/shipshape/test-token/token"
+    assert pod["spec"]["volumes"][0]["secret"]["secretName"] == "helm-test-token"
+
+
+def test_notes_tell_how_to_create_the_jwt_secret():
+    notes = render_notes()
+    assert "kubectl -n shop create secret generic shipshape-jwt" in notes
+    assert "--from-file=public-key.pem=" in notes
+    assert "auth.issuer is still the placeholder" in notes
+    notes = render_notes(DEV_VALUES)
+    assert "DEVELOPMENT HS256 secret" in notes and "cargo xtask token" in notes
+    assert "WARNING: networkPolicy.enabled is false" in render_notes(
+        sets={"networkPolicy.enabled": "false"})
+
+
 # ------------------------------------------------------ development values ----
 
 

@@ -15,9 +15,28 @@ use crate::run::{Load, RunOptions};
 use crate::schedule::{Rate, Schedule};
 use crate::sequential;
 
-/// The environment variable the admin token may come from (instead of
-/// `--admin-token`, which other users of the machine can see in `ps`).
+/// The environment variables the bearer tokens may come from (instead of
+/// `--admin-token` and `--token`, which other users of the machine can see
+/// in `ps`).
 pub const ADMIN_TOKEN_VAR: &str = "SHIPSHAPE_ADMIN_TOKEN";
+pub const TOKEN_VAR: &str = "SHIPSHAPE_TOKEN";
+
+/// Bearer tokens found in the environment ([`ADMIN_TOKEN_VAR`],
+/// [`TOKEN_VAR`]); the flags win over them.
+#[derive(Clone, Debug, Default)]
+pub struct TokensFromEnv {
+    pub admin_token: Option<String>,
+    pub token: Option<String>,
+}
+
+impl TokensFromEnv {
+    pub fn read() -> Self {
+        Self {
+            admin_token: std::env::var(ADMIN_TOKEN_VAR).ok(),
+            token: std::env::var(TOKEN_VAR).ok(),
+        }
+    }
+}
 
 pub const USAGE: &str = "\
 Usage: shipshape-loadtest <command> [options]
@@ -38,8 +57,11 @@ Commands:
 
 Options of run and capacity:
   --gateway URL            the gateway (default http://127.0.0.1:8080)
-  --admin-token T          the gateway's ADMIN_TOKEN (or $SHIPSHAPE_ADMIN_TOKEN):
-                           restock through the admin API before and during the run
+  --token T                a customer's bearer token (or $SHIPSHAPE_TOKEN): the
+                           orders are placed and read as that customer
+  --admin-token T          a bearer token with the admin scope (or
+                           $SHIPSHAPE_ADMIN_TOKEN): restock through the admin
+                           API before and during the run
   --mix SPEC               valid=90,declined=5,unsupported_country=3,out_of_stock=2
   --popularity P           uniform (default) or zipf:S, e.g. zipf:1.1
   --poll-ms MS             poll an order every MS until terminal (50)
@@ -167,9 +189,9 @@ impl Flags {
     }
 }
 
-/// Parses the arguments after the program name. `admin_token_env` is the
-/// value of [`ADMIN_TOKEN_VAR`], if set.
-pub fn parse(args: &[String], admin_token_env: Option<String>) -> anyhow::Result<Command> {
+/// Parses the arguments after the program name, with the tokens `env`
+/// holds.
+pub fn parse(args: &[String], env: TokensFromEnv) -> anyhow::Result<Command> {
     let Some((command, rest)) = args.split_first() else {
         return Ok(Command::Help);
     };
@@ -178,9 +200,9 @@ pub fn parse(args: &[String], admin_token_env: Option<String>) -> anyhow::Result
     }
     let mut flags = Flags::parse(rest)?;
     let command = match command.as_str() {
-        "run" => Command::Run(load_command(&mut flags, admin_token_env, true)?),
+        "run" => Command::Run(load_command(&mut flags, env, true)?),
         "capacity" => {
-            let load = load_command(&mut flags, admin_token_env, false)?;
+            let load = load_command(&mut flags, env, false)?;
             let default = Slo::default();
             let steps = Steps {
                 start: flags
@@ -231,6 +253,11 @@ pub fn parse(args: &[String], admin_token_env: Option<String>) -> anyhow::Result
             gateway: flags
                 .value("--gateway")?
                 .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned()),
+            token: flags
+                .value::<String>("--token")?
+                .or(env.token)
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
             orders: flags.value("--orders")?.unwrap_or(200),
             poll_interval: flags
                 .millis("--poll-ms")?
@@ -246,7 +273,7 @@ pub fn parse(args: &[String], admin_token_env: Option<String>) -> anyhow::Result
 
 fn load_command(
     flags: &mut Flags,
-    admin_token_env: Option<String>,
+    env: TokensFromEnv,
     with_load: bool,
 ) -> anyhow::Result<LoadCommand> {
     let gateway = flags
@@ -308,7 +335,12 @@ fn load_command(
     }
     options.admin_token = flags
         .value::<String>("--admin-token")?
-        .or(admin_token_env)
+        .or(env.admin_token)
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    options.token = flags
+        .value::<String>("--token")?
+        .or(env.token)
         .filter(|t| !t.is_empty())
         .map(Secret::new);
     options.progress = !flags.switch("--quiet");
@@ -366,7 +398,7 @@ mod tests {
                  --mix valid=1 --popularity zipf:1.1 --watch gateway=42 --watch order=43 \
                  --out /tmp/r --quiet",
             ),
-            None,
+            TokensFromEnv::default(),
         )
         .expect("parsed") else {
             panic!("not run");
@@ -393,25 +425,32 @@ mod tests {
 
     #[test]
     fn users_make_a_closed_model_and_exclude_a_rate() {
-        let Command::Run(run) =
-            parse(&args("run --users 8 --duration-secs 5"), None).expect("parsed")
-        else {
+        let Command::Run(run) = parse(
+            &args("run --users 8 --duration-secs 5"),
+            TokensFromEnv::default(),
+        )
+        .expect("parsed") else {
             panic!("not run");
         };
         assert!(matches!(
             run.options.load,
             Load::Closed { users: 8, duration } if duration == Duration::from_secs(5)
         ));
-        assert!(parse(&args("run --users 8 --rate 3"), None).is_err());
-        assert!(parse(&args("run --users 0"), None).is_err());
+        assert!(parse(&args("run --users 8 --rate 3"), TokensFromEnv::default()).is_err());
+        assert!(parse(&args("run --users 0"), TokensFromEnv::default()).is_err());
     }
 
     #[test]
     fn the_admin_token_comes_from_the_flag_or_the_environment() {
-        let token = |line: &str, env: Option<&str>| match parse(&args(line), env.map(str::to_owned))
-        {
-            Ok(Command::Run(run)) => run.options.admin_token.map(|t| t.expose().to_owned()),
-            other => panic!("{other:?}"),
+        let token = |line: &str, env: Option<&str>| {
+            let env = TokensFromEnv {
+                admin_token: env.map(str::to_owned),
+                token: None,
+            };
+            match parse(&args(line), env) {
+                Ok(Command::Run(run)) => run.options.admin_token.map(|t| t.expose().to_owned()),
+                other => panic!("{other:?}"),
+            }
         };
         assert_eq!(token("run", None), None);
         assert_eq!(token("run", Some("from-env")).as_deref(), Some("from-env"));
@@ -424,7 +463,9 @@ mod tests {
 
     #[test]
     fn capacity_has_the_documented_defaults() {
-        let Command::Capacity(capacity) = parse(&args("capacity"), None).expect("parsed") else {
+        let Command::Capacity(capacity) =
+            parse(&args("capacity"), TokensFromEnv::default()).expect("parsed")
+        else {
             panic!("not capacity");
         };
         assert_eq!(
@@ -446,7 +487,7 @@ mod tests {
                  --max-error-rate 0.01 --half-rate-secs 60 --baseline-database-url \
                  postgres://postgres@127.0.0.1/postgres --baseline-secs 20",
             ),
-            None,
+            TokensFromEnv::default(),
         )
         .expect("parsed") else {
             panic!("not capacity");
@@ -457,7 +498,13 @@ mod tests {
         assert_eq!(capacity.half_rate, Some(Duration::from_secs(60)));
         let baseline = capacity.load.baseline.expect("baseline");
         assert_eq!(baseline.duration, Duration::from_secs(20));
-        assert!(parse(&args("capacity --max-error-rate 2"), None).is_err());
+        assert!(
+            parse(
+                &args("capacity --max-error-rate 2"),
+                TokensFromEnv::default()
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -473,11 +520,17 @@ mod tests {
             "baseline",
             "fly",
         ] {
-            assert!(parse(&args(line), None).is_err(), "{line}");
+            assert!(
+                parse(&args(line), TokensFromEnv::default()).is_err(),
+                "{line}"
+            );
         }
-        assert!(matches!(parse(&[], None), Ok(Command::Help)));
         assert!(matches!(
-            parse(&args("run --help"), None),
+            parse(&[], TokensFromEnv::default()),
+            Ok(Command::Help)
+        ));
+        assert!(matches!(
+            parse(&args("run --help"), TokensFromEnv::default()),
             Ok(Command::Help)
         ));
     }
@@ -486,7 +539,7 @@ mod tests {
     fn baseline_and_sequential_parse() {
         let Command::Baseline(options, out) = parse(
             &args("baseline --database-url postgres://p@h/db --duration-secs 5 --clients 4"),
-            None,
+            TokensFromEnv::default(),
         )
         .expect("parsed") else {
             panic!("not baseline");
@@ -494,9 +547,11 @@ mod tests {
         assert_eq!(options.clients, 4);
         assert_eq!(options.duration, Duration::from_secs(5));
         assert_eq!(out, None);
-        let Command::Sequential(options) =
-            parse(&args("sequential --orders 3 --poll-ms 2"), None).expect("parsed")
-        else {
+        let Command::Sequential(options) = parse(
+            &args("sequential --orders 3 --poll-ms 2"),
+            TokensFromEnv::default(),
+        )
+        .expect("parsed") else {
             panic!("not sequential");
         };
         assert_eq!(options.orders, 3);

@@ -178,6 +178,8 @@ impl Order {
 pub struct Gateway {
     http: reqwest::Client,
     base: String,
+    /// The bearer token of the customer the orders belong to.
+    customer: Option<Secret>,
 }
 
 /// Sent with every request of the load test, so operators can tell its
@@ -202,7 +204,23 @@ impl Gateway {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            customer: None,
         })
+    }
+
+    /// Places and reads orders as the customer `token` names.
+    pub fn with_customer(mut self, token: Option<Secret>) -> Self {
+        self.customer = token;
+        self
+    }
+
+    /// A request on behalf of the customer.
+    fn customer_request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.request(method, path);
+        match &self.customer {
+            Some(token) => request.bearer_auth(token.expose()),
+            None => request,
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -231,7 +249,7 @@ impl Gateway {
         idempotency_key: &str,
     ) -> Result<String, RequestError> {
         let request = self
-            .request(Method::POST, "/api/v1/orders")
+            .customer_request(Method::POST, "/api/v1/orders")
             .header("Idempotency-Key", idempotency_key)
             .json(body);
         let accepted: Accepted = send(request).await?;
@@ -240,7 +258,7 @@ impl Gateway {
 
     /// `GET /api/v1/orders/{id}`.
     pub async fn order(&self, order_id: &str) -> Result<Order, RequestError> {
-        send(self.request(Method::GET, &format!("/api/v1/orders/{order_id}"))).await
+        send(self.customer_request(Method::GET, &format!("/api/v1/orders/{order_id}"))).await
     }
 
     /// `PUT /api/v1/admin/products/{sku}/stock`: adds `units`.

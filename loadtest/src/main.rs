@@ -1,12 +1,12 @@
 use std::process::ExitCode;
 
-use shipshape_loadtest::cli::{self, ADMIN_TOKEN_VAR, USAGE};
+use shipshape_loadtest::cli::{self, TokensFromEnv, USAGE};
 use shipshape_loadtest::command;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match cli::parse(&args, std::env::var(ADMIN_TOKEN_VAR).ok()) {
+    let command = match cli::parse(&args, TokensFromEnv::read()) {
         Ok(command) => command,
         Err(error) => {
             eprint!("error: {error:#}\n\n{USAGE}");

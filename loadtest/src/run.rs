@@ -76,6 +76,8 @@ pub struct RunOptions {
     /// The gateway's `ADMIN_TOKEN`, to restock; `None` buys from the seeded
     /// stock.
     pub admin_token: Option<Secret>,
+    /// The customer's bearer token orders are placed and read with.
+    pub token: Option<Secret>,
     /// Units each product is kept near.
     pub stock_target: i64,
     pub stock_check_interval: Duration,
@@ -103,6 +105,7 @@ impl RunOptions {
             request_timeout: Duration::from_secs(10),
             max_in_flight: 10_000,
             admin_token: None,
+            token: None,
             stock_target: 20_000,
             stock_check_interval: Duration::from_secs(2),
             reserved_skus: vec!["SKU-0019".to_owned(), "SKU-0020".to_owned()],
@@ -152,7 +155,8 @@ impl RunReport {
 
 /// Runs the load against the gateway and reports.
 pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
-    let gateway = Gateway::new(&options.gateway, options.request_timeout)?;
+    let gateway = Gateway::new(&options.gateway, options.request_timeout)?
+        .with_customer(options.token.clone());
     let skus = prepare_catalog(&gateway, options).await?;
 
     let mut stock = StockReport {

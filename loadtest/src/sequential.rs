@@ -4,13 +4,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::client::Gateway;
+use crate::client::{Gateway, Secret};
 use crate::scenario::{Path, order_body};
 use crate::stats::{Latency, ms};
 
 #[derive(Debug)]
 pub struct Options {
     pub gateway: String,
+    /// The customer's bearer token the orders are placed with.
+    pub token: Option<Secret>,
     pub orders: usize,
     /// How often an order is polled while not terminal.
     pub poll_interval: Duration,
@@ -57,7 +59,8 @@ impl Report {
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
-    let gateway = Gateway::new(&options.gateway, Duration::from_secs(10))?;
+    let gateway = Gateway::new(&options.gateway, Duration::from_secs(10))?
+        .with_customer(options.token.clone());
     let run_id = format!("seq{:08x}", fastrand::u32(..));
     let mut report = Report::default();
     for index in 0..options.orders {

@@ -4,9 +4,10 @@
 //!    from debug builds would measure the compiler's settings);
 //! 2. starts the whole stack on free ports with fresh databases
 //!    (`shipshape_lt<8 hex>_*`, dropped afterwards), the PSP simulator and
-//!    the broker, with the gateway's `ADMIN_TOKEN` set to a random value so
-//!    the load test can restock, and its per-client rate limit far above
-//!    the test's rate (the generator is a single client address);
+//!    the broker, with a random token secret, of which the load test gets
+//!    a customer's token and an admin token (to restock), and with the
+//!    gateway's per-client rate limit far above the test's rate (the
+//!    generator is a single customer);
 //! 3. runs `shipshape-loadtest <command>` against the gateway, watching the
 //!    memory and CPU of every process of the stack and of the stack's
 //!    Postgres backends; with `--baseline` the pgbench baseline runs on the
@@ -15,35 +16,69 @@
 //!
 //! The report goes to `--out DIR` (default
 //! `<target>/loadtest/<UTC timestamp>/`), the stack's logs to `DIR/logs/`.
+//!
+//! `--tracing on` has every service export its spans to an OTLP collector
+//! in this process; `--tracing compare` runs `run` twice, tracing off then
+//! on, each on a fresh stack, into `DIR/tracing-off` and `DIR/tracing-on`,
+//! and prints the two side by side (also in `DIR/tracing-overhead.txt`).
 
-use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use shipshape_testkit::stack::{Ports, Service, Stack, StackOptions};
-use shipshape_testkit::{broker, postgres};
+use serde_json::Value;
+use shipshape_testkit::otlp::Collector;
+use shipshape_testkit::stack::{Service, Stack, StackOptions};
+use shipshape_testkit::{auth, broker, postgres};
 use tokio::process::Command;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::run_tests::exit_code;
 use crate::workspace::Workspace;
 
-/// The per-client rate limit of the load test's gateway: never reached.
-const UNLIMITED: &str = "1000000";
+/// How long the load test's tokens are valid.
+const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// What `cargo xtask loadtest` takes for itself; the rest goes to
 /// `shipshape-loadtest`.
 #[derive(Debug, PartialEq)]
 struct Args {
     baseline: bool,
+    tracing: Tracing,
     out: Option<PathBuf>,
     command: String,
     rest: Vec<String>,
 }
 
+/// Whether the services export traces during the load (`--tracing`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tracing {
+    /// No `OTEL_EXPORTER_OTLP_ENDPOINT`: no exporter runs (the default).
+    Off,
+    /// Every span is exported to an OTLP collector in this process.
+    On,
+    /// The same command twice, off then on, each on a fresh stack, and
+    /// the two compared: the overhead of tracing.
+    Compare,
+}
+
+impl std::str::FromStr for Tracing {
+    type Err = anyhow::Error;
+
+    fn from_str(value: &str) -> anyhow::Result<Self> {
+        match value {
+            "off" => Ok(Self::Off),
+            "on" => Ok(Self::On),
+            "compare" => Ok(Self::Compare),
+            _ => bail!("--tracing takes off, on or compare, not `{value}`"),
+        }
+    }
+}
+
 fn parse(args: Vec<String>) -> anyhow::Result<Args> {
     let mut baseline = false;
+    let mut tracing = Tracing::Off;
     let mut out = None;
     let mut command = None;
     let mut rest = Vec::new();
@@ -51,6 +86,12 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--baseline" => baseline = true,
+            "--tracing" => {
+                tracing = args
+                    .next()
+                    .context("--tracing needs off, on or compare")?
+                    .parse()?
+            }
             "--out" => {
                 out = Some(PathBuf::from(
                     args.next().context("--out needs a directory")?,
@@ -65,8 +106,12 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
     if !["run", "capacity", "sequential", "baseline"].contains(&command.as_str()) {
         bail!("`cargo xtask loadtest` runs run, capacity, sequential or baseline, not `{command}`");
     }
+    if tracing == Tracing::Compare && (command != "run" || baseline) {
+        bail!("--tracing compare runs `run` twice; it takes no other command and no --baseline");
+    }
     Ok(Args {
         baseline,
+        tracing,
         out,
         command,
         rest,
@@ -104,36 +149,93 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
 
     broker::install()?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
-    let token = random_hex(16)?;
-    let prefix = format!("shipshape_lt{}", random_hex(4)?);
-    let mut options = StackOptions::local(&bin_dir, out.join("logs"));
-    options.ports = Ports::Free;
-    options.database_prefix = prefix.clone();
-    options.keep_databases = false;
-    // Every request of the load test comes from one address, which the
-    // gateway's per-client rate limit (100/s by default) counts as one
-    // client: it would measure the limit, not the checkout. The limiter
-    // stays on, so its cost is measured, but far above the test's rate.
-    let options = options
-        .with_env(Service::Gateway, "ADMIN_TOKEN", &token)
-        .with_env(Service::Gateway, "RATE_LIMIT_PER_SECOND", UNLIMITED)
-        .with_env(Service::Gateway, "RATE_LIMIT_BURST", UNLIMITED);
+    if args.tracing != Tracing::Compare {
+        let status = run_once(
+            &args,
+            &bin_dir,
+            &out,
+            args.tracing == Tracing::On,
+            &mut interrupt,
+        )
+        .await?;
+        return Ok(exit_code(status));
+    }
+    // Off first, then on: each on a fresh stack and fresh databases, the
+    // same command and the same load.
+    let mut reports = Vec::new();
+    for (name, traced) in [("tracing-off", false), ("tracing-on", true)] {
+        let dir = out.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let status = run_once(&args, &bin_dir, &dir, traced, &mut interrupt).await?;
+        if status != Some(0) {
+            eprintln!("the {name} run failed; not comparing");
+            return Ok(exit_code(status));
+        }
+        reports.push((name, read_report(&dir)?));
+    }
+    let comparison = compare(&reports);
+    println!("{comparison}");
+    std::fs::write(out.join("tracing-overhead.txt"), &comparison)
+        .context("writing tracing-overhead.txt")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a stack, runs `shipshape-loadtest` against it with its report in
+/// `out`, stops the stack; returns the load test's exit code. With
+/// `traced`, every service exports its spans to a collector in this
+/// process, whose span count is printed at the end.
+async fn run_once(
+    args: &Args,
+    bin_dir: &Path,
+    out: &Path,
+    traced: bool,
+    interrupt: &mut Signal,
+) -> anyhow::Result<Option<i32>> {
+    let admin_url = postgres::ensure_server().await?;
+    // Every order of the load test is one customer's, whom the gateway's
+    // per-client rate limit (100/s by default) counts as one client: it
+    // would measure the limit, not the checkout. The limiter stays on, so
+    // its cost is measured, but far above the test's rate.
+    let mut options =
+        StackOptions::scratch(bin_dir, out.join("logs"), "lt")?.with_rate_limit_out_of_reach();
+    let prefix = options.database_prefix.clone();
+    let collector = if traced {
+        let collector = Collector::start().await?;
+        for service in Service::ALL {
+            options =
+                options.with_env(service, "OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint());
+        }
+        Some(collector)
+    } else {
+        None
+    };
     eprintln!(
-        "starting the stack (logs in {})",
+        "starting the stack, tracing {} (logs in {})",
+        if traced { "on" } else { "off" },
         out.join("logs").display()
     );
+    let stack_secret = options.jwt_secret.clone();
     let stack = tokio::select! {
         started = Stack::start(options) => started?,
         _ = interrupt.recv() => bail!("interrupted during start-up"),
     };
 
-    let mut command = Command::new(&loadtest);
+    // Valid for a day: a long capacity search must not outlive its tokens.
+    let minter = auth::minter(&stack_secret)?;
+    let mut command = Command::new(bin_dir.join("shipshape-loadtest"));
     command
         .arg(&args.command)
         .args(["--gateway", &stack.gateway_url()])
-        .env("SHIPSHAPE_ADMIN_TOKEN", &token);
+        .env(
+            "SHIPSHAPE_ADMIN_TOKEN",
+            minter.mint("loadtest-operator", &["admin"], TOKEN_TTL)?,
+        )
+        .env(
+            "SHIPSHAPE_TOKEN",
+            minter.mint("loadtest-customer", &[], TOKEN_TTL)?,
+        );
     if args.command != "sequential" {
-        command.arg("--out").arg(&out);
+        command.arg("--out").arg(out);
         for service in Service::ALL {
             if let Some(pid) = stack.pid(service) {
                 command.args(["--watch", &format!("{}={pid}", service.name())]);
@@ -166,16 +268,53 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     if let Err(e) = stack.stop().await {
         eprintln!("{e:#}");
     }
-    Ok(exit_code(status.code()))
+    // The services flushed their last spans while stopping.
+    if let Some(collector) = collector {
+        eprintln!("the services exported {} spans", collector.len());
+    }
+    Ok(status.code())
 }
 
-/// `bytes` random bytes from the kernel, as hex.
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
-    let mut buffer = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut buffer))
-        .context("reading /dev/urandom")?;
-    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
+fn read_report(dir: &Path) -> anyhow::Result<Value> {
+    let path = dir.join("report.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The runs' throughput, errors and latencies side by side.
+fn compare(reports: &[(&str, Value)]) -> String {
+    let rows: [(&str, &str); 7] = [
+        ("checkouts/s (terminal orders)", "/run/throughput"),
+        ("error rate", "/run/error_rate"),
+        (
+            "POST /api/v1/orders p50 ms",
+            "/run/endpoints/POST ~1api~1v1~1orders/latency/p50_ms",
+        ),
+        (
+            "POST /api/v1/orders p99 ms",
+            "/run/endpoints/POST ~1api~1v1~1orders/latency/p99_ms",
+        ),
+        ("saga p50 ms", "/run/saga/p50_ms"),
+        ("saga p99 ms", "/run/saga/p99_ms"),
+        ("orders placed", "/run/placed"),
+    ];
+    let mut table = format!("{:<32}", "");
+    for (name, _) in reports {
+        table.push_str(&format!("{name:>14}"));
+    }
+    table.push('\n');
+    for (label, pointer) in rows {
+        table.push_str(&format!("{label:<32}"));
+        for (_, report) in reports {
+            let value = report
+                .pointer(pointer)
+                .map_or_else(|| "-".to_owned(), Value::to_string);
+            table.push_str(&format!("{value:>14}"));
+        }
+        table.push('\n');
+    }
+    table
 }
 
 #[cfg(test)]
@@ -195,6 +334,7 @@ mod tests {
             .expect("args"),
             Args {
                 baseline: true,
+                tracing: Tracing::Off,
                 out: Some(PathBuf::from("/tmp/x")),
                 command: "capacity".to_owned(),
                 rest: args("--step 20 --half-rate-secs 60"),
@@ -205,13 +345,14 @@ mod tests {
         assert!(!defaults.baseline);
         assert!(parse(args("explode")).is_err());
         assert!(parse(args("run --out")).is_err());
-    }
-
-    #[test]
-    fn random_hex_has_two_digits_per_byte() {
-        let a = random_hex(4).expect("random");
-        assert_eq!(a.len(), 8);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, random_hex(4).expect("random"));
+        assert_eq!(
+            parse(args("--tracing compare run --rate 10"))
+                .expect("args")
+                .tracing,
+            Tracing::Compare
+        );
+        assert!(parse(args("--tracing sometimes")).is_err());
+        assert!(parse(args("--tracing compare capacity")).is_err());
+        assert!(parse(args("--tracing compare --baseline run")).is_err());
     }
 }

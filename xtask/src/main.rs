@@ -4,6 +4,8 @@
 
 mod loadtest;
 mod run_tests;
+mod schemathesis;
+mod token;
 mod up;
 mod workspace;
 
@@ -17,19 +19,36 @@ Commands:
                    standard ports (gateway http://127.0.0.1:8080) until Ctrl-C
   test [ARGS...]   build the services, then run every test with
                    `cargo nextest run --workspace --no-fail-fast ARGS...`
-  loadtest [--baseline] [--out DIR] [COMMAND [ARGS...]]
+  loadtest [--baseline] [--tracing off|on|compare] [--out DIR] [COMMAND [ARGS...]]
                    build release binaries, start the stack on free ports with
                    fresh databases, run `shipshape-loadtest COMMAND ARGS...`
                    (run, capacity, sequential or baseline; default run)
                    against it with every process's memory and CPU watched,
-                   then stop it; --baseline adds the pgbench baseline. The
-                   report goes to DIR (default <target>/loadtest/<timestamp>)
+                   then stop it; --baseline adds the pgbench baseline;
+                   --tracing on exports every span to a collector in xtask,
+                   compare runs `run` with tracing off, then on, and prints
+                   both. The report goes to DIR (default
+                   <target>/loadtest/<timestamp>)
+  schemathesis [--schemathesis PATH] [--max-examples N] [--seed N] [--out DIR] [-- ARGS...]
+                   build the services, start the stack on free ports with
+                   fresh databases, run schemathesis against the gateway's
+                   /openapi.json (as an admin over every operation, then as
+                   a customer over the admin ones), print how many test
+                   cases ran, then stop it; fails on any 5xx or response
+                   that does not match the document. The binary is PATH,
+                   else $SHIPSHAPE_SCHEMATHESIS, else `schemathesis` (see
+                   ci/schemathesis.sh); ARGS go to `schemathesis run`
+  token --subject ID [--scope S]... [--ttl-secs N]
+                   print a development bearer token for the gateway of
+                   `up` (e.g. --scope admin for restocking), signed with the
+                   secret in ~/.cache/shipshape/dev-jwt-secret
   help             print this message
 
 Environment:
   SHIPSHAPE_PG_ADMIN_URL   Postgres superuser URL
                            (default postgres://postgres@127.0.0.1:5432/postgres)
   SHIPSHAPE_TANSU          a Tansu broker binary to use instead of the cached one
+  SHIPSHAPE_SCHEMATHESIS   the schemathesis binary of `schemathesis`
   CARGO_TARGET_DIR         honoured as usual
 ";
 
@@ -42,7 +61,10 @@ fn main() -> ExitCode {
         Some("up") if !wants_help => block_on(up::run(rest)),
         Some("test") if !wants_help => block_on(run_tests::run(rest)),
         Some("loadtest") if !wants_help => block_on(loadtest::run(rest)),
-        Some("help" | "--help" | "-h") | Some("up" | "test" | "loadtest") => {
+        Some("schemathesis") if !wants_help => block_on(schemathesis::run(rest)),
+        Some("token") if !wants_help => token::run(rest),
+        Some("help" | "--help" | "-h")
+        | Some("up" | "test" | "loadtest" | "schemathesis" | "token") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }

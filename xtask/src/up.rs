@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use shipshape_testkit::broker;
 use shipshape_testkit::stack::{Service, Stack, StackOptions};
+use shipshape_testkit::{auth, broker};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::workspace::Workspace;
@@ -44,7 +44,8 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
 
     let log_dir = workspace.root.join(".shipshape/logs");
-    let options = StackOptions::local(workspace.bin_dir(release), &log_dir);
+    let mut options = StackOptions::local(workspace.bin_dir(release), &log_dir);
+    options.jwt_secret = auth::dev_secret()?;
     eprintln!("starting the stack (logs in {})", log_dir.display());
     let mut stack = tokio::select! {
         started = Stack::start(options) => started?,
@@ -125,11 +126,15 @@ fn print_banner(stack: &Stack, log_dir: &Path) {
     println!("Try:");
     println!("  curl -s {}/readyz", stack.ops_url(Service::Gateway));
     println!("  curl -s {gateway}/api/v1/products");
+    println!("  TOKEN=$(cargo xtask token --subject alice)");
     println!(
-        "  curl -s -X POST {gateway}/api/v1/orders -H 'content-type: application/json' \\\n       \
+        "  curl -s -X POST {gateway}/api/v1/orders -H \"Authorization: Bearer $TOKEN\" \\\n       \
+         -H 'content-type: application/json' \\\n       \
          -H \"Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)\" -d '{EXAMPLE_ORDER}'"
     );
-    println!("  curl -s {gateway}/api/v1/orders/<order_id from the answer above>");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" {gateway}/api/v1/orders/<order_id from the answer above>"
+    );
     println!();
     println!("Press Ctrl-C to stop everything.");
 }

@@ -138,6 +138,35 @@ Usage: $cfg := include "shipshape.serviceConfig" (dict "root" $ "key" "order") |
 {{- end }}
 
 {{/*
+The gateway's token key: the Secret, its key, the file the gateway reads and
+the variable naming it. Fails, with what to do, when no key is configured.
+Usage: $key := include "shipshape.authKey" $ | fromYaml
+*/}}
+{{- define "shipshape.authKey" -}}
+{{- $auth := .Values.auth }}
+{{- $hs256 := eq $auth.algorithm "HS256" }}
+{{- if $auth.devHs256Secret }}
+{{- if not $hs256 }}
+{{- fail (printf "auth.devHs256Secret is an HS256 secret, but auth.algorithm is %s: set auth.algorithm=HS256 (development), or drop auth.devHs256Secret and put the identity provider's public key in auth.existingSecret" $auth.algorithm) }}
+{{- end }}
+{{- if lt (len $auth.devHs256Secret) 32 }}
+{{- fail "auth.devHs256Secret must be at least 32 bytes" }}
+{{- end }}
+{{- else if not $auth.existingSecret }}
+{{- fail (printf "auth.existingSecret is required: the gateway verifies bearer tokens with the key in that Secret (%s) and refuses to start without one. Create it, e.g. kubectl create secret generic shipshape-jwt --from-file=%s=KEY_FILE, and set auth.existingSecret=shipshape-jwt (NOTES.txt; values.yaml: auth)" (ternary "the HS256 secret, at least 32 bytes" "the identity provider's PEM public key" $hs256) (ternary "hs256-secret" "public-key.pem" $hs256)) }}
+{{- end }}
+{{- $secretKey := $auth.secretKey | default (ternary "hs256-secret" "public-key.pem" $hs256) }}
+{{- if $auth.devHs256Secret }}
+{{- $secretKey = "hs256-secret" }}
+{{- end }}
+secretName: {{ ternary (printf "%s-jwt-dev-only" (include "shipshape.fullname" .)) $auth.existingSecret (not (empty $auth.devHs256Secret)) | quote }}
+secretKey: {{ $secretKey | quote }}
+mountPath: /var/run/secrets/shipshape/jwt
+path: {{ printf "/var/run/secrets/shipshape/jwt/%s" $secretKey | quote }}
+variable: {{ ternary "JWT_HS256_SECRET_FILE" "JWT_PUBLIC_KEY_FILE" $hs256 | quote }}
+{{- end }}
+
+{{/*
 The environment of one service (its ConfigMap's data), as YAML.
 (dict "root" $ "key" "order" "svc" $catalogEntry "cfg" $serviceConfig)
 */}}
@@ -159,6 +188,13 @@ The environment of one service (its ConfigMap's data), as YAML.
 {{- if eq .key "gateway" }}
 {{- $_ := set $env "ORDER_URL" (printf "http://%s-order:50051" $fullname) }}
 {{- $_ := set $env "INVENTORY_URL" (printf "http://%s-inventory:50052" $fullname) }}
+{{- /* The key itself is a mounted file (deployment.yaml); only its path is here. */}}
+{{- $key := include "shipshape.authKey" $root | fromYaml }}
+{{- $_ := set $env "JWT_ISSUER" $root.Values.auth.issuer }}
+{{- $_ := set $env "JWT_AUDIENCE" $root.Values.auth.audience }}
+{{- $_ := set $env "JWT_ALGORITHM" $root.Values.auth.algorithm }}
+{{- $_ := set $env "JWT_LEEWAY_SECS" (toString (int $root.Values.auth.leewaySecs)) }}
+{{- $_ := set $env $key.variable $key.path }}
 {{- end }}
 {{- if eq .key "order" }}
 {{- $_ := set $env "INVENTORY_URL" (printf "http://%s-inventory:50052" $fullname) }}

@@ -9,33 +9,58 @@ use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use shipshape_proto::{common, inventory, order};
 use shipshape_types::{Money, OrderId, Quantity};
+use utoipa::ToSchema;
 
 use crate::validation::{IdempotencyKey, NewOrder};
+
+// The bounds in the `#[schema(...)]` attributes below are those `validation`
+// and `shipshape_types` enforce, so the OpenAPI document (`crate::openapi`)
+// describes exactly what is accepted; a value outside them is a `400`.
+// utoipa takes patterns only as literals. Those of the address fields: no
+// control characters (Unicode `Cc`, which `char::is_control` refuses) and,
+// in a required field, at least one character that is not white space.
 
 // ---------------------------------------------------------------- requests
 
 /// `POST /api/v1/orders`. Unknown fields are rejected rather than ignored, so
 /// a client's typo (`"quantitiy"`) fails loudly instead of being dropped.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderBody {
+    /// 1 to 50 lines, each sku at most once.
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<ItemBody>,
     pub payment: PaymentBody,
     pub shipping_address: AddressBody,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemBody {
     // Plain strings and integers: the newtypes are applied by `validation`
     // so that a bad sku is `invalid_sku`, not a generic `invalid_json`.
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = "^[A-Z0-9-]{1,32}$",
+        example = "SKU-0001"
+    )]
     pub sku: String,
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentBody {
+    /// The PSP's token for the card: 1 to 64 characters, not blank, without
+    /// control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "tok_visa"
+    )]
     pub card_token: String,
 }
 
@@ -48,34 +73,59 @@ impl fmt::Debug for PaymentBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Free-text fields count characters, not bytes, and must not contain
+/// control characters; the required ones must not be blank.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressBody {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub line1: String,
     /// Optional: absent, `null` and `""` all mean "no second line".
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub line2: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub city: String,
+    #[schema(
+        min_length = 1,
+        max_length = 20,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub postal_code: String,
+    /// ISO 3166-1 alpha-2, upper case.
+    #[schema(min_length = 2, max_length = 2, pattern = "^[A-Z]{2}$", example = "DE")]
     pub country: String,
 }
 
 /// `PUT /api/v1/admin/products/{sku}/stock`: how many units to add.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestockBody {
+    /// 1 to 1,000,000 units.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub add: i64,
 }
 
 /// The gRPC request for a validated order.
 pub fn create_order_request(
     order: NewOrder,
-    customer_id: &str,
     idempotency_key: &IdempotencyKey,
 ) -> order::CreateOrderRequest {
     let address = order.shipping_address;
     order::CreateOrderRequest {
-        customer_id: customer_id.to_owned(),
         lines: order
             .lines
             .into_iter()
@@ -110,9 +160,12 @@ impl MalformedResponse {
     }
 }
 
-#[derive(Debug, PartialEq, Serialize)]
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
 pub struct MoneyJson {
+    /// The amount in the currency's minor unit (cents for EUR).
     pub amount_minor: i64,
+    /// ISO 4217, such as `EUR`.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: String,
 }
 
@@ -131,12 +184,14 @@ fn money(field: &str, money: Option<&common::Money>) -> Result<Money, MalformedR
     Money::try_from(money).map_err(|e| MalformedResponse::new(format!("{field}: {e}")))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProductJson {
+    #[schema(pattern = "^[A-Z0-9-]{1,32}$", example = "SKU-0001")]
     pub sku: String,
     pub name: String,
     pub description: String,
     pub price: MoneyJson,
+    /// Units in stock and not reserved by an order.
     pub available: i64,
 }
 
@@ -155,17 +210,32 @@ impl TryFrom<inventory::Product> for ProductJson {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProductListJson {
     pub products: Vec<ProductJson>,
 }
 
 /// The answer to `POST /api/v1/orders`: the order exists, the saga decides
 /// the rest; the client follows `Location` to watch it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderAcceptedJson {
+    #[schema(value_type = String, format = "uuid")]
     pub order_id: OrderId,
-    pub status: &'static str,
+    pub status: OrderStatus,
+}
+
+/// Where an order's checkout stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// Placed; stock, payment and shipping are being arranged.
+    Pending,
+    /// Paid and handed to shipping.
+    Confirmed,
+    /// Failed part way; what was done is being undone.
+    Cancelling,
+    /// Cancelled; `cancellation_reason` says why.
+    Cancelled,
 }
 
 impl TryFrom<&order::Order> for OrderAcceptedJson {
@@ -179,34 +249,82 @@ impl TryFrom<&order::Order> for OrderAcceptedJson {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /api/v1/orders`: the query string.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListOrdersQuery {
+    /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+/// `GET /api/v1/orders`: one page of the caller's orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderListJson {
+    pub orders: Vec<OrderJson>,
+    /// `null` on the last page.
+    #[schema(required = true)]
+    pub next_page_token: Option<String>,
+}
+
+impl TryFrom<order::ListOrdersResponse> for OrderListJson {
+    type Error = MalformedResponse;
+
+    fn try_from(page: order::ListOrdersResponse) -> Result<Self, Self::Error> {
+        Ok(Self {
+            orders: page
+                .orders
+                .into_iter()
+                .map(OrderJson::try_from)
+                .collect::<Result<_, _>>()?,
+            next_page_token: (!page.next_page_token.is_empty()).then_some(page.next_page_token),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderJson {
+    #[schema(value_type = String, format = "uuid")]
     pub order_id: OrderId,
-    pub status: &'static str,
+    pub status: OrderStatus,
+    /// `null` unless the order is cancelled (or being cancelled).
+    #[schema(required = true)]
     pub cancellation_reason: Option<String>,
     pub items: Vec<OrderItemJson>,
     pub total: MoneyJson,
     pub shipping_address: AddressJson,
+    /// RFC 3339 in UTC with microseconds.
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
+    /// `null` until the order is confirmed or cancelled.
+    #[schema(required = true, format = DateTime)]
     pub completed_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderItemJson {
+    #[schema(pattern = "^[A-Z0-9-]{1,32}$", example = "SKU-0001")]
     pub sku: String,
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: i64,
     pub unit_price: MoneyJson,
     pub line_total: MoneyJson,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AddressJson {
     pub name: String,
     pub line1: String,
+    /// `""` when there is no second line.
     pub line2: String,
     pub city: String,
     pub postal_code: String,
+    #[schema(pattern = "^[A-Z]{2}$", example = "DE")]
     pub country: String,
 }
 
@@ -281,12 +399,12 @@ fn order_id(raw: &str) -> Result<OrderId, MalformedResponse> {
 
 /// The status as the API spells it. `UNSPECIFIED` (or a value added to the
 /// proto later) is not something a client could act on.
-fn status_name(raw: i32) -> Result<&'static str, MalformedResponse> {
+fn status_name(raw: i32) -> Result<OrderStatus, MalformedResponse> {
     match order::OrderStatus::try_from(raw) {
-        Ok(order::OrderStatus::Pending) => Ok("PENDING"),
-        Ok(order::OrderStatus::Confirmed) => Ok("CONFIRMED"),
-        Ok(order::OrderStatus::Cancelling) => Ok("CANCELLING"),
-        Ok(order::OrderStatus::Cancelled) => Ok("CANCELLED"),
+        Ok(order::OrderStatus::Pending) => Ok(OrderStatus::Pending),
+        Ok(order::OrderStatus::Confirmed) => Ok(OrderStatus::Confirmed),
+        Ok(order::OrderStatus::Cancelling) => Ok(OrderStatus::Cancelling),
+        Ok(order::OrderStatus::Cancelled) => Ok(OrderStatus::Cancelled),
         Ok(order::OrderStatus::Unspecified) | Err(_) => Err(MalformedResponse::new(format!(
             "order status {raw} is not known"
         ))),

@@ -3,14 +3,15 @@
 //! is stable and meant for programs, the message is for people.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::http::header::RETRY_AFTER;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use shipshape_types::InvalidValue;
 use tonic::Code;
 use tonic::metadata::MetadataMap;
+use utoipa::ToSchema;
 
 /// gRPC response metadata key under which the services put a stable error
 /// code (such as `unknown_sku`) that is more specific than the status code.
@@ -36,6 +37,8 @@ pub struct ApiError {
     code: String,
     message: String,
     retry_after_secs: Option<u32>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403 (RFC 6750).
+    challenge: Option<String>,
 }
 
 impl ApiError {
@@ -45,6 +48,43 @@ impl ApiError {
             code: code.into(),
             message: message.into(),
             retry_after_secs: None,
+            challenge: None,
+        }
+    }
+
+    /// The caller is not authenticated: 401 with the Bearer challenge,
+    /// saying why when a token was presented (`invalid_token`).
+    pub fn unauthenticated(invalid_token: Option<&str>) -> Self {
+        let (message, challenge) = match invalid_token {
+            None => (
+                "this endpoint needs `Authorization: Bearer <token>`".to_owned(),
+                r#"Bearer realm="shipshape""#.to_owned(),
+            ),
+            Some(reason) => (
+                format!("the bearer token was refused: {reason}"),
+                format!(
+                    r#"Bearer realm="shipshape", error="invalid_token", error_description="{}""#,
+                    challenge_text(reason)
+                ),
+            ),
+        };
+        Self {
+            challenge: Some(challenge),
+            ..Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+        }
+    }
+
+    /// The caller is authenticated but lacks `scope`: 403.
+    pub fn insufficient_scope(scope: &str) -> Self {
+        Self {
+            challenge: Some(format!(
+                r#"Bearer realm="shipshape", error="insufficient_scope", scope="{scope}""#
+            )),
+            ..Self::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("this endpoint needs the `{scope}` scope"),
+            )
         }
     }
 
@@ -152,6 +192,23 @@ impl ApiError {
     }
 }
 
+/// `reason` as an RFC 6750 `error_description`: visible ASCII and spaces,
+/// without quotes or backslashes. A reason may quote part of the token
+/// (a JSON error about its header or claims); left as it is, a control or
+/// non-ASCII character would make the header invalid and the `401` would go
+/// out without its challenge.
+fn challenge_text(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            ' ' => ' ',
+            c if c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 /// Whether a failed call says only that the upstream cannot answer right now,
 /// and nothing about the request: transport failures and timeouts (the
 /// resilience stack's come as `DeadlineExceeded`; tonic reports a call it
@@ -224,21 +281,31 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         Self::bad_request("invalid_path", rejection.body_text())
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Stable and meant for programs, such as `invalid_sku`.
+    #[schema(pattern = "^[a-z0-9_]{1,64}$", example = "invalid_sku")]
+    pub code: &'a str,
+    /// For people; may change.
+    pub message: &'a str,
 }
 
 impl IntoResponse for ApiError {
@@ -254,6 +321,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(challenge) = self
+            .challenge
+            .and_then(|challenge| HeaderValue::try_from(challenge).ok())
+        {
+            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
         }
         response
     }
@@ -362,6 +435,22 @@ mod tests {
             MetadataValue::from_static("unknown_sku"),
         );
         assert!(!is_unavailable(&status));
+    }
+
+    #[test]
+    fn a_refused_token_always_gets_its_challenge() {
+        for reason in [
+            "bad \"quoted\" \\ token",
+            "unknown variant `é\n`",
+            "nul \u{0}",
+        ] {
+            let response = ApiError::unauthenticated(Some(reason)).into_response();
+            let challenge = response.headers()[WWW_AUTHENTICATE]
+                .to_str()
+                .expect("visible ASCII");
+            assert!(challenge.starts_with("Bearer realm="), "{challenge}");
+            assert_eq!(challenge.matches('"').count(), 6, "{challenge}");
+        }
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! the last good catalog) is a per-replica aid, never a source of truth.
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod catalog_cache;
 pub mod error;
 pub mod http_metrics;
 pub mod load_shed;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod upstream;
@@ -25,10 +26,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post, put};
+use shipshape_auth::{Verifier, VerifierConfig};
 use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::{CancellationToken, Readiness, config};
 
-use crate::admin::AdminToken;
 use crate::catalog_cache::CatalogCache;
 use crate::load_shed::LoadShedder;
 use crate::rate_limit::RateLimiter;
@@ -75,9 +76,10 @@ pub struct Config {
     /// Requests the API works on at once, across all clients, before it
     /// sheds load (`MAX_IN_FLIGHT`, default 256).
     pub max_in_flight: NonZeroUsize,
-    /// The bearer token of the operators' API (`ADMIN_TOKEN`); unset or
-    /// empty, the admin routes do not exist. See [`admin`].
-    pub admin_token: Option<AdminToken>,
+    /// How callers' bearer tokens are checked (`JWT_*`; see
+    /// [`VerifierConfig::from_env`]). Required: without it no one could be
+    /// authenticated.
+    pub auth: VerifierConfig,
 }
 
 impl Config {
@@ -97,7 +99,7 @@ impl Config {
             rate_limit_burst: config::var_or("RATE_LIMIT_BURST", RATE_LIMIT_BURST)?,
             load_shed_enabled: config::var_or("LOAD_SHED_ENABLED", true)?,
             max_in_flight: config::var_or("MAX_IN_FLIGHT", MAX_IN_FLIGHT)?,
-            admin_token: AdminToken::new(&config::string_or("ADMIN_TOKEN", "")?),
+            auth: VerifierConfig::from_env()?,
         })
     }
 }
@@ -150,27 +152,30 @@ impl FromRef<ApiState> for Arc<CatalogCache> {
 /// directly, without a socket. Its rate limiter and catalog memory live as
 /// long as the router, so build it once and clone it.
 ///
-/// Rate limiting needs the client's address: serve the router with
-/// `into_make_service_with_connect_info::<SocketAddr>()`, as [`run`] does.
-/// Without it every client without an API key shares one bucket.
-pub fn router(state: AppState, config: &Config) -> Router {
+/// Rate limiting needs the client's address for anonymous requests: serve
+/// the router with `into_make_service_with_connect_info::<SocketAddr>()`,
+/// as [`run`] does. Without it every anonymous client shares one bucket.
+pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
+    let verifier = Arc::new(Verifier::new(&config.auth).context("the JWT settings")?);
     let state = ApiState {
         upstream: state,
         catalog: Arc::default(),
     };
-    let mut router = Router::new()
+    let router = Router::new()
         .route("/api/v1/products", get(routes::list_products))
         .route("/api/v1/products/{sku}", get(routes::get_product))
-        .route("/api/v1/orders", post(routes::create_order))
-        .route("/api/v1/orders/{id}", get(routes::get_order));
-    if let Some(token) = config.admin_token.clone() {
-        // The token is checked before the body is read.
-        router = router.route(
+        .route(
+            "/api/v1/orders",
+            post(routes::create_order).get(routes::list_orders),
+        )
+        .route("/api/v1/orders/{id}", get(routes::get_order))
+        .route(
             "/api/v1/admin/products/{sku}/stock",
-            put(routes::restock_product)
-                .route_layer(from_fn_with_state(token, admin::require_token)),
-        );
-    }
+            put(routes::restock_product),
+        )
+        // Public: the API's OpenAPI document. Every route above must be in
+        // it (`openapi::ApiDoc`); tests/openapi.rs checks that.
+        .route(openapi::PATH, get(openapi::serve));
     let mut router = router
         // Applies to the routes above, so it must come after them.
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -178,8 +183,12 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     // Each layer wraps the ones added before it, so a request meets them in
-    // reverse: metrics first, then load shedding, the rate limit, the body
-    // limit. The cheapest refusal, which needs no lock, comes first.
+    // reverse: tracing and metrics first, then load shedding, the token
+    // check, the rate limit (keyed on the customer the token names, or the
+    // address), the refusal of bad tokens (after the limit, so forged
+    // tokens cannot flood), the body limit. The cheapest refusal, which
+    // needs no lock, comes first.
+    router = router.layer(from_fn(auth::refuse_bad_tokens));
     if config.rate_limit_enabled {
         let limiter = RateLimiter::new(
             config.rate_limit_per_second,
@@ -188,12 +197,16 @@ pub fn router(state: AppState, config: &Config) -> Router {
         );
         router = router.layer(from_fn_with_state(Arc::new(limiter), rate_limit::limit));
     }
+    router = router.layer(from_fn_with_state(verifier, auth::authenticate));
     if config.load_shed_enabled {
         let shedder = LoadShedder::new(config.max_in_flight);
         router = router.layer(from_fn_with_state(shedder, load_shed::shed));
     }
-    // Outermost, so refusals by the layers above are counted and timed too.
-    router.layer(from_fn(http_metrics::record))
+    // Outermost, so refusals by the layers above are counted, timed and
+    // traced too.
+    Ok(router
+        .layer(from_fn(http_metrics::record))
+        .layer(from_fn(shipshape_telemetry::http::trace_public_requests)))
 }
 
 /// Readiness: both upstreams accept connections.
@@ -228,14 +241,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rate_limit_burst = config.rate_limit_burst,
         load_shed_enabled = config.load_shed_enabled,
         max_in_flight = config.max_in_flight,
-        admin_api = config.admin_token.is_some(),
+        jwt_algorithm = ?config.auth.algorithm,
+        jwt_issuer = %config.auth.issuer,
         "gateway listening"
     );
 
     let ops = shipshape_runtime::ops::serve(config.ops_addr, readiness, shutdown.clone());
-    // The peer address is what rate limiting keys clients without an API
-    // key by.
-    let app = router(state, &config).into_make_service_with_connect_info::<SocketAddr>();
+    // The peer address is what rate limiting keys anonymous clients by.
+    let app = router(state, &config)?.into_make_service_with_connect_info::<SocketAddr>();
     let api = async {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

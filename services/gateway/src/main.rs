@@ -2,14 +2,15 @@
 #![forbid(unsafe_code)]
 
 use shipshape_gateway::{Config, run};
-use shipshape_runtime::{logging, metrics, shutdown};
+use shipshape_runtime::{metrics, shutdown};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    logging::init("gateway");
+    let telemetry = shipshape_telemetry::init("gateway")?;
     metrics::install();
     shipshape_resilience::describe();
     let shutdown = shutdown::on_signal()?;
-    let config = Config::from_env()?;
-    run(config, shutdown).await
+    let served = async { run(Config::from_env()?, shutdown).await }.await;
+    telemetry.shutdown().await;
+    served
 }

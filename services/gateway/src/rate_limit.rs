@@ -3,14 +3,14 @@
 //! a token; tokens come back at a steady rate up to a burst; a request that
 //! finds the bucket empty is answered `429` with `Retry-After`.
 //!
-//! Who is a client: the address the connection comes from. IPv6 addresses
-//! count per /64, the block one subscriber usually holds, so rotating
-//! addresses within it does not buy fresh buckets. An `x-api-key` header is
-//! only a claim until the gateway authenticates callers, and keying on it
-//! would let a client mint itself a fresh bucket per request, so it names
-//! the client only when the address is not known (the router called without
-//! a socket, as tests do); only a hash of it is kept, and it is never
-//! logged. With neither, every such request shares one bucket.
+//! Who is a client: the authenticated customer (the token's subject, see
+//! [`crate::auth`]), so a customer's allowance follows them across
+//! addresses and customers behind one address (an office, a carrier's NAT)
+//! do not share one. Anonymous requests (the public catalog) count by the
+//! address the connection comes from; IPv6 addresses count per /64, the
+//! block one subscriber usually holds, so rotating addresses within it does
+//! not buy fresh buckets. Only a hash of the subject is kept. Without
+//! either, every such request shares one bucket.
 //!
 //! The gateway is the public entry point, so the connection's address is the
 //! client's. Behind a proxy it would be the proxy's, and every client would
@@ -36,12 +36,10 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use shipshape_auth::Identity;
 use tokio::time::Instant;
 
 use crate::error::ApiError;
-
-/// The request header that identifies a client by its API key.
-pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// Most clients tracked at once. A bucket takes well under a hundred bytes,
 /// so the table stays within a few megabytes however many addresses send.
@@ -59,9 +57,9 @@ const CREDITS_PER_TOKEN: u64 = 1_000_000_000;
 /// Whom a bucket belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum ClientKey {
-    /// A hash of the API key: the key is a secret and may be long, the hash
-    /// is neither.
-    ApiKey(u64),
+    /// A hash of the authenticated customer's id: ids may be long, the hash
+    /// is not, and it names no one in a dump.
+    Customer(u64),
     /// An IPv4 address or an IPv6 /64.
     Address(IpAddr),
     /// The connection's address is not known.
@@ -76,7 +74,7 @@ pub struct RateLimiter {
     /// A full bucket, in credits.
     capacity: u64,
     max_clients: usize,
-    /// Hashes API keys with a key chosen at start, so which keys share a
+    /// Hashes customer ids with a key chosen at start, so which ids share a
     /// hash cannot be worked out from outside.
     hasher: RandomState,
     clients: Mutex<Clients>,
@@ -152,11 +150,11 @@ impl RateLimiter {
 
     /// Who sent `request`; see the module documentation.
     fn client_key(&self, request: &Request) -> ClientKey {
-        if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            return ClientKey::Address(address_key(peer.ip()));
+        if let Some(identity) = request.extensions().get::<Identity>() {
+            return ClientKey::Customer(self.hasher.hash_one(identity.subject()));
         }
-        match request.headers().get(API_KEY_HEADER) {
-            Some(api_key) => ClientKey::ApiKey(self.hasher.hash_one(api_key.as_bytes())),
+        match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(peer)) => ClientKey::Address(address_key(peer.ip())),
             None => ClientKey::Unknown,
         }
     }
@@ -339,7 +337,7 @@ mod tests {
         assert!(limiter.check(client(1), now).is_err());
         assert_eq!(limiter.check(client(2), now), Ok(()));
         assert_eq!(limiter.check(ClientKey::Unknown, now), Ok(()));
-        assert_eq!(limiter.check(ClientKey::ApiKey(7), now), Ok(()));
+        assert_eq!(limiter.check(ClientKey::Customer(7), now), Ok(()));
         assert!(limiter.check(client(1), now).is_err());
     }
 
@@ -380,11 +378,11 @@ mod tests {
         assert_eq!(limiter.tracked_clients(), 2);
     }
 
-    fn request(api_key: Option<&str>, peer: Option<SocketAddr>) -> Request {
+    fn request(customer: Option<&str>, peer: Option<SocketAddr>) -> Request {
         let mut request = Request::new(Body::empty());
-        if let Some(key) = api_key {
-            let value = key.parse().expect("header value");
-            request.headers_mut().insert(API_KEY_HEADER, value);
+        if let Some(customer) = customer {
+            let identity = Identity::new(customer, &[]).expect("identity");
+            request.extensions_mut().insert(identity);
         }
         if let Some(peer) = peer {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -393,10 +391,10 @@ mod tests {
     }
 
     #[test]
-    fn clients_are_known_by_address_then_api_key() {
+    fn clients_are_known_by_customer_then_address() {
         let limiter = limiter(1, 1);
         let peer: SocketAddr = "192.0.2.1:4000".parse().expect("address");
-        let key = |api_key, peer| limiter.client_key(&request(api_key, peer));
+        let key = |customer, peer| limiter.client_key(&request(customer, peer));
 
         assert_eq!(key(None, None), ClientKey::Unknown);
         assert_eq!(key(None, Some(peer)), client(1));
@@ -404,11 +402,12 @@ mod tests {
         let other_port: SocketAddr = "192.0.2.1:4001".parse().expect("address");
         assert_eq!(key(None, Some(other_port)), client(1));
 
-        // A key cannot buy a client at a known address a fresh bucket.
-        assert_eq!(key(Some("alice-key"), Some(peer)), client(1));
-        let alice = key(Some("alice-key"), None);
-        assert!(matches!(alice, ClientKey::ApiKey(_)), "{alice:?}");
-        assert_ne!(alice, key(Some("bob-key"), None));
+        // Customers behind one address have buckets of their own, and a
+        // customer keeps theirs from any address.
+        let alice = key(Some("alice"), Some(peer));
+        assert!(matches!(alice, ClientKey::Customer(_)), "{alice:?}");
+        assert_eq!(alice, key(Some("alice"), None));
+        assert_ne!(alice, key(Some("bob"), Some(peer)));
         assert!(!format!("{alice:?}").contains("alice"));
     }
 

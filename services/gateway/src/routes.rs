@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -17,10 +17,12 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::api::{
-    self, CreateOrderBody, OrderAcceptedJson, OrderJson, ProductJson, ProductListJson, RestockBody,
+    self, CreateOrderBody, ListOrdersQuery, OrderAcceptedJson, OrderJson, OrderListJson,
+    ProductJson, ProductListJson, RestockBody,
 };
+use crate::auth::{Admin, Customer};
 use crate::catalog_cache::{CatalogAnswer, CatalogCache};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::validation::{self, IdempotencyKey};
 
 const ORDER_SERVICE: &str = "order";
@@ -30,14 +32,27 @@ const INVENTORY_SERVICE: &str = "inventory";
 /// first time, so a client can tell a replay from a fresh order.
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// Every order is placed as a guest until the API authenticates callers;
-/// then this becomes the authenticated customer's id.
-fn customer_id() -> &'static str {
-    "guest"
-}
-
 /// `GET /api/v1/products`: the catalog with prices and current availability,
 /// or the last good catalog while inventory is unavailable.
+#[utoipa::path(
+    get,
+    path = "/api/v1/products",
+    tag = "catalog",
+    responses(
+        (status = 200, description = "The catalog", body = ProductListJson,
+            headers(
+                ("Catalog-Stale" = String, description = "`true` when inventory is unavailable and this is the last good answer"),
+                ("Age" = u64, description = "With `Catalog-Stale`: seconds since that answer was fetched"),
+            )),
+        (status = 401, description = "A bearer token was sent and refused (the route itself is public)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 429, description = "Too many requests from this client (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "An upstream service failed or answered something unusable (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`) or an upstream service is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn list_products(
     State(state): State<AppState>,
@@ -53,6 +68,28 @@ pub async fn list_products(
 
 /// `GET /api/v1/products/{sku}`, or the last good answer for it while
 /// inventory is unavailable.
+#[utoipa::path(
+    get,
+    path = "/api/v1/products/{sku}",
+    tag = "catalog",
+    params(("sku" = String, Path, description = "1 to 32 upper-case letters, digits and dashes", min_length = 1, max_length = 32, pattern = "^[A-Z0-9-]{1,32}$", example = "SKU-0001")),
+    responses(
+        (status = 200, description = "The product", body = ProductJson,
+            headers(
+                ("Catalog-Stale" = String, description = "`true` when inventory is unavailable and this is the last good answer"),
+                ("Age" = u64, description = "With `Catalog-Stale`: seconds since that answer was fetched"),
+            )),
+        (status = 400, description = "The request is malformed; `error.code` says how (`invalid_sku`, `invalid_json`, ...)", body = ErrorBody),
+        (status = 401, description = "A bearer token was sent and refused (the route itself is public)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 404, description = "No such product (`not_found`)", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "An upstream service failed or answered something unusable (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`) or an upstream service is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn get_product(
     State(state): State<AppState>,
@@ -73,8 +110,37 @@ pub async fn get_product(
 
 /// `POST /api/v1/orders`: places an order and answers `202 Accepted` at once;
 /// the checkout saga runs afterwards and the client polls `Location`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    tag = "orders",
+    security(("bearerAuth" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry: the same key with the same body answers the order created the first time. 1 to 255 visible ASCII characters", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$"),
+    ),
+    request_body(content = CreateOrderBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The order is placed; its checkout runs in the background", body = OrderAcceptedJson,
+            headers(
+                ("Location" = String, description = "The order's URL, to poll"),
+                ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same `Idempotency-Key`"),
+            )),
+        (status = 400, description = "The request is malformed; `error.code` says how (`invalid_sku`, `invalid_json`, ...)", body = ErrorBody),
+        (status = 401, description = "No bearer token, or one that was refused", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 413, description = "The body is larger than 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not `Content-Type: application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "The `Idempotency-Key` was used before for a different request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "An upstream service failed or answered something unusable (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`) or an upstream service is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn create_order(
+    Customer(caller): Customer,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Json<CreateOrderBody>, JsonRejection>,
@@ -87,10 +153,10 @@ pub async fn create_order(
     // gateway's own retries of the call replay the order instead of placing
     // a second one.
     let idempotency_key = client_key.unwrap_or_else(IdempotencyKey::generate);
-    let request = api::create_order_request(new_order, customer_id(), &idempotency_key);
+    let request = api::create_order_request(new_order, &idempotency_key);
     let response = state
         .orders
-        .create_order(request)
+        .create_order(&caller, request)
         .await
         .map_err(|status| ApiError::upstream(ORDER_SERVICE, &status))?;
     // A replay under a key the gateway made up can only be its own retry
@@ -117,9 +183,30 @@ pub async fn create_order(
     Ok((StatusCode::ACCEPTED, headers, Json(accepted)).into_response())
 }
 
-/// `GET /api/v1/orders/{id}`: the order and where its checkout stands.
+/// `GET /api/v1/orders/{id}`: the order and where its checkout stands; 404
+/// for another customer's order, as for one that does not exist.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The order id (a UUID)", format = "uuid")),
+    responses(
+        (status = 200, description = "The order", body = OrderJson),
+        (status = 400, description = "The request is malformed; `error.code` says how (`invalid_sku`, `invalid_json`, ...)", body = ErrorBody),
+        (status = 401, description = "No bearer token, or one that was refused", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 404, description = "No such order of the caller's (`not_found`)", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "An upstream service failed or answered something unusable (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`) or an upstream service is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn get_order(
+    Customer(caller): Customer,
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OrderJson>, ApiError> {
@@ -127,9 +214,12 @@ pub async fn get_order(
     let id: OrderId = id.parse()?;
     let order = state
         .orders
-        .get_order(order::GetOrderRequest {
-            order_id: id.to_string(),
-        })
+        .get_order(
+            &caller,
+            order::GetOrderRequest {
+                order_id: id.to_string(),
+            },
+        )
         .await
         .map_err(|status| ApiError::upstream(ORDER_SERVICE, &status))?;
     let order =
@@ -137,13 +227,82 @@ pub async fn get_order(
     Ok(Json(order))
 }
 
+/// `GET /api/v1/orders?limit=&page_token=`: the caller's orders, newest
+/// first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "orders",
+    security(("bearerAuth" = [])),
+    params(ListOrdersQuery),
+    responses(
+        (status = 200, description = "One page of the caller's orders, newest first", body = OrderListJson),
+        (status = 400, description = "The request is malformed; `error.code` says how (`invalid_sku`, `invalid_json`, ...)", body = ErrorBody),
+        (status = 401, description = "No bearer token, or one that was refused", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 429, description = "Too many requests from this client (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "An upstream service failed or answered something unusable (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`) or an upstream service is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
+#[tracing::instrument(skip_all)]
+pub async fn list_orders(
+    Customer(caller): Customer,
+    State(state): State<AppState>,
+    query: Result<Query<ListOrdersQuery>, QueryRejection>,
+) -> Result<Json<OrderListJson>, ApiError> {
+    let Query(query) = query?;
+    let page_size = validation::page_size(query.limit)?;
+    let page = state
+        .orders
+        .list_orders(
+            &caller,
+            order::ListOrdersRequest {
+                page_size,
+                page_token: query.page_token.unwrap_or_default(),
+            },
+        )
+        .await
+        .map_err(|status| ApiError::upstream(ORDER_SERVICE, &status))?;
+    let page = OrderListJson::try_from(page)
+        .map_err(|e| ApiError::malformed_response(ORDER_SERVICE, e))?;
+    Ok(Json(page))
+}
+
 /// `PUT /api/v1/admin/products/{sku}/stock` with `{"add": n}`: adds `n`
-/// units to the product's stock and answers the product as it is now. Only
-/// routed when `ADMIN_TOKEN` is set, behind [`crate::admin::require_token`].
+/// units to the product's stock and answers the product as it is now. For
+/// callers with the `admin` scope only.
 /// Never retried by the gateway: a restock whose answer was lost may have
 /// been applied, and applying it twice would add the units twice.
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/products/{sku}/stock",
+    tag = "admin",
+    security(("bearerAuth" = [])),
+    params(("sku" = String, Path, description = "1 to 32 upper-case letters, digits and dashes", min_length = 1, max_length = 32, pattern = "^[A-Z0-9-]{1,32}$", example = "SKU-0001")),
+    request_body(content = RestockBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The product with its new availability", body = ProductJson),
+        (status = 400, description = "The request is malformed; `error.code` says how (`invalid_sku`, `invalid_json`, ...)", body = ErrorBody),
+        (status = 401, description = "No bearer token, or one that was refused", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 403, description = "The token lacks the `admin` scope (`insufficient_scope`)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge, with `error=\"insufficient_scope\"`"))),
+        (status = 404, description = "No such product (`not_found`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not `Content-Type: application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "An upstream service failed or answered something unusable (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`) or an upstream service is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn restock_product(
+    Admin(caller): Admin,
     State(state): State<AppState>,
     sku: Result<Path<String>, PathRejection>,
     body: Result<Json<RestockBody>, JsonRejection>,
@@ -154,10 +313,13 @@ pub async fn restock_product(
     let units = validation::restock_units(body.add)?;
     let product = state
         .inventory
-        .restock_product(inventory::RestockProductRequest {
-            sku: sku.as_str().to_owned(),
-            quantity: units,
-        })
+        .restock_product(
+            &caller,
+            inventory::RestockProductRequest {
+                sku: sku.as_str().to_owned(),
+                quantity: units,
+            },
+        )
         .await
         .map_err(|status| ApiError::upstream(INVENTORY_SERVICE, &status))?;
     tracing::info!(sku = %sku, added = units, available = product.available, "restocked");

@@ -17,15 +17,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::Uri;
+use shipshape_auth::Identity;
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::inventory::{
     GetProductRequest, ListProductsRequest, ListProductsResponse, Product, RestockProductRequest,
 };
 use shipshape_proto::order::order_service_client::OrderServiceClient;
-use shipshape_proto::order::{CreateOrderRequest, CreateOrderResponse, GetOrderRequest, Order};
+use shipshape_proto::order::{
+    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, ListOrdersRequest,
+    ListOrdersResponse, Order,
+};
 use shipshape_resilience::{Classify, Downstream, FailureClass, Idempotency, ResilienceError};
 use shipshape_runtime::grpc::ClientMetricsLayer;
 use shipshape_runtime::ops::CheckFuture;
+use shipshape_telemetry::grpc::traced;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 use tower::util::BoxCloneSyncService;
@@ -62,16 +67,18 @@ pub fn channel(url: &str) -> anyhow::Result<Channel> {
 }
 
 /// The order service's methods, each behind the `"order"` downstream's
-/// stack. Cheap to clone.
+/// stack, each on behalf of a caller whose identity travels in the call's
+/// metadata. Cheap to clone.
 #[derive(Clone)]
 pub struct Orders {
-    create: Method<CreateOrderRequest, CreateOrderResponse>,
-    get: Method<GetOrderRequest, Order>,
+    create: Method<Forwarded<CreateOrderRequest>, CreateOrderResponse>,
+    get: Method<Forwarded<GetOrderRequest>, Order>,
+    list: Method<Forwarded<ListOrdersRequest>, ListOrdersResponse>,
 }
 
 impl Orders {
     pub fn new(channel: Channel, downstream: &Downstream) -> Self {
-        let client = OrderServiceClient::new(channel);
+        let client = OrderServiceClient::new(traced(channel));
         Self {
             // Retried like a read: the gateway sends every CreateOrder with
             // an idempotency key (the client's, or one made for this request
@@ -84,28 +91,78 @@ impl Orders {
                 Idempotency::Idempotent,
                 client.clone(),
                 "CreateOrder",
-                |mut client, request| async move { client.create_order(request).await },
+                |mut client, request: Forwarded<CreateOrderRequest>| async move {
+                    client.create_order(request.into_request()).await
+                },
             ),
             get: method(
                 ORDER,
                 downstream,
                 Idempotency::Idempotent,
-                client,
+                client.clone(),
                 "GetOrder",
-                |mut client, request| async move { client.get_order(request).await },
+                |mut client, request: Forwarded<GetOrderRequest>| async move {
+                    client.get_order(request.into_request()).await
+                },
+            ),
+            list: method(
+                ORDER,
+                downstream,
+                Idempotency::Idempotent,
+                client,
+                "ListOrders",
+                |mut client, request: Forwarded<ListOrdersRequest>| async move {
+                    client.list_orders(request.into_request()).await
+                },
             ),
         }
     }
 
     pub async fn create_order(
         &self,
+        caller: &Identity,
         request: CreateOrderRequest,
     ) -> Result<CreateOrderResponse, Status> {
-        call(&self.create, request).await
+        call(&self.create, Forwarded::new(caller, request)).await
     }
 
-    pub async fn get_order(&self, request: GetOrderRequest) -> Result<Order, Status> {
-        call(&self.get, request).await
+    pub async fn get_order(
+        &self,
+        caller: &Identity,
+        request: GetOrderRequest,
+    ) -> Result<Order, Status> {
+        call(&self.get, Forwarded::new(caller, request)).await
+    }
+
+    pub async fn list_orders(
+        &self,
+        caller: &Identity,
+        request: ListOrdersRequest,
+    ) -> Result<ListOrdersResponse, Status> {
+        call(&self.list, Forwarded::new(caller, request)).await
+    }
+}
+
+/// A request made on behalf of a caller: the message, and the identity the
+/// service reads from the metadata. Cloned for each attempt of a call.
+#[derive(Clone)]
+pub struct Forwarded<T> {
+    caller: Identity,
+    message: T,
+}
+
+impl<T> Forwarded<T> {
+    fn new(caller: &Identity, message: T) -> Self {
+        Self {
+            caller: caller.clone(),
+            message,
+        }
+    }
+
+    fn into_request(self) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(self.message);
+        self.caller.write_metadata(request.metadata_mut());
+        request
     }
 }
 
@@ -115,12 +172,12 @@ impl Orders {
 pub struct Inventory {
     list: Method<ListProductsRequest, ListProductsResponse>,
     get: Method<GetProductRequest, Product>,
-    restock: Method<RestockProductRequest, Product>,
+    restock: Method<Forwarded<RestockProductRequest>, Product>,
 }
 
 impl Inventory {
     pub fn new(channel: Channel, downstream: &Downstream) -> Self {
-        let client = InventoryServiceClient::new(channel);
+        let client = InventoryServiceClient::new(traced(channel));
         Self {
             list: method(
                 INVENTORY,
@@ -146,7 +203,9 @@ impl Inventory {
                 Idempotency::NotIdempotent,
                 client,
                 "RestockProduct",
-                |mut client, request| async move { client.restock_product(request).await },
+                |mut client, request: Forwarded<RestockProductRequest>| async move {
+                    client.restock_product(request.into_request()).await
+                },
             ),
         }
     }
@@ -162,8 +221,12 @@ impl Inventory {
         call(&self.get, request).await
     }
 
-    pub async fn restock_product(&self, request: RestockProductRequest) -> Result<Product, Status> {
-        call(&self.restock, request).await
+    pub async fn restock_product(
+        &self,
+        caller: &Identity,
+        request: RestockProductRequest,
+    ) -> Result<Product, Status> {
+        call(&self.restock, Forwarded::new(caller, request)).await
     }
 }
 

@@ -139,12 +139,34 @@ pub fn restock_units(add: i64) -> Result<i64, InvalidValue> {
     }
 }
 
+/// The page size of `GET /api/v1/orders?limit=`: 1 to 100, 20 when absent.
+pub fn page_size(limit: Option<u32>) -> Result<i32, InvalidValue> {
+    match limit {
+        None => Ok(20),
+        Some(limit @ 1..=100) => Ok(limit as i32),
+        Some(limit) => Err(InvalidValue::new(
+            "invalid_limit",
+            format!("limit must be 1 to 100, not {limit}"),
+        )),
+    }
+}
+
+/// 1 to [`MAX_CARD_TOKEN_LEN`] characters (not bytes, as the message says
+/// and the order service counts), not blank, and no control characters: a
+/// NUL cannot be stored in Postgres, and an order accepted with one would
+/// never get through its checkout.
 fn card_token(token: String) -> Result<CardToken, InvalidValue> {
-    if token.is_empty() || token.len() > MAX_CARD_TOKEN_LEN {
+    let well_formed = !token.trim().is_empty()
+        && token.chars().count() <= MAX_CARD_TOKEN_LEN
+        && !token.chars().any(char::is_control);
+    if !well_formed {
         // The message must not echo the token.
         return Err(InvalidValue::new(
             "invalid_card_token",
-            format!("payment.card_token must be 1 to {MAX_CARD_TOKEN_LEN} characters"),
+            format!(
+                "payment.card_token must be 1 to {MAX_CARD_TOKEN_LEN} characters, \
+                 not blank and without control characters"
+            ),
         ));
     }
     Ok(CardToken(token))
@@ -339,9 +361,20 @@ mod tests {
             code_of(|b| b.payment.card_token = "t".repeat(MAX_CARD_TOKEN_LEN + 1)),
             "invalid_card_token"
         );
+        for bad in ["   ", "tok\u{0}x", "tok\nx", "tok\u{7f}"] {
+            assert_eq!(
+                code_of(|b| b.payment.card_token = bad.into()),
+                "invalid_card_token",
+                "{bad:?}"
+            );
+        }
         let mut longest = body();
         longest.payment.card_token = "t".repeat(MAX_CARD_TOKEN_LEN);
         assert!(new_order(longest).is_ok());
+        // Characters, not bytes.
+        let mut wide = body();
+        wide.payment.card_token = "é".repeat(MAX_CARD_TOKEN_LEN);
+        assert!(new_order(wide).is_ok());
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The HTTP contract for everything the gateway answers by itself: bad input,
-//! clients over their rate limit and unreachable upstreams. The router is
+//! missing or bad credentials, clients over their rate limit and
+//! unreachable upstreams. The router is
 //! called directly, without a socket; the upstream URLs point at a port where
 //! nothing listens.
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,46 +14,27 @@ use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AU
 use axum::http::{Request, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
-use shipshape_gateway::admin::AdminToken;
-use shipshape_gateway::{AppState, Config, MAX_BODY_BYTES, router};
-use shipshape_resilience::ResilienceConfig;
+use shipshape_gateway::{Config, MAX_BODY_BYTES};
 use tower::ServiceExt;
 
-/// Port 1 (tcpmux) is privileged and unused, so a connection is refused at
-/// once instead of timing out.
-const NOTHING_LISTENS: &str = "http://127.0.0.1:1";
+mod support;
+use support::{CUSTOMER, NOTHING_LISTENS, app_with, bearer, config, forged_bearer};
 
 fn non_zero(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).expect("non-zero")
 }
 
-/// The defaults `Config::from_env` uses.
-fn config() -> Config {
-    Config {
-        http_addr: ([127, 0, 0, 1], 0).into(),
-        ops_addr: ([127, 0, 0, 1], 0).into(),
-        order_url: NOTHING_LISTENS.into(),
-        inventory_url: NOTHING_LISTENS.into(),
-        order: ResilienceConfig::default(),
-        inventory: ResilienceConfig::default(),
-        rate_limit_enabled: true,
-        rate_limit_per_second: non_zero(100),
-        rate_limit_burst: non_zero(200),
-        load_shed_enabled: true,
-        max_in_flight: NonZeroUsize::new(256).expect("non-zero"),
-        admin_token: None,
-    }
-}
-
-fn app_with(config: &Config) -> axum::Router {
-    router(AppState::from_config(config).expect("state"), config)
-}
-
 fn app() -> axum::Router {
-    app_with(&config())
+    app_with(&config(NOTHING_LISTENS))
 }
 
-async fn send(request: Request<Body>) -> (Response, Value) {
+/// Sends `request` as [`CUSTOMER`], unless it carries credentials of its
+/// own.
+async fn send(mut request: Request<Body>) -> (Response, Value) {
+    if !request.headers().contains_key(AUTHORIZATION) {
+        let value = bearer(CUSTOMER, &[]).parse().expect("header value");
+        request.headers_mut().insert(AUTHORIZATION, value);
+    }
     send_to(app(), request).await
 }
 
@@ -215,7 +197,7 @@ async fn unsupported_method_is_405_json_with_allow() {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
     );
-    assert_eq!(response.headers()[ALLOW], "POST");
+    assert_eq!(response.headers()[ALLOW], "POST,GET,HEAD");
 }
 
 #[tokio::test]
@@ -256,15 +238,6 @@ async fn unreachable_inventory_is_503() {
     }
 }
 
-const ADMIN_TOKEN: &str = "test-admin-token";
-
-fn with_admin() -> Config {
-    Config {
-        admin_token: AdminToken::new(ADMIN_TOKEN),
-        ..config()
-    }
-}
-
 fn restock(authorization: Option<&str>, sku: &str, body: &str) -> Request<Body> {
     let mut request = Request::put(format!("/api/v1/admin/products/{sku}/stock"))
         .header(CONTENT_TYPE, "application/json");
@@ -274,37 +247,144 @@ fn restock(authorization: Option<&str>, sku: &str, body: &str) -> Request<Body> 
     request.body(Body::from(body.to_owned())).expect("request")
 }
 
-#[tokio::test]
-async fn without_an_admin_token_the_admin_route_does_not_exist() {
-    let bearer = format!("Bearer {ADMIN_TOKEN}");
-    let (response, json) = send(restock(Some(&bearer), "SKU-0001", r#"{"add": 5}"#)).await;
-    assert_error(&response, &json, StatusCode::NOT_FOUND, "not_found");
+fn anonymous(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("request")
 }
 
 #[tokio::test]
-async fn the_admin_route_needs_the_bearer_token() {
-    let app = app_with(&with_admin());
-    for authorization in [
-        None,
-        Some("Bearer wrong"),
-        Some(ADMIN_TOKEN),
-        Some("Basic dGVzdA=="),
+async fn orders_need_a_caller_and_the_challenge_says_so() {
+    for uri in [
+        "/api/v1/orders",
+        "/api/v1/orders/0193b6d2-7c1e-7a3b-9f00-1234567890ab",
     ] {
-        let request = restock(authorization, "SKU-0001", r#"{"add": 5}"#);
-        let (response, json) = send_to(app.clone(), request).await;
-        assert_error(&response, &json, StatusCode::UNAUTHORIZED, "unauthorized");
+        let (response, json) = send_to(app(), anonymous(uri)).await;
+        assert_error(
+            &response,
+            &json,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        );
         assert_eq!(
             response.headers()[WWW_AUTHENTICATE],
-            "Bearer",
-            "{authorization:?}"
+            r#"Bearer realm="shipshape""#
         );
+    }
+    // Refused before the body is read or checked.
+    let request = Request::post("/api/v1/orders")
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::from("{not json"))
+        .expect("request");
+    let (response, json) = send_to(app(), request).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+}
+
+#[tokio::test]
+async fn a_bad_token_is_401_with_invalid_token_even_on_public_routes() {
+    for authorization in [
+        forged_bearer(CUSTOMER),
+        "Bearer not.a.jwt".to_owned(),
+        "Bearer".to_owned(),
+    ] {
+        for uri in ["/api/v1/orders", "/api/v1/products"] {
+            let request = Request::get(uri)
+                .header(AUTHORIZATION, &authorization)
+                .body(Body::empty())
+                .expect("request");
+            let (response, json) = send_to(app(), request).await;
+            assert_error(
+                &response,
+                &json,
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+            );
+            let challenge = response.headers()[WWW_AUTHENTICATE]
+                .to_str()
+                .expect("ascii");
+            assert!(
+                challenge.starts_with(r#"Bearer realm="shipshape", error="invalid_token""#),
+                "{authorization}: {challenge}"
+            );
+        }
     }
 }
 
 #[tokio::test]
+async fn another_scheme_is_no_credentials_at_all() {
+    let request = Request::get("/api/v1/orders")
+        .header(AUTHORIZATION, "Basic dGVzdA==")
+        .body(Body::empty())
+        .expect("request");
+    let (response, json) = send_to(app(), request).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    assert_eq!(
+        response.headers()[WWW_AUTHENTICATE],
+        r#"Bearer realm="shipshape""#
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn forged_tokens_count_against_the_address_rate_limit() {
+    let app = app_with(&strict_limit());
+    let forged = || {
+        let mut request = from_peer("192.0.2.9:4000", cheap_request());
+        let value = forged_bearer(CUSTOMER).parse().expect("header value");
+        request.headers_mut().insert(AUTHORIZATION, value);
+        request
+    };
+    for _ in 0..2 {
+        let (response, _) = send_to(app.clone(), forged()).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let (response, _) = send_to(app, forged()).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn the_catalog_is_public() {
+    // Answered by the gateway itself, past authentication: no upstream runs.
+    let (response, json) = send_to(app(), anonymous("/api/v1/products/sku%201")).await;
+    assert_error(&response, &json, StatusCode::BAD_REQUEST, "invalid_sku");
+}
+
+#[tokio::test]
+async fn the_admin_route_needs_the_admin_scope() {
+    let (response, json) = send_to(app(), restock(None, "SKU-0001", r#"{"add": 5}"#)).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+
+    let customer = bearer(CUSTOMER, &[]);
+    let request = restock(Some(&customer), "SKU-0001", r#"{"add": 5}"#);
+    let (response, json) = send_to(app(), request).await;
+    assert_error(
+        &response,
+        &json,
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+    );
+    assert_eq!(
+        response.headers()[WWW_AUTHENTICATE],
+        r#"Bearer realm="shipshape", error="insufficient_scope", scope="admin""#
+    );
+}
+
+#[tokio::test]
 async fn a_restock_is_checked_before_inventory_is_called() {
-    let app = app_with(&with_admin());
-    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let app = app();
+    let bearer = bearer("operator", &["admin"]);
     let cases = [
         ("SKU-0001", r#"{"add": 0}"#, "invalid_quantity"),
         ("SKU-0001", r#"{"add": 1000001}"#, "invalid_quantity"),
@@ -332,14 +412,14 @@ fn strict_limit() -> Config {
     Config {
         rate_limit_per_second: non_zero(1),
         rate_limit_burst: non_zero(2),
-        ..config()
+        ..config(NOTHING_LISTENS)
     }
 }
 
 /// A request the gateway answers by itself (400), so only the rate limit
 /// decides whether it passes.
 fn cheap_request() -> Request<Body> {
-    Request::get("/api/v1/orders/not-a-uuid")
+    Request::get("/api/v1/products/sku%201")
         .body(Body::empty())
         .expect("request")
 }
@@ -350,9 +430,9 @@ fn from_peer(peer: &str, mut request: Request<Body>) -> Request<Body> {
     request
 }
 
-fn with_api_key(key: &str, mut request: Request<Body>) -> Request<Body> {
-    let value = key.parse().expect("header value");
-    request.headers_mut().insert("x-api-key", value);
+fn as_customer(customer: &str, mut request: Request<Body>) -> Request<Body> {
+    let value = bearer(customer, &[]).parse().expect("header value");
+    request.headers_mut().insert(AUTHORIZATION, value);
     request
 }
 
@@ -387,20 +467,22 @@ async fn clients_are_limited_separately() {
     let (response, _) = send_to(app.clone(), client_a()).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 
-    // A made-up API key does not free a known address from its limit.
-    let (response, _) = send_to(app.clone(), with_api_key("key-1", client_a())).await;
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-
-    // Another address, an API key without an address, no address.
+    // Another address, a customer at the same address, no address.
     let others = [
         from_peer("192.0.2.2:40000", cheap_request()),
-        with_api_key("key-1", cheap_request()),
+        as_customer("bob", client_a()),
         cheap_request(),
     ];
     for request in others {
         let (response, _) = send_to(app.clone(), request).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     }
+
+    // A customer's allowance follows them to any address.
+    let bob_elsewhere = || as_customer("bob", from_peer("198.51.100.7:1234", cheap_request()));
+    send_to(app.clone(), bob_elsewhere()).await;
+    let (response, _) = send_to(app, bob_elsewhere()).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test(start_paused = true)]

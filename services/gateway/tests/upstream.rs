@@ -6,7 +6,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,8 +16,8 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::{Request, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
-use shipshape_gateway::admin::AdminToken;
-use shipshape_gateway::{AppState, Config, router, run};
+use shipshape_auth::Identity;
+use shipshape_gateway::{Config, run};
 use shipshape_proto::common;
 use shipshape_proto::inventory::inventory_service_server::{
     InventoryService, InventoryServiceServer,
@@ -28,7 +28,8 @@ use shipshape_proto::inventory::{
 };
 use shipshape_proto::order::order_service_server::{OrderService, OrderServiceServer};
 use shipshape_proto::order::{
-    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, Order, OrderLine, OrderStatus,
+    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, ListOrdersRequest,
+    ListOrdersResponse, Order, OrderLine, OrderStatus,
 };
 use shipshape_resilience::{BreakerConfig, ResilienceConfig, RetryConfig, TimeoutConfig};
 use shipshape_runtime::CancellationToken;
@@ -40,6 +41,9 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tower::ServiceExt;
+
+mod support;
+use support::{CUSTOMER, app_with, bearer};
 
 const ORDER_ID: &str = "0193b6d2-7c1e-7a3b-9f00-1234567890ab";
 /// An order the fake order service answers only after the gateway has given
@@ -90,6 +94,10 @@ impl Failures {
 struct FakeOrders {
     calls: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<CreateOrderRequest>>>,
+    /// The caller each call was made for, as the gateway forwarded it.
+    callers: Arc<Mutex<Vec<Identity>>>,
+    /// The ListOrders requests received.
+    listings: Arc<Mutex<Vec<ListOrdersRequest>>>,
     /// Idempotency keys of the orders stored.
     keys: Arc<Mutex<HashSet<String>>>,
     /// Orders stored (replays not counted).
@@ -110,6 +118,18 @@ impl FakeOrders {
         self.requests.lock().expect("lock").clone()
     }
 
+    fn callers(&self) -> Vec<Identity> {
+        self.callers.lock().expect("lock").clone()
+    }
+
+    /// Records who the call is for; a call without a caller is refused,
+    /// as the real service refuses it.
+    fn caller<T>(&self, request: &GrpcRequest<T>) -> Result<(), Status> {
+        let caller = Identity::from_metadata(request.metadata())?;
+        self.callers.lock().expect("lock").push(caller);
+        Ok(())
+    }
+
     fn placed(&self) -> usize {
         self.placed.load(Ordering::SeqCst)
     }
@@ -119,10 +139,29 @@ impl FakeOrders {
     }
 }
 
+/// A request for `quantity` of SKU-0001 to Ada Lovelace in Berlin.
+fn one_line_order(quantity: i64) -> CreateOrderRequest {
+    CreateOrderRequest {
+        lines: vec![shipshape_proto::order::LineRequest {
+            sku: "SKU-0001".into(),
+            quantity,
+        }],
+        shipping_address: Some(common::Address {
+            name: "Ada Lovelace".into(),
+            line1: "1 Main St".into(),
+            line2: String::new(),
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        }),
+        ..Default::default()
+    }
+}
+
 fn stored_order(request: &CreateOrderRequest) -> Order {
     Order {
         order_id: ORDER_ID.into(),
-        customer_id: request.customer_id.clone(),
+        customer_id: CUSTOMER.into(),
         status: OrderStatus::Pending as i32,
         cancellation_reason: String::new(),
         lines: request
@@ -149,6 +188,7 @@ impl OrderService for FakeOrders {
         request: GrpcRequest<CreateOrderRequest>,
     ) -> Result<GrpcResponse<CreateOrderResponse>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.caller(&request)?;
         let request = request.into_inner();
         self.requests.lock().expect("lock").push(request.clone());
         self.failures.next()?;
@@ -186,32 +226,33 @@ impl OrderService for FakeOrders {
         request: GrpcRequest<GetOrderRequest>,
     ) -> Result<GrpcResponse<Order>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.caller(&request)?;
         self.failures.next()?;
         match request.get_ref().order_id.as_str() {
             ORDER_ID => {}
             SLOW_ORDER_ID => tokio::time::sleep(CALL_TIMEOUT * 10).await,
             _ => return Err(Status::not_found("no such order")),
         }
-        let mut order = stored_order(&CreateOrderRequest {
-            customer_id: "guest".into(),
-            lines: vec![shipshape_proto::order::LineRequest {
-                sku: "SKU-0001".into(),
-                quantity: 2,
-            }],
-            shipping_address: Some(common::Address {
-                name: "Ada Lovelace".into(),
-                line1: "1 Main St".into(),
-                line2: String::new(),
-                city: "Berlin".into(),
-                postal_code: "10115".into(),
-                country: "DE".into(),
-            }),
-            ..Default::default()
-        });
+        let mut order = stored_order(&one_line_order(2));
         order.status = OrderStatus::Cancelled as i32;
         order.cancellation_reason = "out_of_stock".into();
         order.completed_at_micros = 1_738_315_802_000_000;
         Ok(GrpcResponse::new(order))
+    }
+
+    async fn list_orders(
+        &self,
+        request: GrpcRequest<ListOrdersRequest>,
+    ) -> Result<GrpcResponse<ListOrdersResponse>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.caller(&request)?;
+        let request = request.into_inner();
+        self.listings.lock().expect("lock").push(request.clone());
+        let order = stored_order(&one_line_order(1));
+        Ok(GrpcResponse::new(ListOrdersResponse {
+            orders: vec![order],
+            next_page_token: "next-page".into(),
+        }))
     }
 }
 
@@ -347,30 +388,22 @@ fn resilience() -> ResilienceConfig {
     }
 }
 
-const ADMIN_TOKEN: &str = "test-admin-token";
-
+/// The defaults with the tests' resilience settings, against `upstream_url`.
 fn config(upstream_url: &str) -> Config {
     Config {
-        http_addr: ([127, 0, 0, 1], 0).into(),
-        ops_addr: ([127, 0, 0, 1], 0).into(),
-        order_url: upstream_url.into(),
-        inventory_url: upstream_url.into(),
         order: resilience(),
         inventory: resilience(),
-        rate_limit_enabled: true,
-        rate_limit_per_second: NonZeroU32::new(100).expect("non-zero"),
-        rate_limit_burst: NonZeroU32::new(200).expect("non-zero"),
-        load_shed_enabled: true,
-        max_in_flight: NonZeroUsize::new(256).expect("non-zero"),
-        admin_token: AdminToken::new(ADMIN_TOKEN),
+        ..support::config(upstream_url)
     }
 }
 
-fn app_with(config: &Config) -> axum::Router {
-    router(AppState::from_config(config).expect("state"), config)
-}
-
-async fn send(app: axum::Router, request: Request<Body>) -> (Response, Value) {
+/// Sends `request` as [`CUSTOMER`], unless it carries credentials of its
+/// own.
+async fn send(app: axum::Router, mut request: Request<Body>) -> (Response, Value) {
+    if !request.headers().contains_key(AUTHORIZATION) {
+        let value = bearer(CUSTOMER, &[]).parse().expect("header value");
+        request.headers_mut().insert(AUTHORIZATION, value);
+    }
     let response = app.oneshot(request).await.expect("infallible");
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
@@ -430,7 +463,10 @@ async fn placing_an_order_is_202_with_location() {
     let [sent] = sent.as_slice() else {
         panic!("one call expected: {sent:?}");
     };
-    assert_eq!(sent.customer_id, "guest");
+    // The caller travels in the metadata, as the token named them.
+    let callers = upstreams.orders.callers();
+    assert_eq!(callers.len(), 1);
+    assert_eq!(callers[0].subject(), CUSTOMER);
     assert_eq!(sent.idempotency_key, "checkout-1");
     assert_eq!(sent.card_token, "tok_visa");
     assert_eq!(sent.lines.len(), 2);
@@ -442,6 +478,46 @@ async fn placing_an_order_is_202_with_location() {
     assert_eq!(
         (address.line2.as_str(), address.country.as_str()),
         ("", "DE")
+    );
+}
+
+#[tokio::test]
+async fn listing_orders_asks_for_the_callers_page_and_passes_the_token_on() {
+    let (app, upstreams) = app().await;
+    let (response, json) = send(
+        app.clone(),
+        get("/api/v1/orders?limit=5&page_token=after-this"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK, "{json}");
+    assert_eq!(json["orders"][0]["order_id"], ORDER_ID);
+    assert_eq!(json["next_page_token"], "next-page");
+    let listings = upstreams.orders.listings.lock().expect("lock").clone();
+    assert_eq!(listings.len(), 1);
+    assert_eq!(
+        (listings[0].page_size, listings[0].page_token.as_str()),
+        (5, "after-this")
+    );
+    assert_eq!(upstreams.orders.callers()[0].subject(), CUSTOMER);
+
+    for (query, code) in [
+        ("limit=0", "invalid_limit"),
+        ("limit=101", "invalid_limit"),
+        ("limit=ten", "invalid_query"),
+        ("sort=newest", "invalid_query"),
+    ] {
+        let (response, json) = send(app.clone(), get(&format!("/api/v1/orders?{query}"))).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{query}: {json}"
+        );
+        assert_eq!(json["error"]["code"], code, "{query}");
+    }
+    assert_eq!(
+        upstreams.orders.calls(),
+        1,
+        "bad queries never reach the service"
     );
 }
 
@@ -688,7 +764,7 @@ async fn a_read_is_retried_after_a_transient_failure() {
 fn restock(body: &str) -> Request<Body> {
     Request::put("/api/v1/admin/products/SKU-0001/stock")
         .header(CONTENT_TYPE, "application/json")
-        .header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .header(AUTHORIZATION, bearer("operator", &["admin"]))
         .body(Body::from(body.to_owned()))
         .expect("request")
 }

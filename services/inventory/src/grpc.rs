@@ -1,5 +1,6 @@
 //! The catalog over gRPC, and the operators' restock.
 
+use shipshape_auth::{ADMIN_SCOPE, Identity};
 use shipshape_proto::common;
 use shipshape_proto::error_status;
 use shipshape_proto::inventory::inventory_service_server::InventoryService;
@@ -106,6 +107,15 @@ impl InventoryService for Catalog {
         &self,
         request: Request<RestockProductRequest>,
     ) -> Result<Response<Product>, Status> {
+        // Operators only: the gateway forwards the caller's scopes.
+        let caller = Identity::from_metadata(request.metadata())?;
+        if !caller.has_scope(ADMIN_SCOPE) {
+            return Err(error_status(
+                Code::PermissionDenied,
+                "insufficient_scope",
+                "restocking needs the admin scope",
+            ));
+        }
         let request = request.into_inner();
         let sku = Sku::parse(&request.sku).map_err(CatalogError::from)?;
         let units = RestockQuantity::new(request.quantity).map_err(CatalogError::from)?;

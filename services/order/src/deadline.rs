@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use shipshape_runtime::CancellationToken;
 use sqlx::PgPool;
+use tracing::Instrument as _;
 
 use crate::events::{Advanced, Outcome, advance};
 use crate::saga::Observation;
@@ -40,9 +41,19 @@ async fn sweep_batch(pool: &PgPool) -> sqlx::Result<usize> {
     let mut tx = pool.begin().await?;
     let overdue = store::lock_overdue(&mut tx, BATCH).await?;
     let mut outcomes = Vec::new();
-    for order_id in &overdue {
+    for (order_id, placed) in &overdue {
+        // Part of the order's checkout: a child of the request that placed
+        // it, so the cancellation and its compensations join that trace.
+        let span = tracing::info_span!(
+            "saga.deadline",
+            otel.name = "order deadline passed",
+            order_id = %order_id,
+        );
+        placed.adopt(&span);
         if let Advanced::Applied(Some(outcome)) =
-            advance(&mut tx, *order_id, Observation::DeadlinePassed).await?
+            advance(&mut tx, *order_id, Observation::DeadlinePassed)
+                .instrument(span)
+                .await?
         {
             outcomes.push(outcome);
         }

@@ -1,24 +1,30 @@
-//! The order API over gRPC: create (idempotent by key) and read orders.
+//! The order API over gRPC: create (idempotent by key), read and list the
+//! caller's orders.
 
 use std::collections::HashMap;
 
 use prost::Message;
+use shipshape_auth::Identity;
 use shipshape_messaging::outbox;
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::inventory::{PriceSkusRequest, PriceSkusResponse};
 use shipshape_proto::order::order_service_server::OrderService;
-use shipshape_proto::order::{CreateOrderRequest, CreateOrderResponse, GetOrderRequest, Order};
+use shipshape_proto::order::{
+    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, ListOrdersRequest,
+    ListOrdersResponse, Order,
+};
 use shipshape_proto::{Event, error_status, events};
 use shipshape_resilience::{Downstream, Idempotency, ResilienceError};
 use shipshape_runtime::grpc::ClientMetricsLayer;
+use shipshape_telemetry::grpc::TracedChannel;
 use shipshape_types::{InvalidValue, Money, OrderId, Sku};
 use sqlx::PgPool;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::events::PRODUCER;
+use crate::listing;
 use crate::placement::{self, OrderRequest, PricedLine};
 use crate::store::{self, NewOrder};
 
@@ -39,7 +45,7 @@ impl OrderApi {
     /// Pricing calls to `inventory` go through `downstream`'s stack.
     pub fn new(
         pool: PgPool,
-        inventory: InventoryServiceClient<Channel>,
+        inventory: InventoryServiceClient<TracedChannel>,
         downstream: &Downstream,
         deadline_secs: f64,
     ) -> Self {
@@ -167,8 +173,12 @@ impl OrderApi {
             .collect())
     }
 
-    async fn create(&self, raw: CreateOrderRequest) -> Result<CreateOrderResponse, OrderApiError> {
-        let request = placement::validate(&raw)?;
+    async fn create(
+        &self,
+        caller: &Identity,
+        raw: CreateOrderRequest,
+    ) -> Result<CreateOrderResponse, OrderApiError> {
+        let request = placement::validate(caller.subject(), &raw)?;
         // The request without its key identifies "the same request" on retry.
         let fingerprint = CreateOrderRequest {
             idempotency_key: String::new(),
@@ -238,25 +248,48 @@ impl OrderService for OrderApi {
         &self,
         request: Request<CreateOrderRequest>,
     ) -> Result<Response<CreateOrderResponse>, Status> {
-        Ok(Response::new(self.create(request.into_inner()).await?))
+        let caller = Identity::from_metadata(request.metadata())?;
+        Ok(Response::new(
+            self.create(&caller, request.into_inner()).await?,
+        ))
     }
 
     async fn get_order(
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<Order>, Status> {
+        let caller = Identity::from_metadata(request.metadata())?;
         let order_id: OrderId = request
             .into_inner()
             .order_id
             .parse()
             .map_err(OrderApiError::Invalid)?;
+        // Another customer's order is answered exactly like a missing one,
+        // so order ids cannot be probed for.
         match store::load_order(&self.pool, order_id)
             .await
             .map_err(OrderApiError::from)?
         {
-            Some(order) => Ok(Response::new(order)),
-            None => Err(OrderApiError::NotFound(order_id.to_string()).into()),
+            Some(order) if order.customer_id == caller.subject() => Ok(Response::new(order)),
+            _ => Err(OrderApiError::NotFound(order_id.to_string()).into()),
         }
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
+        let caller = Identity::from_metadata(request.metadata())?;
+        let request = request.into_inner();
+        let page = listing::Page::from_request(request.page_size, &request.page_token)
+            .map_err(OrderApiError::Invalid)?;
+        let (orders, next) = store::list_orders(&self.pool, caller.subject(), &page)
+            .await
+            .map_err(OrderApiError::from)?;
+        Ok(Response::new(ListOrdersResponse {
+            orders,
+            next_page_token: next.map(|cursor| cursor.token()).unwrap_or_default(),
+        }))
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod deadline;
 pub mod events;
 pub mod grpc;
+pub mod listing;
 pub mod placement;
 pub mod saga;
 pub mod store;
@@ -99,7 +100,7 @@ pub async fn serve(
         .connect_lazy();
     let api = grpc::OrderApi::new(
         pool.clone(),
-        InventoryServiceClient::new(inventory),
+        InventoryServiceClient::new(shipshape_telemetry::grpc::traced(inventory)),
         &Downstream::new(grpc::INVENTORY, config.inventory.clone()),
         config.saga_deadline.as_secs_f64(),
     );

@@ -66,6 +66,14 @@ fn bounded(
             format!("{field} must be 1 to {max} characters"),
         ));
     }
+    // A control character has no place in a name, an address or a token,
+    // and a NUL cannot even be stored in Postgres text.
+    if trimmed.chars().any(char::is_control) {
+        return Err(InvalidValue::new(
+            code,
+            format!("{field} must not contain control characters"),
+        ));
+    }
     Ok(trimmed.to_owned())
 }
 
@@ -89,11 +97,15 @@ fn address(a: Option<&common::Address>) -> Result<ShippingAddress, InvalidValue>
     })
 }
 
-/// Checks every field of a CreateOrder request.
-pub fn validate(request: &order::CreateOrderRequest) -> Result<OrderRequest, InvalidValue> {
+/// Checks every field of a CreateOrder request placed by `customer_id`
+/// (the caller's identity, already checked where it was read).
+pub fn validate(
+    customer_id: &str,
+    request: &order::CreateOrderRequest,
+) -> Result<OrderRequest, InvalidValue> {
     let customer_id = bounded(
         "customer_id",
-        &request.customer_id,
+        customer_id,
         MAX_CUSTOMER_ID_LEN,
         "invalid_customer",
     )?;
@@ -193,7 +205,6 @@ mod tests {
 
     fn request() -> order::CreateOrderRequest {
         order::CreateOrderRequest {
-            customer_id: "guest".into(),
             lines: vec![order::LineRequest {
                 sku: "SKU-0001".into(),
                 quantity: 2,
@@ -212,12 +223,12 @@ mod tests {
     }
 
     fn code_of(r: order::CreateOrderRequest) -> &'static str {
-        validate(&r).unwrap_err().code
+        validate("guest", &r).unwrap_err().code
     }
 
     #[test]
     fn a_complete_request_is_valid() {
-        let valid = validate(&request()).unwrap();
+        let valid = validate("guest", &request()).unwrap();
         assert_eq!(valid.lines.len(), 1);
         assert_eq!(valid.address.country, "DE");
         assert_eq!(valid.idempotency_key, None);
@@ -247,6 +258,9 @@ mod tests {
         assert_eq!(code_of(r), "invalid_sku");
         let mut r = request();
         r.card_token = " ".into();
+        assert_eq!(code_of(r), "invalid_card_token");
+        let mut r = request();
+        r.card_token = "tok\0visa".into();
         assert_eq!(code_of(r), "invalid_card_token");
         let mut r = request();
         r.shipping_address = None;

@@ -1,12 +1,16 @@
 //! Postgres access for orders and their saga state.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use shipshape_proto::{common, order};
+use shipshape_telemetry::TraceContext;
 use shipshape_types::{Money, OrderId};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::listing::{Cursor, Page};
 use crate::placement::{OrderRequest, PricedLine, ShippingAddress};
 use crate::saga::{CancelReason, OrderStatus, PaymentState, Saga, ShipmentState, StockState};
 
@@ -27,8 +31,9 @@ pub async fn insert_order(conn: &mut PgConnection, new: &NewOrder<'_>) -> sqlx::
     let saga = Saga::placed();
     let inserted = sqlx::query(
         "INSERT INTO orders (order_id, customer_id, status, stock_state, payment_state, shipment_state, \
-         total_minor, currency, shipping_address, idempotency_key, request_fingerprint, deadline_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + make_interval(secs => $12)) \
+         total_minor, currency, shipping_address, idempotency_key, request_fingerprint, deadline_at, \
+         trace_context) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + make_interval(secs => $12), $13) \
          ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
     )
     .bind(new.order_id.as_uuid())
@@ -43,6 +48,8 @@ pub async fn insert_order(conn: &mut PgConnection, new: &NewOrder<'_>) -> sqlx::
     .bind(new.request.idempotency_key.as_deref())
     .bind(new.fingerprint)
     .bind(new.deadline_secs)
+    // The placing request's trace, which the deadline continues.
+    .bind(TraceContext::current().to_json())
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -99,36 +106,104 @@ type OrderRow = (
     Option<DateTime<Utc>>,
 );
 
+/// The columns an order is shown from, in [`ORDER_COLUMNS`] order.
+const ORDER_COLUMNS: &str = "order_id, customer_id, status, cancellation_reason, total_minor, \
+     currency, shipping_address, created_at, updated_at, completed_at";
+
+/// An order line: sku, quantity, unit price.
+type LineRow = (String, i64, i64);
+
 /// The order as the API shows it.
 pub async fn load_order(pool: &PgPool, order_id: OrderId) -> sqlx::Result<Option<order::Order>> {
-    let row: Option<OrderRow> = sqlx::query_as(
-        "SELECT order_id, customer_id, status, cancellation_reason, total_minor, currency, \
-         shipping_address, created_at, updated_at, completed_at FROM orders WHERE order_id = $1",
-    )
+    let row: Option<OrderRow> = sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
+    ))
     .bind(order_id.as_uuid())
     .fetch_optional(pool)
     .await?;
-    let Some((
-        id,
-        customer_id,
-        status,
-        reason,
-        total,
-        currency,
-        address,
-        created,
-        updated,
-        completed,
-    )) = row
-    else {
+    let Some(row) = row else {
         return Ok(None);
     };
-    let lines: Vec<(String, i64, i64)> = sqlx::query_as(
+    let lines: Vec<LineRow> = sqlx::query_as(
         "SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY position",
     )
-    .bind(id)
+    .bind(row.0)
     .fetch_all(pool)
     .await?;
+    Ok(Some(shown(row, lines)))
+}
+
+/// One page of `customer_id`'s orders, newest first, and the cursor of the
+/// next page if there is one. Two queries, whatever the page size.
+pub async fn list_orders(
+    pool: &PgPool,
+    customer_id: &str,
+    page: &Page,
+) -> sqlx::Result<(Vec<order::Order>, Option<Cursor>)> {
+    // One row more than the page: if it comes, there is a next page.
+    let limit = i64::from(page.size) + 1;
+    let mut rows: Vec<OrderRow> = match &page.after {
+        None => {
+            sqlx::query_as(&format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE customer_id = $1 \
+                 ORDER BY created_at DESC, order_id DESC LIMIT $2"
+            ))
+            .bind(customer_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }
+        Some(after) => {
+            sqlx::query_as(&format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE customer_id = $1 \
+                 AND (created_at, order_id) < ($2, $3) \
+                 ORDER BY created_at DESC, order_id DESC LIMIT $4"
+            ))
+            .bind(customer_id)
+            .bind(after.created_at)
+            .bind(after.order_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    let next = if rows.len() > page.size as usize {
+        rows.truncate(page.size as usize);
+        rows.last().map(|row| Cursor {
+            created_at: row.7,
+            order_id: row.0,
+        })
+    } else {
+        None
+    };
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.0).collect();
+    let lines: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
+        "SELECT order_id, sku, quantity, unit_price_minor FROM order_lines \
+         WHERE order_id = ANY($1) ORDER BY order_id, position",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut lines_of: HashMap<Uuid, Vec<LineRow>> = HashMap::new();
+    for (order_id, sku, quantity, price) in lines {
+        lines_of
+            .entry(order_id)
+            .or_default()
+            .push((sku, quantity, price));
+    }
+    let orders = rows
+        .into_iter()
+        .map(|row| {
+            let lines = lines_of.remove(&row.0).unwrap_or_default();
+            shown(row, lines)
+        })
+        .collect();
+    Ok((orders, next))
+}
+
+fn shown(row: OrderRow, lines: Vec<LineRow>) -> order::Order {
+    let (id, customer_id, status, reason, total, currency, address, created, updated, completed) =
+        row;
     let money = |amount_minor| common::Money {
         amount_minor,
         currency: currency.clone(),
@@ -140,7 +215,7 @@ pub async fn load_order(pool: &PgPool, order_id: OrderId) -> sqlx::Result<Option
         Some(OrderStatus::Cancelled) => order::OrderStatus::Cancelled,
         None => order::OrderStatus::Unspecified,
     };
-    Ok(Some(order::Order {
+    order::Order {
         order_id: id.to_string(),
         customer_id,
         status: status as i32,
@@ -158,7 +233,7 @@ pub async fn load_order(pool: &PgPool, order_id: OrderId) -> sqlx::Result<Option
         created_at_micros: created.timestamp_micros(),
         updated_at_micros: updated.timestamp_micros(),
         completed_at_micros: completed.map_or(0, |c| c.timestamp_micros()),
-    }))
+    }
 }
 
 /// The order's saga state, locked for the rest of the transaction.
@@ -211,13 +286,19 @@ pub async fn save_saga(
 
 /// Pending orders past their deadline, locked; others' locks are skipped so
 /// replicas sweep disjoint sets.
-pub async fn lock_overdue(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OrderId>> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT order_id FROM orders WHERE status = 'PENDING' AND deadline_at <= now() \
+pub async fn lock_overdue(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> sqlx::Result<Vec<(OrderId, TraceContext)>> {
+    let rows: Vec<(Uuid, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT order_id, trace_context FROM orders WHERE status = 'PENDING' AND deadline_at <= now() \
          ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(ids.into_iter().map(OrderId::from).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, trace)| (OrderId::from(id), TraceContext::from_json(trace.as_ref())))
+        .collect())
 }

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use shipshape_messaging::consumer::backoff;
 use shipshape_runtime::CancellationToken;
+use shipshape_telemetry::TraceContext;
 use shipshape_types::OrderId;
 use sqlx::PgPool;
+use tracing::Instrument as _;
 
 use crate::domain::{CallResult, PspCall};
 use crate::events::publish;
@@ -34,10 +36,15 @@ impl Driver {
         }
     }
 
-    /// Drives the order's payment in the background.
-    pub fn kick(self: &Arc<Self>, order_id: OrderId) {
+    /// Drives the order's payment in the background, as a child of
+    /// `decided`: the trace of the work that asked for the PSP call (the
+    /// event handler itself, or, from the retry sweep, the context that
+    /// work stored), so the calls join the checkout's trace.
+    pub fn kick(self: &Arc<Self>, order_id: OrderId, decided: &TraceContext) {
         let driver = self.clone();
-        tokio::spawn(async move { driver.drive(order_id).await });
+        let span = tracing::info_span!("payment.drive", order_id = %order_id);
+        decided.adopt(&span);
+        tokio::spawn(async move { driver.drive(order_id).await }.instrument(span));
     }
 
     async fn drive(&self, order_id: OrderId) {
@@ -163,7 +170,9 @@ impl Driver {
                 Err(e) => Err(e),
             };
             match due {
-                Ok(ids) => ids.into_iter().for_each(|id| self.kick(id)),
+                Ok(due) => due
+                    .into_iter()
+                    .for_each(|(id, decided)| self.kick(id, &decided)),
                 Err(error) => tracing::warn!(%error, "payment retry sweep failed"),
             }
         }

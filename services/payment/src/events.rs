@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use shipshape_messaging::{HandleError, Handler, Incoming, inbox, outbox};
 use shipshape_proto::{Event, common, events};
+use shipshape_telemetry::TraceContext;
 use sqlx::{PgConnection, PgPool};
 
 use crate::domain::Notice;
@@ -94,7 +95,7 @@ impl Handler for PaymentEvents {
         publish(&mut tx, &row, &notices).await?;
         tx.commit().await?;
         if row.payment.pending_call().is_some() {
-            self.driver.kick(row.order_id);
+            self.driver.kick(row.order_id, &TraceContext::current());
         }
         Ok(())
     }

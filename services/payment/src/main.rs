@@ -1,14 +1,20 @@
 use shipshape_messaging::service;
 use shipshape_payment::{Config, MIGRATOR, TOPICS, serve};
-use shipshape_runtime::{logging, metrics, shutdown};
+use shipshape_runtime::{metrics, shutdown};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    logging::init("payment");
+    let telemetry = shipshape_telemetry::init("payment")?;
     metrics::install();
     shipshape_resilience::describe();
     let shutdown = shutdown::on_signal()?;
-    let config = Config::from_env()?;
-    let (pool, broker) = service::connect(&config.service, &MIGRATOR, &TOPICS, &shutdown).await?;
-    serve(config, pool, broker, shutdown).await
+    let served = async {
+        let config = Config::from_env()?;
+        let (pool, broker) =
+            service::connect(&config.service, &MIGRATOR, &TOPICS, &shutdown).await?;
+        serve(config, pool, broker, shutdown).await
+    }
+    .await;
+    telemetry.shutdown().await;
+    served
 }

@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use shipshape_resilience::{Classify, Downstream, FailureClass, Idempotency, ResilienceError};
+use shipshape_telemetry::TraceContext;
 use tower::{ServiceBuilder, ServiceExt};
+use tracing::Instrument as _;
 
 use crate::domain::CallResult;
 
@@ -226,25 +229,51 @@ impl PspClient {
     /// attempt at any await), lowered again once the attempt is known not
     /// to have been processed.
     async fn attempt(&self, call: Call, maybe_processed: &AtomicU32) -> Result<Answer, NoDecision> {
-        let request = match &call {
-            Call::Capture(body) => self
-                .http
-                .post(format!("{}/v1/captures", self.base_url))
-                .json(body),
-            Call::LookUpCapture { idempotency_key } => self
-                .http
-                .get(format!("{}/v1/captures/{idempotency_key}", self.base_url)),
-            Call::Refund(body) => self
-                .http
-                .post(format!("{}/v1/refunds", self.base_url))
-                .json(body),
+        let (route, request) = match &call {
+            Call::Capture(body) => (
+                "POST /v1/captures",
+                self.http
+                    .post(format!("{}/v1/captures", self.base_url))
+                    .json(body),
+            ),
+            Call::LookUpCapture { idempotency_key } => (
+                "GET /v1/captures/{idempotency_key}",
+                self.http
+                    .get(format!("{}/v1/captures/{idempotency_key}", self.base_url)),
+            ),
+            Call::Refund(body) => (
+                "POST /v1/refunds",
+                self.http
+                    .post(format!("{}/v1/refunds", self.base_url))
+                    .json(body),
+            ),
         };
+        // One client span per attempt; the PSP continues the trace from it.
+        let span = tracing::info_span!(
+            "http.client",
+            otel.name = route,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            peer.service = "psp",
+            http.response.status_code = tracing::field::Empty,
+        );
+        let mut trace_headers = HeaderMap::new();
+        TraceContext::of(&span).write_headers(&mut trace_headers);
+        let request = request.headers(trace_headers);
         maybe_processed.fetch_add(1, Ordering::AcqRel);
         let not_processed = |reason: String| {
             maybe_processed.fetch_sub(1, Ordering::AcqRel);
             Err(NoDecision::transient(reason))
         };
-        let response = match request.send().await {
+        let sent = request.send().instrument(span.clone()).await;
+        let status = sent.as_ref().ok().map(|response| response.status());
+        if let Some(status) = status {
+            span.record("http.response.status_code", status.as_u16());
+        }
+        if status.is_none_or(|status| status.is_server_error()) {
+            span.record("otel.status_code", "ERROR");
+        }
+        let response = match sent {
             Ok(response) => response,
             // A request that never connected was not processed.
             Err(e) if e.is_connect() => return not_processed(e.to_string()),

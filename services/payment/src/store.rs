@@ -1,5 +1,6 @@
 //! Postgres access for payments.
 
+use shipshape_telemetry::TraceContext;
 use shipshape_types::OrderId;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -166,12 +167,15 @@ pub async fn claim(
 /// decided; a PSP call under way keeps its lease.
 pub async fn save_decision(conn: &mut PgConnection, row: &PaymentRow) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE payments SET status = $2, psp_reference = COALESCE($3, psp_reference), updated_at = now() \
-         WHERE order_id = $1",
+        "UPDATE payments SET status = $2, psp_reference = COALESCE($3, psp_reference), \
+         trace_context = COALESCE($4, trace_context), updated_at = now() WHERE order_id = $1",
     )
     .bind(row.order_id.as_uuid())
     .bind(row.payment.status.as_str())
     .bind(row.psp_reference.as_deref())
+    // The trace of the work that decided: a call the retry sweep makes for
+    // this decision continues it.
+    .bind(TraceContext::current().to_json())
     .execute(conn)
     .await?;
     Ok(())
@@ -207,15 +211,22 @@ pub async fn save_answer(
     Ok(())
 }
 
-/// Payments waiting for a PSP call whose retry time has come.
-pub async fn due(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OrderId>> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT order_id FROM payments WHERE status IN ('CAPTURE_PENDING', 'REFUND_PENDING') \
+/// Payments waiting for a PSP call whose retry time has come, with the
+/// trace of the decision that asked for the call.
+pub async fn due(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> sqlx::Result<Vec<(OrderId, TraceContext)>> {
+    let rows: Vec<(Uuid, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT order_id, trace_context FROM payments WHERE status IN ('CAPTURE_PENDING', 'REFUND_PENDING') \
          AND next_attempt_at <= now() AND (claimed_until IS NULL OR claimed_until <= now()) \
          ORDER BY next_attempt_at LIMIT $1",
     )
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(ids.into_iter().map(OrderId::from).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, trace)| (OrderId::from(id), TraceContext::from_json(trace.as_ref())))
+        .collect())
 }

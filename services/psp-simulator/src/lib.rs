@@ -129,6 +129,9 @@ pub fn router(state: Psp) -> Router {
         .route("/admin/faults", get(api::get_faults).put(api::put_faults))
         .route("/admin/ledger", get(api::ledger))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn(
+            shipshape_telemetry::http::trace_requests,
+        ))
         .with_state(state)
 }
 

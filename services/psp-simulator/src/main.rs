@@ -2,8 +2,9 @@ use shipshape_psp_simulator::{Config, run};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shipshape_runtime::logging::init("psp-simulator");
+    let telemetry = shipshape_telemetry::init("psp-simulator")?;
     let shutdown = shipshape_runtime::shutdown::on_signal()?;
-    let config = Config::from_env()?;
-    run(config, shutdown).await
+    let served = async { run(Config::from_env()?, shutdown).await }.await;
+    telemetry.shutdown().await;
+    served
 }

@@ -123,9 +123,9 @@ async fn learn(
     ))
 }
 
-/// ISO 3166 reserves `ZZ` for unknown territory; no coverage list serves it.
+/// No coverage list serves unknown territory.
 fn unknown_country() -> CountryCode {
-    CountryCode::parse("ZZ").unwrap_or_else(|_| unreachable!("ZZ is well formed"))
+    CountryCode::UNKNOWN
 }
 
 async fn save(

@@ -20,15 +20,18 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use shipshape_runtime::ops::CheckFuture;
+use shipshape_telemetry::TraceContext;
 
 use crate::envelope::{self, Incoming};
 use crate::{DEAD_LETTER_TOPIC, KafkaSettings};
@@ -505,11 +508,25 @@ impl<H: Handler> Worker<H> {
                 // Its new owner handles it, from the committed offset.
                 continue;
             }
-            let done = match message.payload().map(envelope::open) {
-                None => self.dead_letter(&message, "empty message").await,
-                Some(Err(error)) => self.dead_letter(&message, &error.to_string()).await,
-                Some(Ok(incoming)) => self.handle_with_retries(&message, incoming).await,
-            };
+            let span = process_span(&message);
+            let done = async {
+                match message.payload().map(envelope::open) {
+                    None => self.dead_letter(&message, "empty message").await,
+                    Some(Err(error)) => self.dead_letter(&message, &error.to_string()).await,
+                    Some(Ok(incoming)) => {
+                        tracing::Span::current()
+                            .record("order_id", tracing::field::display(incoming.order_id))
+                            .record(
+                                "messaging.message.id",
+                                tracing::field::display(incoming.event_id),
+                            )
+                            .record("event_type", incoming.event.type_name());
+                        self.handle_with_retries(&message, incoming).await
+                    }
+                }
+            }
+            .instrument(span)
+            .await;
             if !done {
                 if self.shutdown.is_cancelled() {
                     break;
@@ -570,6 +587,7 @@ impl<H: Handler> Worker<H> {
     /// Publishes the message unchanged to the dead-letter topic, with where it
     /// came from and why in headers. Retries until the broker takes it.
     async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> bool {
+        let reason = capped(reason, MAX_REASON_BYTES);
         tracing::error!(
             topic = message.topic(),
             partition = message.partition(),
@@ -600,15 +618,30 @@ impl<H: Handler> Worker<H> {
                 key: "dlq.error",
                 value: Some(reason),
             });
+        // A message near the broker's size limit no longer fits once the
+        // headers are added; it is then dead-lettered without its body
+        // rather than retried forever, which would stop the partition.
+        let mut dropped: Option<String> = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut record = FutureRecord::to(DEAD_LETTER_TOPIC).headers(headers.clone());
-            if let Some(key) = message.key() {
-                record = record.key(key);
-            }
-            if let Some(payload) = message.payload() {
-                record = record.payload(payload);
+            let mut record = FutureRecord::to(DEAD_LETTER_TOPIC);
+            match &dropped {
+                None => {
+                    record = record.headers(headers.clone());
+                    if let Some(key) = message.key() {
+                        record = record.key(key);
+                    }
+                    if let Some(payload) = message.payload() {
+                        record = record.payload(payload);
+                    }
+                }
+                Some(sizes) => {
+                    record = record.headers(headers.clone().insert(Header {
+                        key: "dlq.body.dropped",
+                        value: Some(sizes),
+                    }))
+                }
             }
             match self
                 .dead_letters
@@ -619,6 +652,18 @@ impl<H: Handler> Worker<H> {
                     metrics::counter!(crate::DEAD_LETTERS, "topic" => message.topic().to_owned())
                         .increment(1);
                     return true;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
+                    if dropped.is_none() =>
+                {
+                    let sizes = format!(
+                        "too large for the dead-letter topic: key {} bytes, payload {} bytes",
+                        message.key().map_or(0, <[u8]>::len),
+                        message.payload().map_or(0, <[u8]>::len)
+                    );
+                    tracing::warn!(%sizes, "dead-lettering without the message's key and payload");
+                    dropped = Some(sizes);
+                    continue;
                 }
                 Err((error, _)) => tracing::warn!(%error, "dead-letter publish failed"),
             }
@@ -636,6 +681,52 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// The longest `dlq.error` header: a reason quotes the offending value,
+/// which a hostile message can make as large as the message itself.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn capped(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The span of handling one message: a child of the span that published it
+/// (see `outbox`), so the whole checkout is one trace. A child rather than a
+/// link because each message is handled on its own, as the next step of the
+/// one piece of work that sent it; a link would suit a span that handles a
+/// batch of unrelated messages, which this consumer never does.
+fn process_span(message: &OwnedMessage) -> tracing::Span {
+    let span = tracing::info_span!(
+        "message.process",
+        otel.name = %format_args!("{} process", message.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = message.topic(),
+        messaging.destination.partition.id = message.partition(),
+        messaging.kafka.offset = message.offset(),
+        messaging.message.id = Empty,
+        event_type = Empty,
+        order_id = Empty,
+    );
+    if let Some(headers) = message.headers() {
+        TraceContext::from_pairs(
+            headers
+                .iter()
+                .filter_map(|header| Some((header.key, header.value?))),
+        )
+        .adopt(&span);
+    }
+    span
+}
+
 /// Exponential backoff with full jitter: uniform in `[0, min(cap, base·2^n)]`.
 pub fn backoff(attempt: u32) -> Duration {
     let ceiling = RETRY_BASE
@@ -647,6 +738,15 @@ pub fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_are_capped_on_a_character_boundary() {
+        assert_eq!(capped("short", 1024), "short");
+        let long = "é".repeat(600);
+        let cut = capped(&long, 1024);
+        assert!(cut.len() <= 1024);
+        assert_eq!(cut.chars().count(), 512);
+    }
 
     #[test]
     fn backoff_stays_within_its_jittered_ceiling() {

@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use prost::Message;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use shipshape_proto::Event;
+use shipshape_telemetry::TraceContext;
 use shipshape_types::OrderId;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
@@ -32,16 +34,59 @@ pub async fn enqueue(
 ) -> sqlx::Result<()> {
     let envelope = envelope::seal(producer, order_id, event);
     sqlx::query(
-        "WITH row AS (INSERT INTO outbox (topic, message_key, payload) VALUES ($1, $2, $3)) \
-         SELECT pg_notify($4, '')",
+        "WITH row AS (INSERT INTO outbox (topic, message_key, payload, trace_context) \
+         VALUES ($1, $2, $3, $4)) SELECT pg_notify($5, '')",
     )
     .bind(event.topic())
     .bind(order_id.to_string())
     .bind(envelope.encode_to_vec())
+    // The span writing the event: the relay publishes it as this span's
+    // child, however much later that is.
+    .bind(TraceContext::current().to_json())
     .bind(CHANNEL)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// An outbox row: id, topic, key, payload and the writer's trace context.
+type OutboxRow = (i64, String, String, Vec<u8>, Option<serde_json::Value>);
+
+/// The span of publishing one row, a child of the span that wrote it; none
+/// for a row written without tracing, which would otherwise start a trace
+/// of its own per event.
+fn publish_span(
+    topic: &str,
+    key: &str,
+    trace_context: Option<&serde_json::Value>,
+) -> Option<tracing::Span> {
+    let parent = TraceContext::from_json(trace_context);
+    if parent.is_empty() {
+        return None;
+    }
+    let span = tracing::info_span!(
+        "message.publish",
+        otel.name = %format_args!("{topic} publish"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "publish",
+        messaging.destination.name = topic,
+        order_id = key,
+    );
+    parent.adopt(&span);
+    Some(span)
+}
+
+/// The Kafka headers carrying `span`'s trace context to the consumer.
+fn trace_headers(span: &tracing::Span) -> OwnedHeaders {
+    TraceContext::of(span)
+        .pairs()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
 }
 
 /// Publishes outbox rows to Kafka and deletes them once acknowledged.
@@ -159,8 +204,9 @@ impl OutboxRelay {
             .bind(RELAY_LOCK_KEY)
             .execute(&mut *tx)
             .await?;
-        let rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, topic, message_key, payload FROM outbox ORDER BY id LIMIT $1",
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT id, topic, message_key, payload, trace_context FROM outbox \
+             ORDER BY id LIMIT $1",
         )
         .bind(self.batch_size)
         .fetch_all(&mut *tx)
@@ -173,8 +219,12 @@ impl OutboxRelay {
         // costs one round trip instead of one per row.
         let started = Instant::now();
         let mut deliveries = Vec::with_capacity(rows.len());
-        for (_, topic, key, payload) in &rows {
-            let record = FutureRecord::to(topic).key(key).payload(payload);
+        for (_, topic, key, payload, trace_context) in &rows {
+            let span = publish_span(topic, key, trace_context.as_ref());
+            let mut record = FutureRecord::to(topic).key(key).payload(payload);
+            if let Some(span) = &span {
+                record = record.headers(trace_headers(span));
+            }
             let delivery =
                 self.producer
                     .send_result(record)
@@ -182,9 +232,10 @@ impl OutboxRelay {
                         topic: topic.clone(),
                         reason: e.to_string(),
                     })?;
-            deliveries.push((topic, delivery));
+            deliveries.push((topic, delivery, span));
         }
-        for (topic, delivery) in deliveries {
+        // Each publish span ends once its delivery is acknowledged.
+        for (topic, delivery, _span) in deliveries {
             let failure = match delivery.await {
                 Ok(Ok(_)) => continue,
                 Ok(Err((e, _))) => e.to_string(),

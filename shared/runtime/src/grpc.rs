@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
+use tracing::Instrument as _;
 
 pub const SERVER_REQUESTS: &str = "shipshape_grpc_server_requests_total";
 pub const SERVER_DURATION: &str = "shipshape_grpc_server_request_duration_seconds";
@@ -178,7 +179,7 @@ impl<F: FnMut(Code, f64)> Drop for Timing<F> {
     }
 }
 
-/// Counts and times each call to `downstream`'s `method`, by the status the
+/// Counts, times and traces each call to `downstream`'s `method`, by the status the
 /// call ended with. Put it innermost, around the client call itself, so each
 /// attempt the resilience stack makes is one request (an attempt cut off by
 /// its timeout counts as CANCELLED), and a call the stack refuses (open
@@ -237,17 +238,36 @@ where
             metrics::counter!(CLIENT_REQUESTS, &labels).increment(1);
             metrics::histogram!(CLIENT_DURATION, &labels).record(seconds);
         });
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await;
-            timing.answered(response.as_ref().map_or_else(Status::code, |_| Code::Ok));
-            response
-        })
+        // One client span per attempt; the call's trace context is sent
+        // from inside it (see `shipshape_telemetry::grpc::inject_context`).
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = %format_args!("{downstream}/{method}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.method = method,
+            peer.service = downstream,
+        );
+        let response = span.in_scope(|| self.inner.call(request));
+        Box::pin(
+            async move {
+                let response = response.await;
+                let code = response.as_ref().map_or_else(Status::code, |_| Code::Ok);
+                if code != Code::Ok {
+                    tracing::Span::current().record("otel.status_code", "ERROR");
+                }
+                timing.answered(code);
+                response
+            }
+            .instrument(span),
+        )
     }
 }
 
 /// Serves `service` on `addr` the way every Shipshape gRPC server runs:
-/// with [`ServerMetricsLayer`], `grpc.health.v1` and reflection (from
+/// with a server span per call continuing the caller's trace,
+/// [`ServerMetricsLayer`], `grpc.health.v1` and reflection (from
 /// `descriptors`, an encoded file descriptor set), until `shutdown`, when
 /// health turns NOT_SERVING before the listener closes.
 pub async fn serve<S>(
@@ -268,6 +288,7 @@ where
 {
     let (health, draining) = health::<S>(shutdown).await;
     tonic::transport::Server::builder()
+        .layer(shipshape_telemetry::grpc::ServerTraceLayer)
         .layer(ServerMetricsLayer)
         .add_service(service)
         .add_service(health)

@@ -1,12 +1,11 @@
 //! The process plumbing every Shipshape binary shares, so a service's
-//! `main.rs` only wires: config → logging → pool and migrations → broker →
+//! `main.rs` only wires: config → telemetry → pool and migrations → broker →
 //! servers → shutdown.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod database;
 pub mod grpc;
-pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod shutdown;

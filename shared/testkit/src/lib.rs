@@ -34,8 +34,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod http;
+pub mod otlp;
 pub mod ports;
 pub mod postgres;
 mod process;

@@ -124,6 +124,11 @@ async fn admin_connection(admin_url: &str) -> anyhow::Result<PgConnection> {
 /// database `db_name` owned by it if that does not exist. Returns the
 /// database's URL for the service, e.g. `postgres://role:role@127.0.0.1:5432/db_name`.
 ///
+/// PUBLIC's default CONNECT and TEMP rights on the database are revoked, as
+/// deploy/postgres/init/ does: only its owner (and superusers) can open it,
+/// so a service cannot reach another service's database. This is also done
+/// for a database that already exists, e.g. one kept from an earlier run.
+///
 /// Safe to call concurrently from parallel tests: creating one role or one
 /// database is serialized by an advisory lock for its name, and "already
 /// exists" is not an error. Different databases are created concurrently.
@@ -154,15 +159,37 @@ async fn create_on(connection: &mut PgConnection, db_name: &str, role: &str) -> 
         }
         advisory_unlock(connection, ROLE_LOCK, role).await?;
     }
-    if !database_exists(connection, db_name).await? {
+    if !database_exists(connection, db_name).await? || is_public(connection, db_name).await? {
+        // Also serializes the REVOKE: concurrent changes to one database's
+        // privileges fail with "tuple concurrently updated".
         advisory_lock(connection, DATABASE_LOCK, db_name).await?;
         if !database_exists(connection, db_name).await? {
             let sql = format!(r#"CREATE DATABASE "{db_name}" OWNER "{role}""#);
             ignore_code(connection.execute(sql.as_str()).await, "42P04")?; // duplicate_database
         }
+        if is_public(connection, db_name).await? {
+            // Every role may connect to (and create temporary tables in) a
+            // new database through PUBLIC; the owner keeps its rights.
+            let sql = format!(r#"REVOKE ALL ON DATABASE "{db_name}" FROM PUBLIC"#);
+            connection.execute(sql.as_str()).await?;
+        }
         advisory_unlock(connection, DATABASE_LOCK, db_name).await?;
     }
     Ok(())
+}
+
+/// Whether PUBLIC (every role) may connect to database `name` or create
+/// temporary tables in it; false when it does not exist.
+async fn is_public(connection: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    // By oid, not name: has_database_privilege fails for a missing name.
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 \
+         AND (has_database_privilege('public', oid, 'CONNECT') \
+         OR has_database_privilege('public', oid, 'TEMPORARY')))",
+    )
+    .bind(name)
+    .fetch_one(connection)
+    .await
 }
 
 /// Takes the advisory lock for `name` in `namespace` (waiting for it).
@@ -289,6 +316,39 @@ pub fn service_url(admin_url: &str, db_name: &str, role: &str) -> anyhow::Result
     } else {
         format!("postgres://{role}:{role}@{host}:{port}/{db_name}")
     })
+}
+
+/// The `host:port` of the admin URL's server, for a proxy in front of it;
+/// fails for a server reached over a Unix socket.
+pub fn tcp_address(admin_url: &str) -> anyhow::Result<String> {
+    let options = PgConnectOptions::from_str(admin_url)
+        .with_context(|| format!("parsing the admin URL {}", redact(admin_url)))?;
+    let host = options.get_host();
+    if let Some(socket) = options.get_socket() {
+        bail!(
+            "a database link can be proxied only when Postgres is reached over TCP, not {}",
+            socket.display()
+        );
+    }
+    if host.starts_with('/') {
+        bail!("a database link can be proxied only when Postgres is reached over TCP, not {host}");
+    }
+    Ok(if host.contains(':') {
+        format!("[{host}]:{}", options.get_port())
+    } else {
+        format!("{host}:{}", options.get_port())
+    })
+}
+
+/// `url` (a [`service_url`]) pointed at a proxy on `127.0.0.1:port`.
+pub fn via(url: &str, port: u16) -> String {
+    let Some((credentials, rest)) = url.split_once('@') else {
+        return url.to_owned();
+    };
+    let database = rest
+        .split_once('/')
+        .map_or("", |(_, path)| path.split('?').next().unwrap_or(path));
+    format!("{credentials}@127.0.0.1:{port}/{database}")
 }
 
 /// Database and role names are interpolated into SQL, so only plain
@@ -749,6 +809,27 @@ mod tests {
         for good in ["shipshape_order", "_x", "shipshape_t0123abcd_order"] {
             check_identifier(good).expect(good);
         }
+    }
+
+    #[test]
+    fn a_proxied_url_keeps_role_and_database_and_swaps_the_server() {
+        let url = service_url(
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "shop_order",
+            "shop_order",
+        )
+        .unwrap();
+        assert_eq!(
+            via(&url, 40001),
+            "postgres://shop_order:shop_order@127.0.0.1:40001/shop_order"
+        );
+        assert_eq!(
+            tcp_address("postgres://postgres@127.0.0.1:5432/postgres").unwrap(),
+            "127.0.0.1:5432"
+        );
+        assert!(
+            tcp_address("postgres://postgres@localhost/postgres?host=/run/postgresql").is_err()
+        );
     }
 
     #[test]

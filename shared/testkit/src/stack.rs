@@ -16,6 +16,7 @@ use anyhow::{Context, anyhow, bail};
 
 use shipshape_faultproxy::{FaultControl, FaultProxy};
 
+use crate::auth;
 use crate::broker::{self, Broker, Storage};
 use crate::postgres;
 use crate::process::{Process, Stopped};
@@ -51,6 +52,11 @@ pub mod vars {
     pub const HTTP_ADDR: &str = "HTTP_ADDR";
     /// Gateway: the order service's gRPC URL.
     pub const ORDER_URL: &str = "ORDER_URL";
+    /// Gateway: who issues the bearer tokens it accepts, and for whom.
+    pub const JWT_ISSUER: &str = "JWT_ISSUER";
+    pub const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
+    /// Gateway: the HS256 secret bearer tokens are checked with.
+    pub const JWT_HS256_SECRET: &str = "JWT_HS256_SECRET";
     /// PSP simulator: the delay of the "slow card".
     pub const PSP_SLOW_CARD_DELAY_MS: &str = "PSP_SLOW_CARD_DELAY_MS";
 }
@@ -262,6 +268,9 @@ pub enum Link {
     OrderToInventory,
     /// The payment service's calls to the PSP.
     PaymentToPsp,
+    /// A service's connections to its own database (Postgres over TCP);
+    /// tests and the invariant checker still connect directly.
+    Database(Service),
 }
 
 /// How to start a [`Stack`].
@@ -291,6 +300,9 @@ pub struct StackOptions {
     pub ready_timeout: Duration,
     /// Links routed through a fault-injection proxy ([`Stack::fault`]).
     pub proxied: BTreeSet<Link>,
+    /// The HS256 secret the gateway checks bearer tokens with, and
+    /// [`Stack::token`] signs them with.
+    pub jwt_secret: String,
 }
 
 impl StackOptions {
@@ -310,11 +322,15 @@ impl StackOptions {
             own_process_group: false,
             ready_timeout: Duration::from_secs(60),
             proxied: BTreeSet::new(),
+            jwt_secret: auth::random_secret()?,
         })
     }
 
     /// Options for a local run: standard ports, databases `shipshape_*` that
-    /// are kept between runs, each process in its own process group.
+    /// are kept between runs, each process in its own process group. Set
+    /// [`StackOptions::jwt_secret`]: `cargo xtask up` uses
+    /// [`auth::dev_secret`], so tokens minted by `cargo xtask token` keep
+    /// working across runs.
     pub fn local(bin_dir: impl Into<PathBuf>, log_dir: impl Into<PathBuf>) -> Self {
         Self {
             ports: Ports::Standard,
@@ -326,7 +342,38 @@ impl StackOptions {
             own_process_group: true,
             ready_timeout: Duration::from_secs(60),
             proxied: BTreeSet::new(),
+            jwt_secret: String::new(),
         }
+    }
+
+    /// Options for a stack a tool starts for one run (the load test,
+    /// schemathesis): free ports, fresh databases `shipshape_<tag><8 hex>_*`
+    /// dropped afterwards, a random token secret (mint with
+    /// [`Stack::token`] or [`auth::minter`]), each process in its own
+    /// process group so Ctrl-C reaches only the tool, which stops the stack
+    /// in order.
+    pub fn scratch(
+        bin_dir: impl Into<PathBuf>,
+        log_dir: impl Into<PathBuf>,
+        tag: &str,
+    ) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Self {
+            database_prefix: format!("shipshape_{tag}{}", &id[..8]),
+            ports: Ports::Free,
+            keep_databases: false,
+            jwt_secret: auth::random_secret()?,
+            ..Self::local(bin_dir, log_dir)
+        })
+    }
+
+    /// Raises the gateway's per-client rate limit far above anything a
+    /// tool sends: a tool is one client, so the limit would be what it
+    /// measures. The limiter still runs on every request.
+    pub fn with_rate_limit_out_of_reach(self) -> Self {
+        const UNREACHABLE: &str = "1000000";
+        self.with_env(Service::Gateway, "RATE_LIMIT_PER_SECOND", UNREACHABLE)
+            .with_env(Service::Gateway, "RATE_LIMIT_BURST", UNREACHABLE)
     }
 
     /// Routes `link` through a fault-injection proxy.
@@ -428,7 +475,7 @@ impl Stack {
             proxies: BTreeMap::new(),
         };
         for link in stack.options.proxied.clone() {
-            let upstream = format!("127.0.0.1:{}", stack.link_target(link));
+            let upstream = stack.link_upstream(link)?;
             let proxy = FaultProxy::start(([127, 0, 0, 1], 0).into(), upstream)
                 .await
                 .with_context(|| format!("starting the fault proxy for {link:?}"))?;
@@ -454,21 +501,31 @@ impl Stack {
         Ok(stack)
     }
 
-    /// The port a link's proxy forwards to.
-    fn link_target(&self, link: Link) -> u16 {
-        match link {
+    /// The `host:port` a link's proxy forwards to.
+    fn link_upstream(&self, link: Link) -> anyhow::Result<String> {
+        let port = match link {
             Link::Broker => self.ports.broker,
             Link::GatewayToOrder => self.ports.order_grpc,
             Link::GatewayToInventory | Link::OrderToInventory => self.ports.inventory_grpc,
             Link::PaymentToPsp => self.ports.psp_http,
-        }
+            Link::Database(_) => return postgres::tcp_address(&self.admin_url),
+        };
+        Ok(format!("127.0.0.1:{port}"))
     }
 
-    /// The port clients use for `link`: its proxy's when it has one.
+    /// The port clients use for `link` (one of the stack's own): its
+    /// proxy's when it has one.
     fn port_for(&self, link: Link) -> u16 {
-        self.proxies
-            .get(&link)
-            .map_or_else(|| self.link_target(link), |proxy| proxy.local_addr().port())
+        self.proxies.get(&link).map_or_else(
+            || match link {
+                Link::Broker => self.ports.broker,
+                Link::GatewayToOrder => self.ports.order_grpc,
+                Link::GatewayToInventory | Link::OrderToInventory => self.ports.inventory_grpc,
+                Link::PaymentToPsp => self.ports.psp_http,
+                Link::Database(_) => unreachable!("a database is no port of the stack's"),
+            },
+            |proxy| proxy.local_addr().port(),
+        )
     }
 
     /// The port Kafka clients connect to.
@@ -483,6 +540,12 @@ impl Stack {
             .get(&link)
             .map(FaultProxy::control)
             .ok_or_else(|| anyhow!("{link:?} is not proxied; start the stack with_proxy({link:?})"))
+    }
+
+    /// A bearer token the gateway accepts, for customer `subject` with
+    /// `scopes` (`["admin"]` for the operators' API), valid for an hour.
+    pub fn token(&self, subject: &str, scopes: &[&str]) -> anyhow::Result<String> {
+        auth::minter(&self.options.jwt_secret)?.mint(subject, scopes, auth::TOKEN_TTL)
     }
 
     /// The environment `service` is started with.
@@ -500,7 +563,11 @@ impl Stack {
             std::env::var(vars::RUST_LOG).unwrap_or_else(|_| "info".to_owned()),
         );
         if let Some(database_url) = self.database_urls.get(&service) {
-            set(vars::DATABASE_URL, database_url.clone());
+            let database_url = match self.proxies.get(&Link::Database(service)) {
+                Some(proxy) => postgres::via(database_url, proxy.local_addr().port()),
+                None => database_url.clone(),
+            };
+            set(vars::DATABASE_URL, database_url);
             set(vars::KAFKA_BROKERS, local(self.broker_port()));
             set(
                 vars::KAFKA_SESSION_TIMEOUT_MS,
@@ -510,6 +577,9 @@ impl Stack {
         match service {
             Service::Gateway => {
                 set(vars::HTTP_ADDR, local(p.gateway_http));
+                set(vars::JWT_ISSUER, auth::DEV_ISSUER.to_owned());
+                set(vars::JWT_AUDIENCE, auth::DEV_AUDIENCE.to_owned());
+                set(vars::JWT_HS256_SECRET, self.options.jwt_secret.clone());
                 set(vars::ORDER_URL, url(self.port_for(Link::GatewayToOrder)));
                 set(
                     vars::INVENTORY_URL,

@@ -231,10 +231,35 @@ impl TryFrom<&common::Money> for Money {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CountryCode([u8; 2]);
 
+/// Every officially assigned ISO 3166-1 alpha-2 code, sorted.
+const ASSIGNED_COUNTRIES: [&str; 249] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
 impl CountryCode {
+    /// `ZZ`, which ISO 3166 leaves for "unknown territory": where no
+    /// address could be read. Never accepted from a client.
+    pub const UNKNOWN: CountryCode = CountryCode(*b"ZZ");
+
+    /// An officially assigned ISO 3166-1 alpha-2 code.
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         match s.as_bytes() {
-            [a, b] if a.is_ascii_uppercase() && b.is_ascii_uppercase() => Ok(Self([*a, *b])),
+            [a, b] if ASSIGNED_COUNTRIES.binary_search(&s).is_ok() => Ok(Self([*a, *b])),
             _ => Err(InvalidValue::new(
                 "invalid_country",
                 format!("country `{s}` must be an ISO 3166-1 alpha-2 code such as DE"),
@@ -323,9 +348,16 @@ mod tests {
     }
 
     #[test]
-    fn country_codes_are_two_upper_case_letters() {
+    fn country_codes_are_assigned_iso_codes() {
         assert_eq!(CountryCode::parse("DE").unwrap().as_str(), "DE");
+        assert_eq!(CountryCode::parse("AQ").unwrap().as_str(), "AQ");
         assert!(CountryCode::parse("de").is_err());
         assert!(CountryCode::parse("DEU").is_err());
+        // Well formed, but not assigned (or reserved for private use).
+        for unassigned in ["XX", "ZZ", "AA", "UK", "EU"] {
+            assert!(CountryCode::parse(unassigned).is_err(), "{unassigned}");
+        }
+        assert!(ASSIGNED_COUNTRIES.is_sorted(), "binary search needs order");
+        assert_eq!(CountryCode::UNKNOWN.as_str(), "ZZ");
     }
 }

@@ -1,0 +1,79 @@
+//! What the gateway's tests share: the token settings their gateway
+//! checks, and tokens it accepts.
+// Each test binary includes this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use shipshape_auth::{Algorithm, Minter, VerificationKey, VerifierConfig};
+use shipshape_gateway::{AppState, Config, router};
+use shipshape_resilience::ResilienceConfig;
+
+/// Port 1 (tcpmux) is privileged and unused, so a connection is refused at
+/// once instead of timing out.
+pub const NOTHING_LISTENS: &str = "http://127.0.0.1:1";
+
+/// The defaults `Config::from_env` uses, with both upstreams at `upstream`
+/// and the tests' token settings.
+pub fn config(upstream: &str) -> Config {
+    Config {
+        http_addr: ([127, 0, 0, 1], 0).into(),
+        ops_addr: ([127, 0, 0, 1], 0).into(),
+        order_url: upstream.into(),
+        inventory_url: upstream.into(),
+        order: ResilienceConfig::default(),
+        inventory: ResilienceConfig::default(),
+        rate_limit_enabled: true,
+        rate_limit_per_second: NonZeroU32::new(100).expect("non-zero"),
+        rate_limit_burst: NonZeroU32::new(200).expect("non-zero"),
+        load_shed_enabled: true,
+        max_in_flight: NonZeroUsize::new(256).expect("non-zero"),
+        auth: auth(),
+    }
+}
+
+/// The gateway's router for `config`, called without a socket.
+pub fn app_with(config: &Config) -> axum::Router {
+    router(AppState::from_config(config).expect("state"), config).expect("router")
+}
+
+const SECRET: &str = "the-gateway-tests-secret-of-32-bytes-or-more";
+const ISSUER: &str = "https://issuer.test";
+const AUDIENCE: &str = "shipshape";
+
+/// The customer most tests act as.
+pub const CUSTOMER: &str = "alice";
+
+/// HS256 with the tests' secret, issuer and audience.
+pub fn auth() -> VerifierConfig {
+    VerifierConfig {
+        algorithm: Algorithm::Hs256,
+        key: VerificationKey::Secret(SECRET.as_bytes().to_vec()),
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        leeway: Duration::from_secs(30),
+    }
+}
+
+/// An `Authorization` value for `subject` with `scopes`.
+pub fn bearer(subject: &str, scopes: &[&str]) -> String {
+    let token = Minter::hs256(SECRET.as_bytes(), ISSUER, AUDIENCE)
+        .expect("minter")
+        .mint(subject, scopes, Duration::from_secs(300))
+        .expect("token");
+    format!("Bearer {token}")
+}
+
+/// The same, signed with another secret: a forgery.
+pub fn forged_bearer(subject: &str) -> String {
+    let token = Minter::hs256(
+        b"not-the-gateway-secret-but-32-bytes-long",
+        ISSUER,
+        AUDIENCE,
+    )
+    .expect("minter")
+    .mint(subject, &[], Duration::from_secs(300))
+    .expect("token");
+    format!("Bearer {token}")
+}
