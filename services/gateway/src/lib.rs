@@ -80,6 +80,11 @@ pub struct Config {
     /// [`VerifierConfig::from_env`]). Required: without it no one could be
     /// authenticated.
     pub auth: VerifierConfig,
+    /// Whether a request's `traceparent` is continued
+    /// (`TRUST_CLIENT_TRACE_CONTEXT`, default false: each request starts a
+    /// trace of its own and links the client's). Set it only behind an edge
+    /// that starts traces itself and strips clients' trace headers.
+    pub trust_client_trace_context: bool,
 }
 
 impl Config {
@@ -100,6 +105,7 @@ impl Config {
             load_shed_enabled: config::var_or("LOAD_SHED_ENABLED", true)?,
             max_in_flight: config::var_or("MAX_IN_FLIGHT", MAX_IN_FLIGHT)?,
             auth: VerifierConfig::from_env()?,
+            trust_client_trace_context: config::var_or("TRUST_CLIENT_TRACE_CONTEXT", false)?,
         })
     }
 }
@@ -204,9 +210,12 @@ pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
     }
     // Outermost, so refusals by the layers above are counted, timed and
     // traced too.
-    Ok(router
-        .layer(from_fn(http_metrics::record))
-        .layer(from_fn(shipshape_telemetry::http::trace_public_requests)))
+    let router = router.layer(from_fn(http_metrics::record));
+    Ok(if config.trust_client_trace_context {
+        router.layer(from_fn(shipshape_telemetry::http::trace_requests))
+    } else {
+        router.layer(from_fn(shipshape_telemetry::http::trace_public_requests))
+    })
 }
 
 /// Readiness: both upstreams accept connections.

@@ -30,6 +30,7 @@ pub fn config(upstream: &str) -> Config {
         load_shed_enabled: true,
         max_in_flight: NonZeroUsize::new(256).expect("non-zero"),
         auth: auth(),
+        trust_client_trace_context: false,
     }
 }
 
