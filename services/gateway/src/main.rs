@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
     metrics::install();
     shipshape_resilience::describe();
     let shutdown = shutdown::on_signal()?;
-    let served = async { run(Config::from_env()?, shutdown).await }.await;
-    telemetry.shutdown().await;
-    served
+    telemetry
+        .around(async { run(Config::from_env()?, shutdown).await })
+        .await
 }

@@ -8,13 +8,12 @@ async fn main() -> anyhow::Result<()> {
     metrics::install();
     shipshape_resilience::describe();
     let shutdown = shutdown::on_signal()?;
-    let served = async {
-        let config = Config::from_env()?;
-        let (pool, broker) =
-            service::connect(&config.service, &MIGRATOR, &TOPICS, &shutdown).await?;
-        serve(config, pool, broker, shutdown).await
-    }
-    .await;
-    telemetry.shutdown().await;
-    served
+    telemetry
+        .around(async {
+            let config = Config::from_env()?;
+            let (pool, broker) =
+                service::connect(&config.service, &MIGRATOR, &TOPICS, &shutdown).await?;
+            serve(config, pool, broker, shutdown).await
+        })
+        .await
 }

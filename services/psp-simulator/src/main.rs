@@ -4,7 +4,7 @@ use shipshape_psp_simulator::{Config, run};
 async fn main() -> anyhow::Result<()> {
     let telemetry = shipshape_telemetry::init("psp-simulator")?;
     let shutdown = shipshape_runtime::shutdown::on_signal()?;
-    let served = async { run(Config::from_env()?, shutdown).await }.await;
-    telemetry.shutdown().await;
-    served
+    telemetry
+        .around(async { run(Config::from_env()?, shutdown).await })
+        .await
 }

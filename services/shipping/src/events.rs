@@ -111,7 +111,7 @@ async fn learn(
     let status = ShipmentStatus::parse(&status)
         .ok_or_else(|| HandleError::Other(format!("shipment has unknown status {status}")))?;
     // A malformed country is an unserved one: the shipment fails, visibly.
-    let destination = country.map(|c| CountryCode::parse(&c).unwrap_or_else(|_| unknown_country()));
+    let destination = country.map(|c| CountryCode::parse(&c).unwrap_or(CountryCode::UNKNOWN));
     Ok((
         shipment_id,
         Shipment {
@@ -121,11 +121,6 @@ async fn learn(
             cancelled,
         },
     ))
-}
-
-/// No coverage list serves unknown territory.
-fn unknown_country() -> CountryCode {
-    CountryCode::UNKNOWN
 }
 
 async fn save(

@@ -7,13 +7,12 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = shipshape_telemetry::init("shipping")?;
     metrics::install();
     let shutdown = shutdown::on_signal()?;
-    let served = async {
-        let config = Config::from_env()?;
-        let (pool, broker) =
-            service::connect(&config.service, &MIGRATOR, &TOPICS, &shutdown).await?;
-        serve(config, pool, broker, shutdown).await
-    }
-    .await;
-    telemetry.shutdown().await;
-    served
+    telemetry
+        .around(async {
+            let config = Config::from_env()?;
+            let (pool, broker) =
+                service::connect(&config.service, &MIGRATOR, &TOPICS, &shutdown).await?;
+            serve(config, pool, broker, shutdown).await
+        })
+        .await
 }

@@ -1,5 +1,6 @@
 //! Trace export over OTLP, configured by the standard `OTEL_*` variables.
 
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -102,6 +103,14 @@ impl Telemetry {
                 .with_tracked_inactivity(false)
                 .with_threads(false),
         )
+    }
+
+    /// Runs a process's `work`, then flushes the spans it left buffered,
+    /// whether it ended well or not: what every `main` does.
+    pub async fn around<T>(self, work: impl Future<Output = T>) -> T {
+        let outcome = work.await;
+        self.shutdown().await;
+        outcome
     }
 
     /// Exports the spans still buffered and stops the exporter; waits at

@@ -1,10 +1,10 @@
 //! Traces over HTTP: a server span per request (continuing a trusted
 //! caller's trace from its `traceparent`, or linking an untrusted one's),
-//! and the headers a client call sends.
+//! answering with the trace's id.
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderName;
 use axum::http::header::HeaderValue;
-use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::trace::TraceContextExt as _;
@@ -80,10 +80,4 @@ async fn traced(request: Request, next: Next, caller: Caller) -> Response {
         response.headers_mut().insert(TRACE_ID_HEADER, value);
     }
     response
-}
-
-/// Writes the current span's trace context into an outgoing request's
-/// headers, so the server continues this trace.
-pub fn inject(headers: &mut HeaderMap) {
-    TraceContext::current().write_headers(headers);
 }
