@@ -59,3 +59,61 @@ async fn sigterm_stops_a_service_cleanly_and_it_resumes_where_it_left_off() -> a
     assert_eq!(shop.violations().await?, Vec::<String>::new());
     Ok(())
 }
+
+#[tokio::test]
+async fn the_broker_killed_mid_flight_comes_back_on_its_data_and_every_order_completes()
+-> anyhow::Result<()> {
+    let options = StackOptions::for_tests()?
+        .with_persistent_broker()
+        .with_env(Service::Order, "SAGA_DEADLINE_MS", "120000");
+    let mut shop = Shop::start_with(options).await?;
+    shop.psp_faults(200, 0.0).await?;
+    let mut orders = Vec::new();
+    for i in 0..12 {
+        let sku = ["SKU-0015", "SKU-0016"][i % 2];
+        orders.push(shop.place(&[(sku, 1)], "tok_visa", "FR").await?);
+    }
+    shop.stack.kill_broker()?;
+    // Orders placed while the broker is down wait in the order outbox.
+    for _ in 0..4 {
+        orders.push(shop.place(&[("SKU-0015", 1)], "tok_visa", "FR").await?);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    shop.stack.start_broker().await?;
+
+    for id in &orders {
+        let order = shop.wait_terminal(id, Duration::from_secs(90)).await?;
+        assert_eq!(order["status"], "CONFIRMED", "{order}");
+    }
+    shop.wait_quiet(Duration::from_secs(60)).await?;
+    assert_eq!(shop.violations().await?, Vec::<String>::new());
+    assert_eq!(
+        shop.available("SKU-0015").await? + shop.available("SKU-0016").await?,
+        1000 - 16
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_psp_simulator_killed_and_restarted_remembers_every_charge() -> anyhow::Result<()> {
+    let mut shop = Shop::start().await?;
+    let first = shop.place(&[("SKU-0017", 1)], "tok_visa", "ES").await?;
+    shop.wait_terminal(&first, Duration::from_secs(30)).await?;
+    let before = shop.ledger().await?.approved_captures.len();
+    assert_eq!(before, 1);
+
+    shop.stack.kill(Service::Psp)?;
+    shop.stack.start_service(Service::Psp).await?;
+
+    assert_eq!(
+        shop.ledger().await?.approved_captures.len(),
+        before,
+        "the capture survived"
+    );
+    let second = shop.place(&[("SKU-0017", 1)], "tok_visa", "ES").await?;
+    let order = shop.wait_terminal(&second, Duration::from_secs(30)).await?;
+    assert_eq!(order["status"], "CONFIRMED");
+    shop.wait_quiet(Duration::from_secs(30)).await?;
+    assert_eq!(shop.violations().await?, Vec::<String>::new());
+    Ok(())
+}

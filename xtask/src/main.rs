@@ -2,6 +2,7 @@
 //! command line; each command lives in its own module.
 #![forbid(unsafe_code)]
 
+mod chaos;
 mod loadtest;
 mod run_tests;
 mod schemathesis;
@@ -38,6 +39,14 @@ Commands:
                    that does not match the document. The binary is PATH,
                    else $SHIPSHAPE_SCHEMATHESIS, else `schemathesis` (see
                    ci/schemathesis.sh); ARGS go to `schemathesis run`
+  chaos [SCHEDULE.toml] [--out DIR] [--quiet]
+                   build the persistent broker (once) and release binaries,
+                   then run the checkout load on a stack of its own while
+                   applying the schedule's faults (default
+                   chaos/schedules/ci.toml; chaos/schedules/long.toml is
+                   10 000 orders), wait until it is quiet and check the
+                   saga's invariants; fails on any violation. The report
+                   goes to DIR (default <target>/chaos/<timestamp>)
   token --subject ID [--scope S]... [--ttl-secs N]
                    print a development bearer token for the gateway of
                    `up` (e.g. --scope admin for restocking), signed with the
@@ -48,6 +57,8 @@ Environment:
   SHIPSHAPE_PG_ADMIN_URL   Postgres superuser URL
                            (default postgres://postgres@127.0.0.1:5432/postgres)
   SHIPSHAPE_TANSU          a Tansu broker binary to use instead of the cached one
+  SHIPSHAPE_TANSU_SQLITE   a Tansu binary built with SQLite storage, for runs
+                           that restart the broker (chaos)
   SHIPSHAPE_SCHEMATHESIS   the schemathesis binary of `schemathesis`
   CARGO_TARGET_DIR         honoured as usual
 ";
@@ -62,9 +73,10 @@ fn main() -> ExitCode {
         Some("test") if !wants_help => block_on(run_tests::run(rest)),
         Some("loadtest") if !wants_help => block_on(loadtest::run(rest)),
         Some("schemathesis") if !wants_help => block_on(schemathesis::run(rest)),
+        Some("chaos") if !wants_help => block_on(chaos::run(rest)),
         Some("token") if !wants_help => token::run(rest),
         Some("help" | "--help" | "-h")
-        | Some("up" | "test" | "loadtest" | "schemathesis" | "token") => {
+        | Some("up" | "test" | "loadtest" | "schemathesis" | "chaos" | "token") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the one test command (README documents it, CI runs
 //! it). Prepares what the end-to-end tests need, then hands over to nextest:
 //!
-//! 1. installs the broker if it is missing;
+//! 1. installs the broker if it is missing, and builds the persistent one
+//!    the chaos test restarts (once per machine, about 13 minutes);
 //! 2. finds (or starts) Postgres and drops databases left behind by test
 //!    runs that were killed before they could clean up;
 //! 3. builds the service binaries, which the tests start as processes, and
@@ -25,6 +26,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     check_nextest().await?;
 
     let tansu = broker::install()?;
+    let persistent_tansu = broker::install_persistent()?;
     let admin_url = postgres::ensure_server().await?;
     let stale = postgres::drop_stale_test_databases(&admin_url, TEST_DATABASE_PREFIX).await?;
     if !stale.is_empty() {
@@ -55,6 +57,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
         .env(BIN_DIR_VAR, &bin_dir)
         .env(postgres::ADMIN_URL_VAR, &admin_url)
         .env(broker::TANSU_VAR, &tansu)
+        .env(broker::PERSISTENT_TANSU_VAR, &persistent_tansu)
         .status()
         .await
         .context("running cargo nextest")?;

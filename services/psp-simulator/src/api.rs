@@ -3,9 +3,10 @@
 //!
 //! Every `/v1` request meets the injected faults in the same order: an
 //! injected error answers without processing; otherwise the ledger decides
-//! at once (so a charge is made even if the caller gives up waiting), and
-//! the answer waits out the latency, the slow card's delay, or — for a lost
-//! response — longer than any caller will wait.
+//! at once (so a charge is made even if the caller gives up waiting), a new
+//! decision is journaled before it is kept, and the answer waits out the
+//! latency, the slow card's delay, or — for a lost response — longer than
+//! any caller will wait.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use crate::faults::{Faults, Plan};
+use crate::journal::Entry;
 use crate::ledger::{CaptureOutcome, CaptureRequest, LedgerView, RefundOutcome, RefundRequest};
 use crate::{Error, Psp};
 
@@ -30,9 +32,11 @@ pub async fn capture(
     let Json(request) = body?;
     let key = request.idempotency_key.clone();
     let plan = psp.faults().plan();
-    let captured = plan
-        .admit()
-        .and_then(|()| psp.ledger().capture(request, now_micros()));
+    let captured = plan.admit().and_then(|()| {
+        psp.ledger().capture(request, now_micros(), |record| {
+            psp.journal(&Entry::Capture(record.clone()))
+        })
+    });
 
     let mut delay = plan.latency;
     if let Ok(captured) = &captured {
@@ -80,9 +84,11 @@ pub async fn refund(
     let Json(request) = body?;
     let key = request.idempotency_key.clone();
     let plan = psp.faults().plan();
-    let refunded = plan
-        .admit()
-        .and_then(|()| psp.ledger().refund(request, now_micros()));
+    let refunded = plan.admit().and_then(|()| {
+        psp.ledger().refund(request, now_micros(), |record| {
+            psp.journal(&Entry::Refund(record.clone()))
+        })
+    });
 
     if let Ok(refunded) = &refunded {
         tracing::info!(

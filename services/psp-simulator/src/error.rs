@@ -33,6 +33,9 @@ pub enum Error {
     },
     /// Nothing was processed, so the same request may be retried.
     ProcessorUnavailable,
+    /// A new decision could not be written to the journal (`PSP_JOURNAL_PATH`),
+    /// so it was not kept either: nothing was processed. Carries the cause.
+    Journal(String),
     RouteNotFound,
 }
 
@@ -46,6 +49,7 @@ impl Error {
             Self::CurrencyMismatch { .. } => "currency_mismatch",
             Self::RefundExceedsCapture { .. } => "refund_exceeds_capture",
             Self::ProcessorUnavailable => "processor_unavailable",
+            Self::Journal(_) => "internal_error",
             Self::RouteNotFound => "not_found",
         }
     }
@@ -60,6 +64,7 @@ impl Error {
                 StatusCode::NOT_FOUND
             }
             Self::ProcessorUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -97,6 +102,11 @@ impl fmt::Display for Error {
             Self::ProcessorUnavailable => {
                 f.write_str("the processor is unavailable; the request was not processed")
             }
+            Self::Journal(cause) => write!(
+                f,
+                "the ledger's journal could not be written ({cause}); \
+                 the request was not processed"
+            ),
             Self::RouteNotFound => f.write_str("no such route"),
         }
     }

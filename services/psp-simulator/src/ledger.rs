@@ -3,7 +3,7 @@
 //! replay of the first answer, and how much of a capture may be refunded.
 //!
 //! Plain data and decisions, no I/O: the HTTP layer supplies the clock and
-//! does any waiting.
+//! the journal, and does any waiting.
 
 use std::collections::HashMap;
 
@@ -38,7 +38,7 @@ impl Card {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeclineReason {
     CardDeclined,
@@ -103,7 +103,7 @@ pub struct Refunded {
 
 /// A capture the processor decided. Declines are kept too, so that a
 /// retry is declined the same way instead of being charged.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureRecord {
     pub idempotency_key: String,
     pub amount_minor: i64,
@@ -114,7 +114,7 @@ pub struct CaptureRecord {
     pub at_micros: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Decision {
     Approved { psp_reference: String },
@@ -140,7 +140,7 @@ impl CaptureRecord {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundRecord {
     pub idempotency_key: String,
     pub refund_reference: String,
@@ -191,8 +191,15 @@ impl Ledger {
     }
 
     /// Decides a capture, or replays the decision already made under its
-    /// idempotency key. Nothing is recorded unless it returns `Ok`.
-    pub fn capture(&mut self, request: CaptureRequest, at_micros: u64) -> Result<Captured, Error> {
+    /// idempotency key. A new decision is handed to `journal` before it is
+    /// kept, so that it can be made durable first; a replay is not. Nothing
+    /// is recorded unless it returns `Ok`, and so not when `journal` fails.
+    pub fn capture(
+        &mut self,
+        request: CaptureRequest,
+        at_micros: u64,
+        journal: impl FnOnce(&CaptureRecord) -> Result<(), Error>,
+    ) -> Result<Captured, Error> {
         check_key(&request.idempotency_key)?;
         check_amount(request.amount_minor)?;
         check_currency(&request.currency)?;
@@ -226,15 +233,9 @@ impl Ledger {
             decision,
             at_micros,
         };
+        journal(&record)?;
         let outcome = record.outcome();
-        let index = self.captures.len();
-        if let Decision::Approved { psp_reference } = &record.decision {
-            self.capture_by_reference
-                .insert(psp_reference.clone(), index);
-        }
-        self.capture_by_key
-            .insert(record.idempotency_key.clone(), index);
-        self.captures.push(record);
+        self.insert_capture(record);
         Ok(Captured {
             outcome,
             replayed: false,
@@ -243,9 +244,15 @@ impl Ledger {
     }
 
     /// Refunds part or all of an approved capture, or replays the refund
-    /// already made under its idempotency key. Nothing is recorded unless it
-    /// returns `Ok`.
-    pub fn refund(&mut self, request: RefundRequest, at_micros: u64) -> Result<Refunded, Error> {
+    /// already made under its idempotency key. As with [`Self::capture`], a
+    /// new refund is handed to `journal` before it is kept, and nothing is
+    /// recorded unless it returns `Ok`.
+    pub fn refund(
+        &mut self,
+        request: RefundRequest,
+        at_micros: u64,
+        journal: impl FnOnce(&RefundRecord) -> Result<(), Error>,
+    ) -> Result<Refunded, Error> {
         check_key(&request.idempotency_key)?;
         check_amount(request.amount_minor)?;
         check_currency(&request.currency)?;
@@ -301,14 +308,59 @@ impl Ledger {
             currency: request.currency,
             at_micros,
         };
+        journal(&record)?;
         let outcome = record.outcome();
-        self.refund_by_key
-            .insert(record.idempotency_key.clone(), self.refunds.len());
-        self.refunds.push(record);
+        self.insert_refund(record);
         Ok(Refunded {
             outcome,
             replayed: false,
         })
+    }
+
+    /// Takes back a capture decided before a restart, so that its key
+    /// replays it. Records are restored in the order they were decided; a
+    /// record whose key is already taken, or a refund of a capture the books
+    /// do not hold, is refused, as the books it came from cannot have held
+    /// it. Amounts are not checked again: they were checked when decided.
+    pub fn restore_capture(&mut self, record: CaptureRecord) -> Result<(), Error> {
+        if self.capture_by_key.contains_key(&record.idempotency_key) {
+            return Err(Error::IdempotencyKeyReused(record.idempotency_key));
+        }
+        self.insert_capture(record);
+        Ok(())
+    }
+
+    /// Takes back a refund made before a restart, after the capture it
+    /// refunds; see [`Self::restore_capture`].
+    pub fn restore_refund(&mut self, record: RefundRecord) -> Result<(), Error> {
+        if self.refund_by_key.contains_key(&record.idempotency_key) {
+            return Err(Error::IdempotencyKeyReused(record.idempotency_key));
+        }
+        if !self
+            .capture_by_reference
+            .contains_key(&record.psp_reference)
+        {
+            return Err(Error::UnknownCapture(record.psp_reference));
+        }
+        self.insert_refund(record);
+        Ok(())
+    }
+
+    fn insert_capture(&mut self, record: CaptureRecord) {
+        let index = self.captures.len();
+        if let Decision::Approved { psp_reference } = &record.decision {
+            self.capture_by_reference
+                .insert(psp_reference.clone(), index);
+        }
+        self.capture_by_key
+            .insert(record.idempotency_key.clone(), index);
+        self.captures.push(record);
+    }
+
+    fn insert_refund(&mut self, record: RefundRecord) {
+        self.refund_by_key
+            .insert(record.idempotency_key.clone(), self.refunds.len());
+        self.refunds.push(record);
     }
 
     pub fn view(&self) -> LedgerView {
@@ -378,11 +430,38 @@ mod tests {
         }
     }
 
+    /// A journal that always succeeds, as when there is none.
+    fn keep<T>(_: &T) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// A journal that cannot be written.
+    fn fail<T>(_: &T) -> Result<(), Error> {
+        Err(Error::Journal("disk full".to_owned()))
+    }
+
+    /// A fresh ledger holding what `ledger` holds, as rebuilt after a restart.
+    fn restored(ledger: &Ledger) -> Ledger {
+        let view = ledger.view();
+        let mut restored = Ledger::default();
+        for record in view.captures {
+            restored.restore_capture(record).expect("capture restored");
+        }
+        for record in view.refunds {
+            restored.restore_refund(record).expect("refund restored");
+        }
+        restored
+    }
+
     /// A ledger holding one approved capture of `amount_minor`, and its reference.
     fn ledger_with_capture(amount_minor: i64) -> (Ledger, String) {
         let mut ledger = Ledger::default();
         let captured = ledger
-            .capture(capture_request("order-1", amount_minor, "tok_visa"), 1)
+            .capture(
+                capture_request("order-1", amount_minor, "tok_visa"),
+                1,
+                keep,
+            )
             .expect("approved");
         match captured.outcome {
             CaptureOutcome::Approved { psp_reference, .. } => (ledger, psp_reference),
@@ -399,7 +478,7 @@ mod tests {
             ("c", "tok_amex"),
         ] {
             let captured = ledger
-                .capture(capture_request(key, 1999, token), 1)
+                .capture(capture_request(key, 1999, token), 1, keep)
                 .expect("approved");
             match captured.outcome {
                 CaptureOutcome::Approved {
@@ -422,10 +501,10 @@ mod tests {
     fn a_retry_replays_the_first_answer_and_charges_once() {
         let mut ledger = Ledger::default();
         let first = ledger
-            .capture(capture_request("order-1", 1999, "tok_visa"), 1)
+            .capture(capture_request("order-1", 1999, "tok_visa"), 1, keep)
             .expect("approved");
         let retry = ledger
-            .capture(capture_request("order-1", 1999, "tok_visa"), 2)
+            .capture(capture_request("order-1", 1999, "tok_visa"), 2, keep)
             .expect("replayed");
         assert_eq!(retry.outcome, first.outcome);
         assert!(retry.replayed);
@@ -439,11 +518,11 @@ mod tests {
         let mut ledger = Ledger::default();
         assert_eq!(ledger.find_capture("k1"), None);
         let captured = ledger
-            .capture(capture_request("k1", 500, "tok_visa"), 1)
+            .capture(capture_request("k1", 500, "tok_visa"), 1, keep)
             .unwrap();
         assert_eq!(ledger.find_capture("k1"), Some(captured.outcome));
         ledger
-            .capture(capture_request("k2", 500, "tok_unavailable"), 2)
+            .capture(capture_request("k2", 500, "tok_unavailable"), 2, keep)
             .unwrap_err();
         assert_eq!(
             ledger.find_capture("k2"),
@@ -456,7 +535,7 @@ mod tests {
     fn a_key_reused_for_a_different_request_is_rejected() {
         let mut ledger = Ledger::default();
         ledger
-            .capture(capture_request("order-1", 1999, "tok_visa"), 1)
+            .capture(capture_request("order-1", 1999, "tok_visa"), 1, keep)
             .expect("approved");
         let different = [
             capture_request("order-1", 2000, "tok_visa"),
@@ -467,7 +546,7 @@ mod tests {
             },
         ];
         for request in different {
-            let error = ledger.capture(request, 2).expect_err("rejected");
+            let error = ledger.capture(request, 2, keep).expect_err("rejected");
             assert_eq!(error, Error::IdempotencyKeyReused("order-1".to_owned()));
         }
         assert_eq!(ledger.view().captures.len(), 1);
@@ -482,7 +561,7 @@ mod tests {
         ] {
             for _attempt in 0..2 {
                 let captured = ledger
-                    .capture(capture_request(token, 1999, token), 1)
+                    .capture(capture_request(token, 1999, token), 1, keep)
                     .expect("declined");
                 assert_eq!(captured.outcome, CaptureOutcome::Declined { reason });
             }
@@ -501,14 +580,14 @@ mod tests {
         let mut ledger = Ledger::default();
         for _attempt in 0..2 {
             let error = ledger
-                .capture(capture_request("order-1", 1999, "tok_unavailable"), 1)
+                .capture(capture_request("order-1", 1999, "tok_unavailable"), 1, keep)
                 .expect_err("unavailable");
             assert_eq!(error, Error::ProcessorUnavailable);
         }
         assert!(ledger.view().captures.is_empty());
         // The key stays free, as the request was never processed.
         ledger
-            .capture(capture_request("order-1", 1999, "tok_visa"), 2)
+            .capture(capture_request("order-1", 1999, "tok_visa"), 2, keep)
             .expect("approved");
     }
 
@@ -516,13 +595,13 @@ mod tests {
     fn a_slow_card_is_recorded_at_once_and_its_replay_answers_at_once() {
         let mut ledger = Ledger::default();
         let first = ledger
-            .capture(capture_request("order-1", 1999, "tok_slow"), 1)
+            .capture(capture_request("order-1", 1999, "tok_slow"), 1, keep)
             .expect("approved");
         assert!(first.answer_slowly);
         assert!(matches!(first.outcome, CaptureOutcome::Approved { .. }));
         assert_eq!(ledger.view().captures.len(), 1);
         let retry = ledger
-            .capture(capture_request("order-1", 1999, "tok_slow"), 2)
+            .capture(capture_request("order-1", 1999, "tok_slow"), 2, keep)
             .expect("replayed");
         assert!(!retry.answer_slowly);
         assert_eq!(retry.outcome, first.outcome);
@@ -549,7 +628,7 @@ mod tests {
         ];
         for request in malformed {
             let described = format!("{request:?}");
-            let error = ledger.capture(request, 1).expect_err(&described);
+            let error = ledger.capture(request, 1, keep).expect_err(&described);
             assert!(
                 matches!(error, Error::InvalidRequest(_)),
                 "{described}: {error:?}"
@@ -562,13 +641,13 @@ mod tests {
     fn partial_refunds_add_up_to_at_most_the_capture() {
         let (mut ledger, reference) = ledger_with_capture(1000);
         ledger
-            .refund(refund_request("r1", &reference, 600), 2)
+            .refund(refund_request("r1", &reference, 600), 2, keep)
             .expect("refunded");
         ledger
-            .refund(refund_request("r2", &reference, 400), 3)
+            .refund(refund_request("r2", &reference, 400), 3, keep)
             .expect("refunded");
         let error = ledger
-            .refund(refund_request("r3", &reference, 1), 4)
+            .refund(refund_request("r3", &reference, 1), 4, keep)
             .expect_err("exceeds");
         assert_eq!(
             error,
@@ -585,7 +664,7 @@ mod tests {
     fn a_refund_larger_than_the_capture_is_rejected() {
         let (mut ledger, reference) = ledger_with_capture(1000);
         let error = ledger
-            .refund(refund_request("r1", &reference, 1001), 2)
+            .refund(refund_request("r1", &reference, 1001), 2, keep)
             .expect_err("exceeds");
         assert!(matches!(error, Error::RefundExceedsCapture { .. }));
         assert!(ledger.view().refunds.is_empty());
@@ -595,17 +674,17 @@ mod tests {
     fn a_refund_retry_replays_and_does_not_count_twice() {
         let (mut ledger, reference) = ledger_with_capture(1000);
         let first = ledger
-            .refund(refund_request("r1", &reference, 1000), 2)
+            .refund(refund_request("r1", &reference, 1000), 2, keep)
             .expect("refunded");
         let retry = ledger
-            .refund(refund_request("r1", &reference, 1000), 3)
+            .refund(refund_request("r1", &reference, 1000), 3, keep)
             .expect("replayed");
         assert_eq!(retry.outcome, first.outcome);
         assert!(retry.replayed);
         assert_eq!(ledger.view().refunds.len(), 1);
 
         let error = ledger
-            .refund(refund_request("r1", &reference, 999), 4)
+            .refund(refund_request("r1", &reference, 999), 4, keep)
             .expect_err("reused");
         assert_eq!(error, Error::IdempotencyKeyReused("r1".to_owned()));
     }
@@ -614,16 +693,16 @@ mod tests {
     fn refunds_of_unknown_or_declined_captures_are_rejected() {
         let (mut ledger, _) = ledger_with_capture(1000);
         let error = ledger
-            .refund(refund_request("r1", "psp_nonexistent", 10), 2)
+            .refund(refund_request("r1", "psp_nonexistent", 10), 2, keep)
             .expect_err("unknown");
         assert_eq!(error, Error::UnknownCapture("psp_nonexistent".to_owned()));
 
         // A decline has no reference; its key is not one either.
         ledger
-            .capture(capture_request("order-2", 1000, "tok_decline"), 3)
+            .capture(capture_request("order-2", 1000, "tok_decline"), 3, keep)
             .expect("declined");
         let error = ledger
-            .refund(refund_request("r2", "order-2", 10), 4)
+            .refund(refund_request("r2", "order-2", 10), 4, keep)
             .expect_err("unknown");
         assert!(matches!(error, Error::UnknownCapture(_)));
         assert!(ledger.view().refunds.is_empty());
@@ -636,7 +715,7 @@ mod tests {
             currency: "USD".to_owned(),
             ..refund_request("r1", &reference, 10)
         };
-        let error = ledger.refund(request, 2).expect_err("mismatch");
+        let error = ledger.refund(request, 2, keep).expect_err("mismatch");
         assert_eq!(
             error,
             Error::CurrencyMismatch {
@@ -660,11 +739,166 @@ mod tests {
         ];
         for request in malformed {
             let described = format!("{request:?}");
-            let error = ledger.refund(request, 2).expect_err(&described);
+            let error = ledger.refund(request, 2, keep).expect_err(&described);
             assert!(
                 matches!(error, Error::InvalidRequest(_)),
                 "{described}: {error:?}"
             );
         }
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let (mut ledger, reference) = ledger_with_capture(1000);
+        ledger
+            .capture(
+                capture_request("order-2", 500, "tok_insufficient_funds"),
+                2,
+                keep,
+            )
+            .expect("declined");
+        ledger
+            .refund(refund_request("r1", &reference, 300), 3, keep)
+            .expect("refunded");
+        let view = ledger.view();
+        for record in &view.captures {
+            let json = serde_json::to_string(record).expect("serialized");
+            let back: CaptureRecord = serde_json::from_str(&json).expect(&json);
+            assert_eq!(&back, record, "{json}");
+        }
+        let json = serde_json::to_string(&view.refunds[0]).expect("serialized");
+        let back: RefundRecord = serde_json::from_str(&json).expect(&json);
+        assert_eq!(back, view.refunds[0]);
+
+        // The decision is flattened into the record, as `/admin/ledger` shows it.
+        let declined = serde_json::to_value(&view.captures[1]).expect("serialized");
+        assert_eq!(declined["status"], "declined");
+        assert_eq!(declined["reason"], "insufficient_funds");
+    }
+
+    #[test]
+    fn a_restored_ledger_replays_the_same_answers() {
+        let (mut ledger, reference) = ledger_with_capture(1000);
+        let refunded = ledger
+            .refund(refund_request("r1", &reference, 600), 2, keep)
+            .expect("refunded");
+        let mut restored = restored(&ledger);
+        assert_eq!(restored.view().captures, ledger.view().captures);
+        assert_eq!(restored.view().refunds, ledger.view().refunds);
+
+        let retry = restored
+            .capture(capture_request("order-1", 1000, "tok_visa"), 3, fail)
+            .expect("replayed without the journal");
+        assert!(retry.replayed);
+        assert_eq!(Some(retry.outcome), ledger.find_capture("order-1"));
+        let retry = restored
+            .refund(refund_request("r1", &reference, 600), 4, fail)
+            .expect("replayed without the journal");
+        assert!(retry.replayed);
+        assert_eq!(retry.outcome, refunded.outcome);
+        let error = restored
+            .capture(capture_request("order-1", 999, "tok_visa"), 5, keep)
+            .expect_err("reused");
+        assert_eq!(error, Error::IdempotencyKeyReused("order-1".to_owned()));
+    }
+
+    #[test]
+    fn a_restored_ledger_still_bounds_refunds_by_the_capture() {
+        let (mut ledger, reference) = ledger_with_capture(1000);
+        ledger
+            .refund(refund_request("r1", &reference, 600), 2, keep)
+            .expect("refunded");
+        let mut restored = restored(&ledger);
+        let error = restored
+            .refund(refund_request("r2", &reference, 401), 3, keep)
+            .expect_err("exceeds");
+        assert_eq!(
+            error,
+            Error::RefundExceedsCapture {
+                captured_minor: 1000,
+                refunded_minor: 600,
+                requested_minor: 401,
+            }
+        );
+        restored
+            .refund(refund_request("r2", &reference, 400), 4, keep)
+            .expect("refunded");
+    }
+
+    #[test]
+    fn a_restored_decline_is_replayed_as_a_decline() {
+        let mut ledger = Ledger::default();
+        let declined = ledger
+            .capture(capture_request("order-1", 1999, "tok_decline"), 1, keep)
+            .expect("declined");
+        let mut restored = restored(&ledger);
+        let retry = restored
+            .capture(capture_request("order-1", 1999, "tok_decline"), 2, fail)
+            .expect("replayed");
+        assert!(retry.replayed);
+        assert_eq!(
+            retry.outcome,
+            CaptureOutcome::Declined {
+                reason: DeclineReason::CardDeclined
+            }
+        );
+        assert_eq!(retry.outcome, declined.outcome);
+        assert_eq!(restored.view().captures.len(), 1);
+    }
+
+    #[test]
+    fn records_that_contradict_the_books_are_not_restored() {
+        let (ledger, reference) = ledger_with_capture(1000);
+        let mut restored = restored(&ledger);
+        let capture = ledger.view().captures[0].clone();
+        assert_eq!(
+            restored.restore_capture(capture),
+            Err(Error::IdempotencyKeyReused("order-1".to_owned()))
+        );
+
+        let orphan = RefundRecord {
+            idempotency_key: "r1".to_owned(),
+            refund_reference: "rf_1".to_owned(),
+            psp_reference: "psp_nonexistent".to_owned(),
+            amount_minor: 10,
+            currency: "EUR".to_owned(),
+            at_micros: 2,
+        };
+        assert_eq!(
+            restored.restore_refund(orphan.clone()),
+            Err(Error::UnknownCapture("psp_nonexistent".to_owned()))
+        );
+        let refund = RefundRecord {
+            psp_reference: reference,
+            ..orphan
+        };
+        restored.restore_refund(refund.clone()).expect("restored");
+        assert_eq!(
+            restored.restore_refund(refund),
+            Err(Error::IdempotencyKeyReused("r1".to_owned()))
+        );
+        assert_eq!(restored.view().refunds.len(), 1);
+    }
+
+    #[test]
+    fn nothing_is_recorded_when_the_journal_fails() {
+        let (mut ledger, reference) = ledger_with_capture(1000);
+        let error = ledger
+            .capture(capture_request("order-2", 500, "tok_visa"), 2, fail)
+            .expect_err("not journaled");
+        assert!(matches!(error, Error::Journal(_)), "{error:?}");
+        let error = ledger
+            .refund(refund_request("r1", &reference, 500), 3, fail)
+            .expect_err("not journaled");
+        assert!(matches!(error, Error::Journal(_)), "{error:?}");
+        assert_eq!(ledger.view().captures.len(), 1);
+        assert!(ledger.view().refunds.is_empty());
+        assert_eq!(ledger.find_capture("order-2"), None);
+
+        // The key stays free, as nothing was decided under it.
+        let captured = ledger
+            .capture(capture_request("order-2", 500, "tok_visa"), 4, keep)
+            .expect("approved");
+        assert!(!captured.replayed);
     }
 }

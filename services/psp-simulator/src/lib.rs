@@ -4,7 +4,13 @@
 //! (latency, errors, lost answers) adjustable while it runs.
 //!
 //! It is the only fake in Shipshape, because it is the only part that stands
-//! for a third party. Its books live in memory and die with the process.
+//! for a third party. Its books live in memory and, like a real processor's,
+//! outlive a crash when `PSP_JOURNAL_PATH` names a file: every new decision
+//! (a capture, approved or declined, or a refund) is appended to it as a JSON
+//! line before it is answered, and the file is replayed on start, so that a
+//! restarted simulator, even one killed with SIGKILL, still replays each
+//! idempotency key's answer and lists every charge. Without it, the books
+//! die with the process.
 //!
 //! - `POST /v1/captures` charges a card: 200 approved, 402 declined.
 //! - `POST /v1/refunds` refunds part or all of an approved capture: 200.
@@ -14,8 +20,10 @@
 //!
 //! Errors are `{"error": {"code", "message"}}`: 400 `invalid_request`, 404
 //! `unknown_capture`, 422 `idempotency_key_reused`, `currency_mismatch` or
-//! `refund_exceeds_capture`, and 503 `processor_unavailable`, which means
-//! nothing was processed and the same request may be sent again.
+//! `refund_exceeds_capture`, 503 `processor_unavailable`, which means
+//! nothing was processed and the same request may be sent again, and 500
+//! `internal_error` when the journal cannot be written, which means the same
+//! (but later writes are refused too, until a restart).
 //!
 //! Card tokens: `tok_decline` and `tok_insufficient_funds` are declined;
 //! `tok_unavailable` is always answered 503 and never processed; `tok_slow`
@@ -26,9 +34,11 @@
 mod api;
 mod error;
 mod faults;
+mod journal;
 mod ledger;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -39,6 +49,7 @@ use shipshape_runtime::{CancellationToken, Readiness, config};
 
 use error::Error;
 use faults::Faults;
+use journal::Journal;
 use ledger::Ledger;
 
 #[derive(Clone, Debug)]
@@ -49,6 +60,9 @@ pub struct Config {
     pub ops_addr: SocketAddr,
     /// How long `tok_slow` takes to answer (`PSP_SLOW_CARD_DELAY_MS`, default 2000).
     pub slow_card_delay: Duration,
+    /// Where the ledger is journaled, so that it survives a restart
+    /// (`PSP_JOURNAL_PATH`; unset or empty keeps it in memory only).
+    pub journal_path: Option<PathBuf>,
 }
 
 impl Config {
@@ -57,6 +71,9 @@ impl Config {
             http_addr: config::addr_or("HTTP_ADDR", "0.0.0.0:8090")?,
             ops_addr: config::addr_or("OPS_ADDR", "0.0.0.0:9105")?,
             slow_card_delay: config::millis_or("PSP_SLOW_CARD_DELAY_MS", 2000)?,
+            journal_path: Some(config::string_or("PSP_JOURNAL_PATH", "")?)
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from),
         })
     }
 }
@@ -69,6 +86,9 @@ pub struct Psp {
 
 struct Shared {
     ledger: Mutex<Ledger>,
+    /// Written before the ledger keeps a new decision; `None` keeps the
+    /// ledger in memory only.
+    journal: Option<Journal>,
     faults: Mutex<Faults>,
     slow_card_delay: Duration,
     /// Ends every deliberate wait, so that shutdown drains at once.
@@ -76,10 +96,37 @@ struct Shared {
 }
 
 impl Psp {
+    /// A simulator whose ledger lives in memory only.
     pub fn new(slow_card_delay: Duration, shutdown: CancellationToken) -> Self {
+        Self::with_ledger(Ledger::default(), None, slow_card_delay, shutdown)
+    }
+
+    /// A simulator whose ledger is journaled to `journal_path`, and restored
+    /// from it first if it exists.
+    pub fn with_journal(
+        journal_path: &Path,
+        slow_card_delay: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let (journal, ledger) = Journal::open(journal_path)?;
+        Ok(Self::with_ledger(
+            ledger,
+            Some(journal),
+            slow_card_delay,
+            shutdown,
+        ))
+    }
+
+    fn with_ledger(
+        ledger: Ledger,
+        journal: Option<Journal>,
+        slow_card_delay: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                ledger: Mutex::default(),
+                ledger: Mutex::new(ledger),
+                journal,
                 faults: Mutex::default(),
                 slow_card_delay,
                 shutdown,
@@ -90,6 +137,10 @@ impl Psp {
     // A panic cannot leave either value half-changed: the ledger checks
     // everything before it writes, and faults are replaced whole. So a
     // poisoned lock is safe to keep using.
+    //
+    // New decisions are journaled while this lock is held: a blocking write,
+    // but a short one to a local file, and it keeps the journal in the order
+    // the decisions were made.
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.shared
             .ledger
@@ -102,6 +153,15 @@ impl Psp {
             .faults
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes a new decision to the journal, if there is one, before the
+    /// ledger keeps it and anyone is answered.
+    fn journal(&self, entry: &journal::Entry) -> Result<(), Error> {
+        match &self.shared.journal {
+            Some(journal) => journal.append(entry),
+            None => Ok(()),
+        }
     }
 
     fn slow_card_delay(&self) -> Duration {
@@ -138,16 +198,22 @@ pub fn router(state: Psp) -> Router {
 /// Serves the API and the ops server until `shutdown` is cancelled, or
 /// until either fails.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Before the listener is bound, so that no request meets a ledger that
+    // is still being restored.
+    let psp = match &config.journal_path {
+        Some(path) => Psp::with_journal(path, config.slow_card_delay, shutdown.clone())?,
+        None => Psp::new(config.slow_card_delay, shutdown.clone()),
+    };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the API to {}", config.http_addr))?;
     tracing::info!(
         addr = %config.http_addr,
         slow_card_delay_ms = config.slow_card_delay.as_millis() as u64,
+        journal = ?config.journal_path,
         "PSP simulator listening"
     );
 
-    let psp = Psp::new(config.slow_card_delay, shutdown.clone());
     let api = async {
         axum::serve(listener, router(psp))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

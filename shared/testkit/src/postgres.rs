@@ -255,6 +255,23 @@ pub async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ends every session on database `name` except the caller's own, with
+/// `pg_terminate_backend`, as a database restart or a failover would end
+/// them; returns how many were ended.
+pub async fn terminate_connections(admin_url: &str, name: &str) -> anyhow::Result<u64> {
+    let mut connection = admin_connection(admin_url).await?;
+    let ended: Result<i64, sqlx::Error> = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .fetch_one(&mut connection)
+    .await;
+    let _ = connection.close().await;
+    let ended = ended.with_context(|| format!("ending the sessions on database {name}"))?;
+    Ok(u64::try_from(ended).unwrap_or_default())
+}
+
 /// Drops `names` (if they exist) concurrently, which is much faster than one
 /// by one: each drop waits for a checkpoint, and concurrent drops share one.
 /// Tries every name; the error lists each failure.

@@ -17,7 +17,7 @@ use anyhow::{Context, anyhow, bail};
 use shipshape_faultproxy::{FaultControl, FaultProxy};
 
 use crate::auth;
-use crate::broker::{self, Broker, Storage};
+use crate::broker::{Broker, Storage};
 use crate::postgres;
 use crate::process::{Process, Stopped};
 
@@ -59,6 +59,9 @@ pub mod vars {
     pub const JWT_HS256_SECRET: &str = "JWT_HS256_SECRET";
     /// PSP simulator: the delay of the "slow card".
     pub const PSP_SLOW_CARD_DELAY_MS: &str = "PSP_SLOW_CARD_DELAY_MS";
+    /// PSP simulator: the file its ledger is journaled to and restored from,
+    /// so that a restart (even after SIGKILL) forgets no charge.
+    pub const PSP_JOURNAL_PATH: &str = "PSP_JOURNAL_PATH";
 }
 
 /// The prefix of every database a test stack creates; `cargo xtask test`
@@ -67,6 +70,12 @@ pub const TEST_DATABASE_PREFIX: &str = "shipshape_t";
 
 /// The environment variable naming the directory of the service binaries.
 pub const BIN_DIR_VAR: &str = "SHIPSHAPE_BIN_DIR";
+
+/// The PSP simulator's journal, in the log directory.
+const PSP_JOURNAL_FILE: &str = "psp-ledger.jsonl";
+
+/// The persistent broker's data directory, in the log directory.
+const BROKER_DATA_DIR: &str = "broker-data";
 
 /// How long a SIGTERMed service has to exit before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -303,6 +312,10 @@ pub struct StackOptions {
     /// The HS256 secret the gateway checks bearer tokens with, and
     /// [`Stack::token`] signs them with.
     pub jwt_secret: String,
+    /// Keep the broker's data in `<log_dir>/broker-data/` (the SQLite build
+    /// of Tansu), so [`Stack::start_broker`] can bring it back after a stop
+    /// or a kill with nothing lost; otherwise it is kept in memory.
+    pub persistent_broker: bool,
 }
 
 impl StackOptions {
@@ -322,6 +335,7 @@ impl StackOptions {
             own_process_group: false,
             ready_timeout: Duration::from_secs(60),
             proxied: BTreeSet::new(),
+            persistent_broker: false,
             jwt_secret: auth::random_secret()?,
         })
     }
@@ -342,6 +356,7 @@ impl StackOptions {
             own_process_group: true,
             ready_timeout: Duration::from_secs(60),
             proxied: BTreeSet::new(),
+            persistent_broker: false,
             jwt_secret: String::new(),
         }
     }
@@ -374,6 +389,13 @@ impl StackOptions {
         const UNREACHABLE: &str = "1000000";
         self.with_env(Service::Gateway, "RATE_LIMIT_PER_SECOND", UNREACHABLE)
             .with_env(Service::Gateway, "RATE_LIMIT_BURST", UNREACHABLE)
+    }
+
+    /// Keeps the broker's data on disk, so it can be stopped and started
+    /// again ([`StackOptions::persistent_broker`]).
+    pub fn with_persistent_broker(mut self) -> Self {
+        self.persistent_broker = true;
+        self
     }
 
     /// Routes `link` through a fault-injection proxy.
@@ -431,7 +453,11 @@ pub struct Stack {
     database_urls: BTreeMap<Service, String>,
     /// Databases this stack created (or tried to), dropped at the end.
     databases: Vec<String>,
+    /// `None` while the broker is down ([`Stack::kill_broker`]).
     broker: Option<Broker>,
+    /// The broker's binary and storage, to start it again.
+    tansu: PathBuf,
+    broker_storage: Storage,
     processes: BTreeMap<Service, Process>,
     proxies: BTreeMap<Link, FaultProxy>,
 }
@@ -447,12 +473,20 @@ impl Stack {
     /// process and quotes the end of its log.
     pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
         check_binaries(&options.bin_dir)?;
-        let tansu = broker::locate()?;
+        let broker_storage = if options.persistent_broker {
+            Storage::Sqlite(options.log_dir.join(BROKER_DATA_DIR))
+        } else {
+            Storage::Memory
+        };
+        let tansu = broker_storage.binary()?;
         if options.ports == Ports::Standard {
             check_ports_free(&PortMap::standard())?;
         }
         std::fs::create_dir_all(&options.log_dir)
             .with_context(|| format!("creating log directory {}", options.log_dir.display()))?;
+        if !options.keep_databases {
+            forget_earlier_runs(&options.log_dir)?;
+        }
         let admin_url = postgres::ensure_server().await?;
         let (databases, database_urls) =
             create_databases(&admin_url, &options.database_prefix, options.keep_databases).await?;
@@ -471,6 +505,8 @@ impl Stack {
             database_urls,
             databases,
             broker: None,
+            tansu,
+            broker_storage,
             processes: BTreeMap::new(),
             proxies: BTreeMap::new(),
         };
@@ -481,24 +517,25 @@ impl Stack {
                 .with_context(|| format!("starting the fault proxy for {link:?}"))?;
             stack.proxies.insert(link, proxy);
         }
-        let advertised = stack.broker_port();
-        stack.broker = Some(
-            Broker::start_with(
-                &tansu,
-                stack.ports.broker,
-                advertised,
-                Storage::Memory,
-                &stack.options.log_dir.join("broker.log"),
-                stack.options.own_process_group,
-            )
-            .await?,
-        );
+        stack.broker = Some(stack.spawn_broker().await?);
         for service in Service::START_ORDER {
             stack.spawn(service)?;
         }
         let timeout = stack.options.ready_timeout;
         stack.wait_ready(&Service::ALL, timeout).await?;
         Ok(stack)
+    }
+
+    async fn spawn_broker(&self) -> anyhow::Result<Broker> {
+        Broker::start_with(
+            &self.tansu,
+            self.ports.broker,
+            self.broker_port(),
+            self.broker_storage.clone(),
+            &self.options.log_dir.join("broker.log"),
+            self.options.own_process_group,
+        )
+        .await
     }
 
     /// The `host:port` a link's proxy forwards to.
@@ -596,7 +633,17 @@ impl Stack {
             Service::Inventory => set(vars::GRPC_ADDR, local(p.inventory_grpc)),
             Service::Payment => set(vars::PSP_URL, url(self.port_for(Link::PaymentToPsp))),
             Service::Shipping => {}
-            Service::Psp => set(vars::HTTP_ADDR, local(p.psp_http)),
+            Service::Psp => {
+                set(vars::HTTP_ADDR, local(p.psp_http));
+                set(
+                    vars::PSP_JOURNAL_PATH,
+                    self.options
+                        .log_dir
+                        .join(PSP_JOURNAL_FILE)
+                        .display()
+                        .to_string(),
+                );
+            }
         }
         if let Some(extra) = self.options.env.get(&service) {
             env.extend(extra.clone());
@@ -623,7 +670,11 @@ impl Stack {
     /// Polls `/readyz` of each of `services` until all answer 200. Fails as
     /// soon as one exits, or when `timeout` passes, with the end of the log
     /// of each process concerned.
-    async fn wait_ready(&mut self, services: &[Service], timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_ready(
+        &mut self,
+        services: &[Service],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let client = crate::http::client()?;
         let deadline = Instant::now() + timeout;
         let mut pending: Vec<Service> = services.to_vec();
@@ -778,17 +829,89 @@ impl Stack {
         }
     }
 
+    /// Ends every connection to `service`'s database (`pg_terminate_backend`),
+    /// as a database restart or failover would; returns how many were
+    /// ended. Fails for a service without a database.
+    pub async fn terminate_database_connections(&self, service: Service) -> anyhow::Result<u64> {
+        if !service.owns_database() {
+            bail!("{service} has no database");
+        }
+        let name = format!("{}_{}", self.options.database_prefix, service.name());
+        postgres::terminate_connections(&self.admin_url, &name).await
+    }
+
+    /// Kills the broker with SIGKILL, as a crash would.
+    pub fn kill_broker(&mut self) -> anyhow::Result<()> {
+        let mut broker = self
+            .broker
+            .take()
+            .ok_or_else(|| anyhow!("the broker is not running"))?;
+        broker.kill()
+    }
+
+    /// Starts the broker again on the same port and data, after
+    /// [`Stack::kill_broker`]. Only a persistent
+    /// broker may be restarted: an in-memory one would come back empty,
+    /// and clients that knew it do not recover from that (`BROKER.md`).
+    pub async fn start_broker(&mut self) -> anyhow::Result<()> {
+        if self.broker.is_some() {
+            bail!("the broker is already running");
+        }
+        if self.broker_storage == Storage::Memory {
+            bail!(
+                "the broker keeps its data in memory, so a restart would lose every message; \
+                 start the stack with_persistent_broker()"
+            );
+        }
+        self.broker = Some(self.spawn_broker().await?);
+        Ok(())
+    }
+
     /// Starts `service` again (after [`Stack::kill`] or [`Stack::terminate`])
     /// with the same environment and waits until it is ready.
     pub async fn start_service(&mut self, service: Service) -> anyhow::Result<()> {
-        if let Some(process) = self.processes.get_mut(&service)
-            && process.try_status()?.is_none()
-        {
-            bail!("{service} is still running (pid {})", process.pid());
-        }
-        self.spawn(service)?;
+        self.launch(service)?;
         let timeout = self.options.ready_timeout;
         self.wait_ready(&[service], timeout).await
+    }
+
+    /// Starts `service` again with the same environment without waiting for
+    /// it to be ready: a supervisor's restart, which must not wait on a
+    /// dependency that is down ([`Stack::wait_ready`] waits).
+    pub fn launch(&mut self, service: Service) -> anyhow::Result<()> {
+        if self.is_running(service)? {
+            bail!("{service} is still running (pid {:?})", self.pid(service));
+        }
+        self.spawn(service)
+    }
+
+    /// Whether `service`'s process is running.
+    pub fn is_running(&mut self, service: Service) -> anyhow::Result<bool> {
+        match self.processes.get_mut(&service) {
+            Some(process) => Ok(process.try_status()?.is_none()),
+            None => Ok(false),
+        }
+    }
+
+    /// How the broker ended when it exited on its own (not through
+    /// [`Stack::kill_broker`]); `None` while it runs or after a kill. The
+    /// stack then treats it as down, so [`Stack::start_broker`] may start
+    /// it again.
+    pub fn broker_exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(broker) = self.broker.as_mut() else {
+            return Ok(None);
+        };
+        let status = broker.exit_status()?;
+        if status.is_some() {
+            self.broker = None;
+        }
+        Ok(status)
+    }
+
+    /// Whether the broker is up: started and not killed through the stack
+    /// (see [`Stack::broker_exited`] for one that died on its own).
+    pub fn broker_running(&self) -> bool {
+        self.broker.is_some()
     }
 
     /// Stops everything gracefully: SIGTERM to the gateway first (no new
@@ -847,6 +970,24 @@ impl Stack {
                 problems.join("\n- ")
             ))
         }
+    }
+}
+
+/// Removes the PSP's journal and the broker's data that an earlier stack
+/// left in `log_dir`: fresh databases must meet a fresh broker and a PSP
+/// that charged nobody yet.
+fn forget_earlier_runs(log_dir: &Path) -> anyhow::Result<()> {
+    let journal = log_dir.join(PSP_JOURNAL_FILE);
+    match std::fs::remove_file(&journal) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", journal.display())),
+    }
+    let broker_data = log_dir.join(BROKER_DATA_DIR);
+    match std::fs::remove_dir_all(&broker_data) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", broker_data.display())),
     }
 }
 
@@ -988,6 +1129,8 @@ mod tests {
             database_urls,
             databases: Vec::new(),
             broker: None,
+            tansu: PathBuf::from("tansu"),
+            broker_storage: Storage::Memory,
             processes: BTreeMap::new(),
             proxies: BTreeMap::new(),
         }
