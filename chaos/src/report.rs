@@ -190,7 +190,7 @@ impl ChaosReport {
         for restart in &self.unplanned_restarts {
             let _ = writeln!(
                 out,
-                "  {:>7.1} s  {} exited on its own ({}) and was restarted{}",
+                "  {:>7.1} s  {} was down unplanned ({}) and the supervisor restarted it{}",
                 restart.at_secs,
                 restart.service,
                 restart.exit_status,

@@ -7,7 +7,7 @@
 //! when the schedule did not stop it is started again, and the restart is
 //! reported (it is a finding, not a violation).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,10 @@ use crate::schedule::{Action, BrokerStorage, Edge, PspFaults, Schedule, Step};
 /// How often the supervisor looks for processes that exited, and the
 /// convergence wait asks whether the system is quiet.
 const TICK: Duration = Duration::from_secs(1);
+
+/// The shortest time between two restarts of one process by the
+/// supervisor.
+const RESTART_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How often the wait for quiet says what it is waiting for.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -87,6 +91,11 @@ struct Run<'a> {
     started: Instant,
     /// The processes the schedule has stopped; every other one should run.
     stopped: BTreeSet<Service>,
+    /// Processes whose planned restart failed, so the supervisor's report
+    /// of them does not read as a crash.
+    failed_restarts: BTreeSet<Service>,
+    /// When the supervisor last restarted each process.
+    restarted_at: BTreeMap<Service, Instant>,
     applied: Vec<AppliedFault>,
     unplanned: Vec<UnplannedRestart>,
     /// What failed while bringing the system back after the faults.
@@ -112,6 +121,8 @@ impl<'a> Run<'a> {
             http: reqwest::Client::new(),
             started: Instant::now(),
             stopped: BTreeSet::new(),
+            failed_restarts: BTreeSet::new(),
+            restarted_at: BTreeMap::new(),
             applied: Vec::new(),
             unplanned: Vec::new(),
             recovery_errors: Vec::new(),
@@ -209,15 +220,28 @@ impl<'a> Run<'a> {
             if self.stopped.contains(&service) {
                 continue;
             }
+            // A process that dies as soon as it starts is not restarted
+            // more than once per backoff, as Kubernetes would back off.
+            if self
+                .restarted_at
+                .get(&service)
+                .is_some_and(|at| at.elapsed() < RESTART_BACKOFF)
+            {
+                continue;
+            }
             let at_secs = self.seconds();
-            self.say(&format!(
-                "{service} exited on its own ({status}); restarting it"
-            ));
+            let exit_status = if self.failed_restarts.remove(&service) {
+                format!("down since its planned restart failed ({status})")
+            } else {
+                status.to_string()
+            };
+            self.say(&format!("{service}: {exit_status}; restarting it"));
             let restart = self.stack.launch(service).err().map(|e| format!("{e:#}"));
+            self.restarted_at.insert(service, Instant::now());
             self.unplanned.push(UnplannedRestart {
                 service: service.name().to_owned(),
                 at_secs,
-                exit_status: status.to_string(),
+                exit_status,
                 restart_error: restart,
             });
         }
@@ -316,7 +340,10 @@ impl<'a> Run<'a> {
         match *action {
             Action::Kill { service, .. } | Action::Terminate { service, .. } => {
                 self.stopped.remove(&service);
-                self.stack.launch(service)?;
+                if let Err(e) = self.stack.launch(service) {
+                    self.failed_restarts.insert(service);
+                    return Err(e);
+                }
             }
             Action::BrokerRestart { .. } => self.stack.start_broker().await?,
             Action::KillConnections { .. } => {}
