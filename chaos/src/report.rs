@@ -129,15 +129,7 @@ impl ChaosReport {
             "Shipshape chaos run `{}`, started {}",
             self.schedule, self.started_at
         );
-        let m = &self.machine;
-        let _ = writeln!(
-            out,
-            "machine: {} CPUs, {} GiB, {}",
-            m.cpus,
-            m.memory_gib
-                .map_or_else(|| "?".to_owned(), |g| format!("{g:.1}")),
-            m.os.as_deref().unwrap_or("unknown OS")
-        );
+        let _ = writeln!(out, "machine: {}", self.machine.describe());
         let t = &self.load.totals;
         let _ = writeln!(
             out,

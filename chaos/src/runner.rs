@@ -17,6 +17,7 @@ use shipshape_invariants::{Checker, Sources};
 use shipshape_loadtest::client::Secret;
 use shipshape_loadtest::run::{Load, RunOptions, RunReport};
 use shipshape_loadtest::schedule::{Rate, Schedule as Arrivals};
+use shipshape_loadtest::stats::round3;
 use shipshape_testkit::stack::{Service, Stack, StackOptions};
 use tokio::task::JoinHandle;
 
@@ -476,8 +477,4 @@ impl<'a> Run<'a> {
 
 fn round_ms(duration: Duration) -> f64 {
     round3(duration.as_secs_f64())
-}
-
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
 }

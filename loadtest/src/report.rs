@@ -101,7 +101,8 @@ impl Machine {
         }
     }
 
-    fn describe(&self) -> String {
+    /// One line: CPUs, memory, OS and kernel.
+    pub fn describe(&self) -> String {
         format!(
             "{} CPUs, {} GiB, {} (kernel {})",
             self.cpus,

@@ -55,14 +55,23 @@ pub fn tools_dir() -> anyhow::Result<PathBuf> {
     Ok(cache_dir()?.join("tools"))
 }
 
+/// The binary environment variable `var` names, if it is set; fails when
+/// that file does not exist.
+fn from_env(var: &str) -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        bail!("{var}={} does not exist", path.display());
+    }
+    Ok(Some(path))
+}
+
 /// The persistent (SQLite) Tansu binary: [`PERSISTENT_TANSU_VAR`] if set,
 /// else the one [`install_persistent`] built.
 pub fn locate_persistent() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os(PERSISTENT_TANSU_VAR) {
-        let path = PathBuf::from(path);
-        if !path.is_file() {
-            bail!("{PERSISTENT_TANSU_VAR}={} does not exist", path.display());
-        }
+    if let Some(path) = from_env(PERSISTENT_TANSU_VAR)? {
         return Ok(path);
     }
     let binary = tools_dir()?.join("bin/tansu");
@@ -110,11 +119,7 @@ pub fn install_persistent() -> anyhow::Result<PathBuf> {
 /// The Tansu binary: [`TANSU_VAR`] if set, else the one in [`venv_dir`]
 /// (whatever Python version the virtualenv was made with).
 pub fn locate() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os(TANSU_VAR) {
-        let path = PathBuf::from(path);
-        if !path.is_file() {
-            bail!("{TANSU_VAR}={} does not exist", path.display());
-        }
+    if let Some(path) = from_env(TANSU_VAR)? {
         return Ok(path);
     }
     let venv = venv_dir()?;
