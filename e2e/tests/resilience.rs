@@ -129,8 +129,8 @@ async fn a_slow_provider_opens_the_payment_breaker_until_it_recovers() -> anyhow
 
 /// The order service answers 2 s late; the gateway lets only 4 order calls
 /// wait on it (the bulkhead) and fails the rest fast, so they never take
-/// the request slots the catalog needs: its p99 stays within twice what it
-/// was before.
+/// the request slots the catalog needs: every catalog call is answered and
+/// its p99 rises by less than a tenth of the order service's delay.
 #[tokio::test]
 async fn a_slow_order_service_does_not_slow_the_catalog() -> anyhow::Result<()> {
     let options = StackOptions::for_tests()?
@@ -198,9 +198,13 @@ async fn a_slow_order_service_does_not_slow_the_catalog() -> anyhow::Result<()> 
             "{status} {body}"
         );
     }
-    // Twice the normal p99, with a floor of 10 ms for timer and scheduler
-    // noise on a 2-core machine, where a normal p99 is a few milliseconds.
-    let bound = (normal_p99 * 2).max(Duration::from_millis(10));
+    // Without the bulkhead, the shoppers' order calls would hold every
+    // request slot for 2 s: catalog calls would be shed with 503 (failing
+    // `catalog_latencies`) or wait seconds. The margin is a tenth of that
+    // delay, because eight shoppers on a 2-core machine also cost the catalog
+    // CPU time: a relative bound (twice the normal p99) failed CI with
+    // 23 ms -> 60 ms while every call was served.
+    let bound = normal_p99 + Duration::from_millis(200);
     assert!(
         slow_p99 <= bound,
         "catalog p99 {slow_p99:?} above {bound:?} (normal {normal_p99:?})"
