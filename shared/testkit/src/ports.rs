@@ -7,7 +7,8 @@
 //! use":
 //! - a test running beside this one choosing the same port: every port
 //!   chosen is reserved, until this process exits, by an exclusive lock on
-//!   `<temp dir>/shipshape-ports/<port>`, which every test process honours;
+//!   `<temp dir>/shipshape-ports-<uid>/<port>`, which every test process
+//!   honours;
 //! - an outgoing connection anywhere on the machine, whose local port the
 //!   kernel takes from the ephemeral range (where binding port 0 would pick
 //!   from too): ports are chosen below that range.
@@ -17,11 +18,12 @@ use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::geteuid;
 
 /// The locks on every port this process was given: a process keeps its
 /// ports (and restarts its children on them) until it exits.
@@ -49,7 +51,7 @@ pub fn free_port() -> u16 {
 /// `count` distinct ports on 127.0.0.1, free now and reserved for this
 /// process until it exits.
 pub fn free_ports(count: usize) -> io::Result<Vec<u16>> {
-    let dir = std::env::temp_dir().join("shipshape-ports");
+    let dir = reservations_dir();
     fs::create_dir_all(&dir)?;
     let candidates = candidates();
     let span = candidates.len();
@@ -86,16 +88,22 @@ pub fn in_use(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err()
 }
 
-/// The ports just below the kernel's ephemeral range; the whole unprivileged range above [`LOWEST`] if the ephemeral
-/// range starts too low to leave room below it.
+/// The ports just below the kernel's ephemeral range; every port from
+/// [`LOWEST`] up if that range starts too low to leave room below it.
 fn candidates() -> Range<u16> {
     let ephemeral_start = ephemeral_start();
     let below = ephemeral_start.saturating_sub(CANDIDATES).max(LOWEST)..ephemeral_start;
-    if below.len() < usize::from(CANDIDATES) / 4 {
+    if below.len() < usize::from(CANDIDATES / 4) {
         LOWEST..u16::MAX
     } else {
         below
     }
+}
+
+/// Where the lock files are: one directory per user, since another user's
+/// lock files could not be opened for writing.
+fn reservations_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("shipshape-ports-{}", geteuid()))
 }
 
 /// The first port of the kernel's ephemeral range, 32768 when it cannot be
@@ -147,22 +155,24 @@ mod tests {
 
     #[test]
     fn ports_come_from_below_the_ephemeral_range() {
-        let ephemeral_start = ephemeral_start();
-        assert!(
-            ephemeral_start > LOWEST + CANDIDATES / 4,
-            "{ephemeral_start}"
-        );
+        let candidates = candidates();
+        if ephemeral_start() >= LOWEST + CANDIDATES / 4 {
+            assert_eq!(candidates.end, ephemeral_start());
+        }
         for port in free_ports(4).expect("free ports") {
-            assert!((LOWEST..ephemeral_start).contains(&port), "{port}");
+            assert!(candidates.contains(&port), "{port} not in {candidates:?}");
         }
     }
 
     #[test]
     fn a_port_another_process_reserved_is_not_handed_out() {
-        let dir = std::env::temp_dir().join("shipshape-ports");
         let port = free_port();
         // A second open file description stands for another process:
         // flock locks belong to the description, not the process.
-        assert!(reserve(&dir, port).expect("try the lock").is_none());
+        assert!(
+            reserve(&reservations_dir(), port)
+                .expect("try the lock")
+                .is_none()
+        );
     }
 }
