@@ -24,9 +24,13 @@ use crate::process::{run, tail};
 /// The environment variable naming the admin (superuser) connection URL.
 pub const ADMIN_URL_VAR: &str = "SHIPSHAPE_PG_ADMIN_URL";
 
-/// The admin URL used when [`ADMIN_URL_VAR`] is unset: a local server with
-/// trust authentication, as on CI machines and in docker-compose.
+/// The admin URL used when [`ADMIN_URL_VAR`] is unset: a local server that
+/// lets `postgres` in without a password (trust authentication).
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// How to name a superuser with a password, for servers that ask for one
+/// (Debian's does on 127.0.0.1).
+const EXAMPLE_ADMIN_URL: &str = "postgres://postgres:PASSWORD@127.0.0.1:5432/postgres";
 
 /// The port of the private cluster started when no server answers; not
 /// 5432, so it never hides or blocks a system server.
@@ -62,7 +66,7 @@ pub async fn ensure_server_at(admin_url: &str, fallback: PrivateCluster) -> anyh
         Probe::Unreachable(reason) => reason,
         Probe::Refused(reason) => bail!(
             "PostgreSQL at {} answers but refused the admin connection: {reason}\n\
-             Set {ADMIN_URL_VAR} to a superuser URL, e.g. {DEFAULT_ADMIN_URL}",
+             Set {ADMIN_URL_VAR} to a superuser URL, e.g. {EXAMPLE_ADMIN_URL}",
             redact(admin_url)
         ),
     };
@@ -739,6 +743,34 @@ mod tests {
             .execute(format!(r#"DROP ROLE IF EXISTS "{role}""#).as_str())
             .await
             .expect("drop role");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_refuses_is_reported_with_the_variable_to_set() {
+        let admin = ensure_server().await.expect("a Postgres server");
+        // A database that does not exist: refused whatever the server's
+        // authentication, as a wrong password is where one is asked for.
+        let (server, _) = admin.rsplit_once('/').expect("a database in the admin URL");
+        let refused = format!("{server}/{}", unique("shipshape_missing_"));
+        let fallback = PrivateCluster::new(
+            std::env::temp_dir().join(unique("shipshape-unused-")),
+            PRIVATE_PORT + 1,
+        );
+
+        let error = ensure_server_at(&refused, fallback.clone())
+            .await
+            .expect_err("a refusing server is an error");
+
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("refused the admin connection"),
+            "{message}"
+        );
+        assert!(message.contains(ADMIN_URL_VAR), "{message}");
+        assert!(
+            !fallback.data_dir().exists(),
+            "a server that refuses is not replaced by a private cluster"
+        );
     }
 
     #[tokio::test]
