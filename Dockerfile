@@ -56,10 +56,10 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# protoc for shared/proto's build script; a C compiler, make and zlib headers
-# for the bundled librdkafka (gcc and make come with the rust image).
+# A C compiler, make and zlib headers for the bundled librdkafka (gcc and
+# make come with the rust image).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends protobuf-compiler zlib1g-dev \
+    && apt-get install -y --no-install-recommends zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

@@ -22,7 +22,7 @@ use shipshape_testkit::stack::{Service, Stack, StackOptions};
 use tokio::task::JoinHandle;
 
 use crate::report::{AppliedFault, ChaosReport, Convergence, UnplannedRestart};
-use crate::schedule::{Action, BrokerStorage, Edge, PspFaults, Schedule, Step};
+use crate::schedule::{Action, Edge, PspFaults, Schedule, Step};
 
 /// How often the supervisor looks for processes that exited, and the
 /// convergence wait asks whether the system is quiet.
@@ -60,7 +60,6 @@ pub async fn run(schedule: &Schedule, options: &RunnerOptions) -> anyhow::Result
     let mut stack_options =
         StackOptions::scratch(&options.bin_dir, options.out_dir.join("logs"), "ch")?
             .with_rate_limit_out_of_reach();
-    stack_options.persistent_broker = schedule.broker == BrokerStorage::Persistent;
     // The stack's processes share the runner's process group, so whatever
     // signals the whole group (a terminal's Ctrl-C) reaches them too; the
     // command drops the stack, its processes and databases on Ctrl-C or
@@ -464,6 +463,7 @@ impl<'a> Run<'a> {
             shipping_db: url(Service::Shipping)?,
             psp_url: Some(self.stack.psp_url()),
             brokers: Some(self.stack.broker_address()),
+            topic_prefix: self.stack.topic_prefix().to_owned(),
         })
         .await?)
     }

@@ -55,29 +55,8 @@ pub struct Schedule {
     /// How long the system may take to go quiet once the load and the
     /// faults are over.
     pub convergence_timeout: Duration,
-    /// Where the broker keeps its data.
-    pub broker: BrokerStorage,
     /// In the order they were written.
     pub faults: Vec<Fault>,
-}
-
-/// Where the run's broker keeps its data (`broker = "memory"` or
-/// `"persistent"` in the file; memory by default).
-///
-/// A `broker-restart` needs the persistent broker (an in-memory one comes
-/// back empty). With Tansu 0.6's persistent (SQLite) build, though, a
-/// consumer service that is SIGKILLed gets no partitions back after its
-/// restart until the broker itself restarts (its group coordinator never
-/// expires the dead member; README, "Fault injection"), so schedules that
-/// SIGKILL the order, inventory, payment or shipping service use the
-/// in-memory broker and cut the broker off through its fault proxy
-/// instead; parsing refuses the combination.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BrokerStorage {
-    #[default]
-    Memory,
-    Persistent,
 }
 
 /// One fault: what happens, and when after the load started.
@@ -97,10 +76,7 @@ pub enum Action {
     /// start it again after `down`.
     Terminate { service: Service, down: Duration },
     /// SIGKILL the broker and start it again on the same data after
-    /// `down`. Not SIGTERM: Tansu 0.6's SQLite build, stopped that way
-    /// while producers were connected, refused their next batch after the
-    /// restart (a panic in its idempotent-producer check; README, "Fault
-    /// injection").
+    /// `down`: every acknowledged message must survive (`acks=all`).
     BrokerRestart { down: Duration },
     /// End every session on the service's database (`pg_terminate_backend`).
     KillConnections { service: Service },
@@ -287,8 +263,6 @@ fn parse_service(name: &str) -> anyhow::Result<Service> {
 #[serde(deny_unknown_fields)]
 struct File {
     name: Option<String>,
-    #[serde(default)]
-    broker: BrokerStorage,
     load: LoadSpec,
     #[serde(default)]
     convergence: ConvergenceSpec,
@@ -509,7 +483,6 @@ impl Schedule {
                 file.convergence.timeout_secs,
                 "convergence.timeout_secs",
             )?,
-            broker: file.broker,
             faults: Vec::new(),
         };
         let load = schedule.load_duration();
@@ -523,7 +496,6 @@ impl Schedule {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         check_overlaps(&faults)?;
-        check_broker(schedule.broker, &faults)?;
         Ok(Self { faults, ..schedule })
     }
 
@@ -592,34 +564,6 @@ impl Schedule {
     }
 }
 
-/// Fails when the broker's storage cannot serve the faults: a restart needs
-/// a persistent broker, and the persistent build strands a SIGKILLed
-/// consumer (see [`BrokerStorage`]), so a run would never converge.
-fn check_broker(broker: BrokerStorage, faults: &[Fault]) -> anyhow::Result<()> {
-    for (index, fault) in faults.iter().enumerate() {
-        match (broker, &fault.action) {
-            (BrokerStorage::Memory, Action::BrokerRestart { .. }) => bail!(
-                "fault #{} restarts the broker, which needs broker = \"persistent\": an \
-                 in-memory broker comes back empty",
-                index + 1
-            ),
-            (BrokerStorage::Persistent, Action::Kill { service, .. })
-                if service.owns_database() =>
-            {
-                bail!(
-                    "fault #{} SIGKILLs {service}, a consumer, which the persistent broker \
-                     never hands its partitions back to (it waits for a broker restart); \
-                     use broker = \"memory\" and cut the broker off with a network fault, \
-                     or SIGTERM it",
-                    index + 1
-                )
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// Fails when two faults hold one target at overlapping times.
 fn check_overlaps(faults: &[Fault]) -> anyhow::Result<()> {
     for (i, a) in faults.iter().enumerate() {
@@ -663,7 +607,7 @@ pub struct Step {
 mod tests {
     use super::*;
 
-    const LOAD: &str = "broker = \"persistent\"\n[load]\nrate = 5.0\norders = 500\n";
+    const LOAD: &str = "[load]\nrate = 5.0\norders = 500\n";
 
     fn parse(faults: &str) -> anyhow::Result<Schedule> {
         Schedule::parse(&format!("{LOAD}{faults}"), "test")
@@ -718,7 +662,6 @@ lose_response_rate = 0.1
         )
         .expect("a valid schedule");
         assert_eq!(schedule.name, "test");
-        assert_eq!(schedule.broker, BrokerStorage::Persistent);
         assert_eq!(schedule.load_duration(), Duration::from_secs(100));
         assert_eq!(schedule.convergence_timeout, Duration::from_secs(300));
         let actions: Vec<&Action> = schedule.faults.iter().map(|f| &f.action).collect();
@@ -914,16 +857,8 @@ restart_after_secs = 1
         }
         for (load, expected) in [
             (
-                "[load]\nrate = 5.0\norders = 10\n[[fault]]\nkind = \"broker-restart\"\nat_secs = 1\ndown_secs = 1\n",
-                "needs broker = \"persistent\"",
-            ),
-            (
-                "broker = \"persistent\"\n[load]\nrate = 5.0\norders = 10\n[[fault]]\nkind = \"kill\"\nservice = \"payment\"\nat_secs = 1\nrestart_after_secs = 1\n",
-                "never hands its partitions back",
-            ),
-            (
-                "broker = \"disk\"\n[load]\nrate = 5.0\norders = 10\n",
-                "unknown variant",
+                "broker = \"memory\"\n[load]\nrate = 5.0\norders = 10\n",
+                "unknown field `broker`",
             ),
             ("[load]\nrate = 0.0\norders = 10\n", "load.rate"),
             ("[load]\nrate = 5.0\norders = 0\n", "load.orders"),

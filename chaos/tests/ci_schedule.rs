@@ -1,6 +1,6 @@
 //! The two CI chaos schedules, end to end: about 1 000 checkouts while every
 //! process is killed and every link, database and the PSP misbehave, then
-//! 360 while the persistent broker is killed and restarted. A run fails on
+//! 360 while the broker is killed and restarted. A run fails on
 //! any violation, any order left non-terminal, or a system that does not go
 //! quiet in time.
 

@@ -95,6 +95,7 @@ impl Shop {
             shipping_db: url(Service::Shipping)?,
             psp_url: Some(stack.psp_url()),
             brokers: Some(stack.broker_address()),
+            topic_prefix: stack.topic_prefix().to_owned(),
         })
         .await?;
         let http = reqwest::Client::builder()
@@ -282,10 +283,12 @@ impl Shop {
         Ok(metric_value(&text, series))
     }
 
-    /// Publishes raw bytes to `topic`, as a misbehaving producer could. The
+    /// Publishes raw bytes to `topic` (named as the services name it; the
+    /// stack's topic prefix is added), as a misbehaving producer could. The
     /// dead letters the services make of it are expected, so
     /// [`Shop::violations`] does not report them.
     pub async fn publish_raw(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+        let topic = &self.stack.topic(topic);
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", self.stack.broker_address())
             .set("enable.metrics.push", "false")

@@ -17,6 +17,7 @@ use crate::Shop;
 /// (`None`: a null value, a tombstone).
 #[derive(Clone, Debug)]
 pub struct Raw {
+    /// As the services name it (`order.events`), without the stack's prefix.
     pub topic: String,
     pub partition: i32,
     pub key: Option<Vec<u8>>,
@@ -24,10 +25,10 @@ pub struct Raw {
 }
 
 impl Shop {
-    /// The number of partitions of `topic`.
+    /// The number of partitions of `topic` (named as the services name it).
     pub async fn partitions(&self, topic: &str) -> anyhow::Result<i32> {
         let brokers = self.stack.broker_address();
-        let topic = topic.to_owned();
+        let topic = self.stack.topic(topic);
         tokio::task::spawn_blocking(move || {
             let consumer: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
@@ -47,7 +48,8 @@ impl Shop {
     }
 
     /// Publishes `messages` one after the other, each acknowledged before
-    /// the next is sent, and returns where each one landed. Their dead
+    /// the next is sent, and returns where each one landed (under the
+    /// topic's name on the broker, with the stack's prefix). Their dead
     /// letters are expected, so [`Shop::violations`] does not report them.
     pub async fn publish_poison(&self, messages: &[Raw]) -> anyhow::Result<Vec<SourceMessage>> {
         let producer: FutureProducer = ClientConfig::new()
@@ -56,8 +58,9 @@ impl Shop {
             .create()?;
         let mut landed = Vec::with_capacity(messages.len());
         for message in messages {
+            let topic = self.stack.topic(&message.topic);
             let mut record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&message.topic).partition(message.partition);
+                FutureRecord::to(&topic).partition(message.partition);
             if let Some(key) = &message.key {
                 record = record.key(key.as_slice());
             }
@@ -68,9 +71,9 @@ impl Shop {
                 .send(record, Duration::from_secs(10))
                 .await
                 .map_err(|(e, _)| e)
-                .with_context(|| format!("publishing to {}", message.topic))?;
+                .with_context(|| format!("publishing to {topic}"))?;
             let source = SourceMessage {
-                topic: message.topic.clone(),
+                topic,
                 partition: delivered.partition,
                 offset: delivered.offset,
             };

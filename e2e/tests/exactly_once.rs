@@ -21,8 +21,8 @@ const TOPICS: [&str; 4] = [
 /// A message as it was published: topic, key, payload.
 type Published = (String, Vec<u8>, Vec<u8>);
 
-/// Every message on `topics`, in partition order.
-fn read_all(brokers: &str, topics: &[&str]) -> anyhow::Result<Vec<Published>> {
+/// Every message on `topics` (their names on the broker), in partition order.
+fn read_all(brokers: &str, topics: &[String]) -> anyhow::Result<Vec<Published>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "e2e-reader")
@@ -72,7 +72,7 @@ async fn every_event_delivered_twice_has_its_effect_once() -> anyhow::Result<()>
     shop.wait_quiet(Duration::from_secs(30)).await?;
 
     let brokers = shop.stack.broker_address();
-    let topics: Vec<&str> = TOPICS.to_vec();
+    let topics: Vec<String> = TOPICS.iter().map(|t| shop.stack.topic(t)).collect();
     let messages = tokio::task::spawn_blocking({
         let brokers = brokers.clone();
         move || read_all(&brokers, &topics)
@@ -119,8 +119,9 @@ async fn every_event_delivered_twice_has_its_effect_once() -> anyhow::Result<()>
             .fetch_one(shop.db(Service::Shipping))
             .await?;
     assert_eq!(shipments, 1);
+    let dead_letter_topic = [shop.stack.topic("dead-letters")];
     let dead_letters =
-        tokio::task::spawn_blocking(move || read_all(&brokers, &["dead-letters"])).await??;
+        tokio::task::spawn_blocking(move || read_all(&brokers, &dead_letter_topic)).await??;
     assert!(
         dead_letters.is_empty(),
         "no handler may fail on a redelivery: {} dead letters",

@@ -39,7 +39,7 @@ async fn unprocessed_events_and_unexplained_dead_letters_are_violations() -> any
         .create()?;
     producer
         .send(
-            FutureRecord::to("order.events")
+            FutureRecord::to(&shop.stack.topic("order.events"))
                 .key("stray")
                 .payload(&b"not an envelope"[..]),
             Duration::from_secs(10),
@@ -51,11 +51,12 @@ async fn unprocessed_events_and_unexplained_dead_letters_are_violations() -> any
     let violations = shop.violations().await?;
     let count = |text: &str| violations.iter().filter(|v| v.contains(text)).count();
     assert_eq!(count("dead letter"), 2, "{violations:#?}");
-    assert_eq!(
-        count("shipshape-shipping behind on order.events"),
-        1,
-        "{violations:#?}"
+    let lagging = format!(
+        "{} behind on {}",
+        shop.stack.topic("shipshape-shipping"),
+        shop.stack.topic("order.events")
     );
+    assert_eq!(count(&lagging), 1, "{violations:#?}");
     assert_eq!(violations.len(), 3, "{violations:#?}");
     assert!(shop.wait_quiet(Duration::from_secs(1)).await.is_err());
 

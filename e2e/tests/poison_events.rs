@@ -224,7 +224,7 @@ async fn find_event(
     order_id: &str,
 ) -> anyhow::Result<Published> {
     let brokers = shop.stack.broker_address();
-    let owned = topic.to_owned();
+    let owned = shop.stack.topic(topic);
     let events = tokio::task::spawn_blocking(move || read_topic(&brokers, &owned)).await??;
     let mut found: Vec<Published> = events
         .into_iter()
@@ -477,10 +477,12 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
             poison.what,
             poison.reason
         );
-        groups
-            .entry(source)
-            .or_default()
-            .push(header("dlq.consumer.group"));
+        // Groups as the services name them, without the stack's prefix.
+        let group = header("dlq.consumer.group");
+        let group = group
+            .strip_prefix(shop.stack.topic_prefix())
+            .with_context(|| format!("group {group} lacks the stack's topic prefix"))?;
+        groups.entry(source).or_default().push(group.to_owned());
     }
     for (source, poison) in &expected {
         let mut got = groups.get(source).cloned().unwrap_or_default();
@@ -503,11 +505,12 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
             if !readers.contains(&group) {
                 continue;
             }
+            let on_broker = shop.stack.topic(topic);
             let per_topic = expected
                 .iter()
-                .filter(|((t, _, _), e)| t == topic && e.groups.iter().any(|g| g == group))
+                .filter(|((t, _, _), e)| *t == on_broker && e.groups.iter().any(|g| g == group))
                 .count();
-            let series = format!("shipshape_dead_letters_total{{topic=\"{topic}\"}}");
+            let series = format!("shipshape_dead_letters_total{{topic=\"{on_broker}\"}}");
             let count = shop.metric(service, &series).await?;
             assert_eq!(count, Some(per_topic as f64), "{service} {series}");
         }

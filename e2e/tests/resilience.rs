@@ -404,16 +404,13 @@ async fn a_garbage_message_is_dead_lettered_and_orders_still_flow() -> anyhow::R
         .map(|h| h["dlq.consumer.group"].as_str())
         .collect();
     groups.sort();
-    assert_eq!(
-        groups,
-        [
-            "shipshape-inventory",
-            "shipshape-payment",
-            "shipshape-shipping"
-        ]
-    );
+    let expected: Vec<String> = ["inventory", "payment", "shipping"]
+        .map(|service| shop.stack.topic(&format!("shipshape-{service}")))
+        .to_vec();
+    assert_eq!(groups, expected);
+    let topic = shop.stack.topic("order.events");
     for headers in &letters {
-        assert_eq!(headers["dlq.source.topic"], "order.events");
+        assert_eq!(headers["dlq.source.topic"], topic);
         assert!(
             headers["dlq.error"].contains("not an event envelope"),
             "{headers:?}"
@@ -423,7 +420,7 @@ async fn a_garbage_message_is_dead_lettered_and_orders_still_flow() -> anyhow::R
         let count = shop
             .metric(
                 service,
-                r#"shipshape_dead_letters_total{topic="order.events"}"#,
+                &format!(r#"shipshape_dead_letters_total{{topic="{topic}"}}"#),
             )
             .await?;
         assert_eq!(count, Some(1.0), "{service}");

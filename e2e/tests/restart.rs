@@ -3,8 +3,36 @@
 
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use shipshape_e2e::Shop;
 use shipshape_testkit::{Service, StackOptions};
+
+/// The services' event topics.
+const TOPICS: [&str; 4] = [
+    "order.events",
+    "inventory.events",
+    "payment.events",
+    "shipping.events",
+];
+
+/// How many messages the broker holds on `topics` (their names on the
+/// broker): the sum of every partition's end offset.
+fn end_offsets(brokers: &str, topics: &[String]) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.metrics.push", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let mut total = 0;
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            total += consumer.fetch_watermarks(topic, partition.id(), timeout)?.1;
+        }
+    }
+    Ok(total)
+}
 
 #[tokio::test]
 async fn payment_killed_mid_flight_every_order_still_completes_charged_once() -> anyhow::Result<()>
@@ -63,9 +91,12 @@ async fn sigterm_stops_a_service_cleanly_and_it_resumes_where_it_left_off() -> a
 #[tokio::test]
 async fn the_broker_killed_mid_flight_comes_back_on_its_data_and_every_order_completes()
 -> anyhow::Result<()> {
-    let options = StackOptions::for_tests()?
-        .with_persistent_broker()
-        .with_env(Service::Order, "SAGA_DEADLINE_MS", "120000");
+    // A broker of its own: this test kills it.
+    let options = StackOptions::for_tests()?.with_own_broker().with_env(
+        Service::Order,
+        "SAGA_DEADLINE_MS",
+        "120000",
+    );
     let mut shop = Shop::start_with(options).await?;
     shop.psp_faults(200, 0.0).await?;
     let mut orders = Vec::new();
@@ -73,13 +104,39 @@ async fn the_broker_killed_mid_flight_comes_back_on_its_data_and_every_order_com
         let sku = ["SKU-0015", "SKU-0016"][i % 2];
         orders.push(shop.place(&[(sku, 1)], "tok_visa", "FR").await?);
     }
+    let brokers = shop.stack.broker_address();
+    let topics: Vec<String> = TOPICS.iter().map(|t| shop.stack.topic(t)).collect();
+    let acknowledged = tokio::task::spawn_blocking({
+        let (brokers, topics) = (brokers.clone(), topics.clone());
+        move || end_offsets(&brokers, &topics)
+    })
+    .await??;
+    assert!(acknowledged > 0, "events were published before the kill");
     shop.stack.kill_broker()?;
+    assert!(
+        tokio::net::TcpStream::connect(&brokers).await.is_err(),
+        "the killed broker still accepts connections"
+    );
     // Orders placed while the broker is down wait in the order outbox.
     for _ in 0..4 {
         orders.push(shop.place(&[("SKU-0015", 1)], "tok_visa", "FR").await?);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(shop.db(Service::Order))
+        .await?;
+    assert!(
+        waiting >= 4,
+        "the orders placed during the outage wait in the outbox ({waiting} rows)"
+    );
     shop.stack.start_broker().await?;
+    // Every message acknowledged before the kill is still there.
+    let after_restart =
+        tokio::task::spawn_blocking(move || end_offsets(&brokers, &topics)).await??;
+    assert!(
+        after_restart >= acknowledged,
+        "{acknowledged} messages acknowledged before the kill, {after_restart} after the restart"
+    );
 
     for id in &orders {
         let order = shop.wait_terminal(id, Duration::from_secs(90)).await?;

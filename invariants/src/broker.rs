@@ -144,14 +144,16 @@ pub(crate) fn unexplained(
         .collect()
 }
 
-/// Reads the broker at `brokers`.
+/// Reads the broker at `brokers`, where every topic and group name of the
+/// services starts with `prefix`.
 pub(crate) struct Broker {
     brokers: String,
+    prefix: String,
 }
 
 impl Broker {
-    pub fn new(brokers: String) -> Self {
-        Self { brokers }
+    pub fn new(brokers: String, prefix: String) -> Self {
+        Self { brokers, prefix }
     }
 
     fn failed(&self, context: &str) -> impl FnOnce(KafkaError) -> Error {
@@ -197,11 +199,13 @@ impl Broker {
     fn positions_blocking(&self) -> Result<Vec<GroupPosition>> {
         let mut positions = Vec::new();
         for (group, topics) in SUBSCRIPTIONS {
-            let consumer = self.consumer(group)?;
+            let group = format!("{}{group}", self.prefix);
+            let consumer = self.consumer(&group)?;
             let mut partitions = TopicPartitionList::new();
             for topic in *topics {
-                for partition in self.partitions(&consumer, topic)? {
-                    partitions.add_partition(topic, partition);
+                let topic = format!("{}{topic}", self.prefix);
+                for partition in self.partitions(&consumer, &topic)? {
+                    partitions.add_partition(&topic, partition);
                 }
             }
             let committed = consumer
@@ -212,7 +216,7 @@ impl Broker {
                     .fetch_watermarks(element.topic(), element.partition(), REQUEST_TIMEOUT)
                     .map_err(self.failed(&format!("reading the end of {}", element.topic())))?;
                 positions.push(GroupPosition {
-                    group: (*group).to_owned(),
+                    group: group.clone(),
                     topic: element.topic().to_owned(),
                     partition: element.partition(),
                     committed: match element.offset() {
@@ -236,15 +240,16 @@ impl Broker {
     fn dead_letters_blocking(&self) -> Result<Vec<DeadLetter>> {
         // A group of its own, so that no real group's offsets move.
         let consumer = self.consumer(&format!("shipshape-check-{}", Uuid::new_v4()))?;
+        let dead_letters = format!("{}{DEAD_LETTER_TOPIC}", self.prefix);
         let mut assignment = TopicPartitionList::new();
         let mut remaining = 0;
-        for partition in self.partitions(&consumer, DEAD_LETTER_TOPIC)? {
+        for partition in self.partitions(&consumer, &dead_letters)? {
             let (low, high) = consumer
-                .fetch_watermarks(DEAD_LETTER_TOPIC, partition, REQUEST_TIMEOUT)
+                .fetch_watermarks(&dead_letters, partition, REQUEST_TIMEOUT)
                 .map_err(self.failed("reading the end of the dead-letter topic"))?;
             remaining += high - low;
             assignment
-                .add_partition_offset(DEAD_LETTER_TOPIC, partition, Offset::Beginning)
+                .add_partition_offset(&dead_letters, partition, Offset::Beginning)
                 .map_err(self.failed("assigning the dead-letter topic"))?;
         }
         if remaining == 0 {

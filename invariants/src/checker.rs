@@ -24,6 +24,9 @@ pub struct Sources {
     /// `host:port` of the broker; without it consumer lag and dead letters
     /// are not checked.
     pub brokers: Option<String>,
+    /// What the services put before every topic and group name
+    /// (`KAFKA_TOPIC_PREFIX`); empty unless they share a broker.
+    pub topic_prefix: String,
 }
 
 /// A dead letter someone expects (a test's poison message, say).
@@ -62,7 +65,9 @@ impl Checker {
             databases,
             http,
             psp_url: sources.psp_url,
-            broker: sources.brokers.map(|b| Arc::new(Broker::new(b))),
+            broker: sources
+                .brokers
+                .map(|b| Arc::new(Broker::new(b, sources.topic_prefix))),
             explained: Mutex::new(HashSet::new()),
             explanations: Vec::new(),
         })

@@ -23,6 +23,7 @@
 //!     shipping_db: "postgres://shipshape_shipping@127.0.0.1/shipshape_shipping".into(),
 //!     psp_url: Some("http://127.0.0.1:8090".into()),
 //!     brokers: Some("127.0.0.1:9092".into()),
+//!     topic_prefix: String::new(),
 //! })
 //! .await?;
 //! let report = checker.check().await?;

@@ -85,6 +85,7 @@ impl Scratch {
             shipping_db: self.urls[3].clone(),
             psp_url: None,
             brokers: None,
+            topic_prefix: String::new(),
         })
         .await?;
         Ok(checker.check().await?)

@@ -1,6 +1,11 @@
 //! Generates Rust types for every `.proto` under the workspace's `proto/`.
+//!
+//! The files are parsed by `protox`, a protobuf compiler written in Rust, so
+//! a fresh machine builds the workspace with Rust alone (no `protoc`).
 
 use std::path::PathBuf;
+
+use prost::Message;
 
 const PROTOS: &[&str] = &[
     "shipshape/common/v1/common.proto",
@@ -15,10 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
+    let descriptors = protox::compile(&files, [&root])?;
     // The descriptors of every file, for the servers' gRPC reflection.
-    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("descriptors.bin");
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(descriptors)
-        .compile_protos(&files, &[root])?;
+    let descriptors_path = PathBuf::from(std::env::var("OUT_DIR")?).join("descriptors.bin");
+    std::fs::write(descriptors_path, descriptors.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())
 }

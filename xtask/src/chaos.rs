@@ -1,8 +1,8 @@
 //! `cargo xtask chaos [SCHEDULE.toml] [--out DIR] [--quiet]`: a chaos run
 //! with release binaries.
 //!
-//! 1. builds the persistent broker once per machine (Tansu with SQLite
-//!    storage, about 13 minutes, cached in `~/.cache/shipshape/tools`);
+//! 1. fetches the Kafka broker's jars once per machine (Maven, a few
+//!    seconds, cached in `~/.cache/shipshape/kafka-<version>`);
 //! 2. builds the release binaries;
 //! 3. runs `shipshape-chaos` with the schedule (default
 //!    `chaos/schedules/ci.toml`), its report in `--out DIR` (default
@@ -19,7 +19,7 @@ use crate::workspace::Workspace;
 
 pub async fn run(mut args: Vec<String>) -> anyhow::Result<ExitCode> {
     let workspace = Workspace::load().await?;
-    let tansu = broker::install_persistent()?;
+    let kafka = broker::Installation::install()?;
     workspace.build_binaries(true, false).await?;
     let bin_dir = workspace.bin_dir(true);
     let names_schedule = args
@@ -41,7 +41,7 @@ pub async fn run(mut args: Vec<String>) -> anyhow::Result<ExitCode> {
         .args(&args)
         .arg("--bin-dir")
         .arg(&bin_dir)
-        .env(broker::PERSISTENT_TANSU_VAR, &tansu)
+        .env(broker::KAFKA_LIBS_VAR, kafka.libs())
         .status()
         .await
         .context("running shipshape-chaos")?;

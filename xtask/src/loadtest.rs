@@ -147,7 +147,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
         return Ok(exit_code(status.code()));
     }
 
-    broker::install()?;
+    broker::Installation::install()?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     if args.tracing != Tracing::Compare {
         let status = run_once(

@@ -18,8 +18,10 @@ Usage: cargo xtask <command>
 Commands:
   up [--release]   build the services and run the whole stack locally on the
                    standard ports (gateway http://127.0.0.1:8080) until Ctrl-C
-  test [ARGS...]   build the services, then run every test with
-                   `cargo nextest run --workspace --no-fail-fast ARGS...`
+  test [ARGS...]   build the services, start one Kafka broker the tests share
+                   (each under a topic prefix of its own), then run every
+                   test with `cargo nextest run --workspace --no-fail-fast
+                   ARGS...`
   loadtest [--baseline] [--tracing off|on|compare] [--out DIR] [COMMAND [ARGS...]]
                    build release binaries, start the stack on free ports with
                    fresh databases, run `shipshape-loadtest COMMAND ARGS...`
@@ -40,7 +42,7 @@ Commands:
                    else $SHIPSHAPE_SCHEMATHESIS, else `schemathesis` (see
                    ci/schemathesis.sh); ARGS go to `schemathesis run`
   chaos [SCHEDULE.toml] [--out DIR] [--quiet]
-                   build the persistent broker (once) and release binaries,
+                   build the release binaries,
                    then run the checkout load on a stack of its own while
                    applying the schedule's faults (default
                    chaos/schedules/ci.toml; chaos/schedules/long.toml is
@@ -56,9 +58,10 @@ Commands:
 Environment:
   SHIPSHAPE_PG_ADMIN_URL   Postgres superuser URL
                            (default postgres://postgres@127.0.0.1:5432/postgres)
-  SHIPSHAPE_TANSU          a Tansu broker binary to use instead of the cached one
-  SHIPSHAPE_TANSU_SQLITE   a Tansu binary built with SQLite storage, for runs
-                           that restart the broker (chaos)
+  SHIPSHAPE_KAFKA_LIBS     a folder holding Kafka's jars, used instead of
+                           fetching them with Maven into ~/.cache/shipshape
+  SHIPSHAPE_KAFKA_HEAP     the broker's heap (default 512m)
+  JAVA_HOME                the Java (17 or later) the broker runs on
   SHIPSHAPE_SCHEMATHESIS   the schemathesis binary of `schemathesis`
   CARGO_TARGET_DIR         honoured as usual
 ";

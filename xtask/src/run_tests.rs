@@ -1,15 +1,22 @@
 //! `cargo xtask test`: the one test command (README documents it, CI runs
 //! it). Prepares what the end-to-end tests need, then hands over to nextest:
 //!
-//! 1. installs the broker if it is missing, and builds the persistent one
-//!    the chaos test restarts (once per machine, about 13 minutes);
+//! 0. installs the pinned cargo-nextest into `~/.cache/shipshape/tools` when
+//!    no cargo-nextest is on PATH (once per machine, a few minutes);
+//! 1. fetches the Kafka broker's jars with Maven if they are not cached
+//!    (once per machine, a few seconds), after checking Java is there;
 //! 2. finds (or starts) Postgres and drops databases left behind by test
 //!    runs that were killed before they could clean up;
 //! 3. builds the service binaries, which the tests start as processes, and
 //!    the tests themselves;
-//! 4. runs `cargo nextest run --workspace --no-fail-fast` with the extra
-//!    arguments, and exits with its exit code.
+//! 4. starts one Kafka broker for the whole run, which the tests share
+//!    (each stack under a topic prefix of its own; see
+//!    [`broker::SHARED_BROKER_VAR`]), so no test but those that kill or cut
+//!    off a broker waits for a JVM of its own;
+//! 5. runs `cargo nextest run --workspace --no-fail-fast` with the extra
+//!    arguments, stops the broker, and exits with nextest's exit code.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -23,10 +30,9 @@ use crate::workspace::{Workspace, cargo};
 pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     let release = args.iter().any(|arg| arg == "--release");
     let workspace = Workspace::load().await?;
-    check_nextest().await?;
+    let path = nextest_path().await?;
 
-    let tansu = broker::install()?;
-    let persistent_tansu = broker::install_persistent()?;
+    let kafka = broker::Installation::install()?;
     let admin_url = postgres::ensure_server().await?;
     let stale = postgres::drop_stale_test_databases(&admin_url, TEST_DATABASE_PREFIX).await?;
     if !stale.is_empty() {
@@ -45,6 +51,26 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("removing old test logs in {}", test_logs.display()))?;
     }
 
+    let shared_dir = test_logs.join("shared-broker");
+    let [port, controller] = <[u16; 2]>::try_from(shipshape_testkit::ports::free_ports(2)?)
+        .map_err(|ports| anyhow::anyhow!("asked for two free ports, got {ports:?}"))?;
+    let config = broker::BrokerConfig::new(
+        port,
+        controller,
+        shared_dir.join("data"),
+        shared_dir.join("broker.log"),
+    );
+    let started = std::time::Instant::now();
+    let mut shared = broker::Broker::start(&kafka, config)
+        .await
+        .context("starting the Kafka broker the tests share")?;
+    eprintln!(
+        "the tests share the Kafka broker at {} (started in {:.1} s; log {})",
+        shared.address(),
+        started.elapsed().as_secs_f64(),
+        shared.log_path().display()
+    );
+
     eprintln!(
         "running cargo nextest run --workspace --no-fail-fast {}",
         args.join(" ")
@@ -53,14 +79,24 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
         .args(["nextest", "run", "--workspace", "--no-fail-fast"])
         .args(&args)
         .current_dir(&workspace.root)
+        .env("PATH", &path)
         // The tests find everything prepared above instead of probing again.
         .env(BIN_DIR_VAR, &bin_dir)
         .env(postgres::ADMIN_URL_VAR, &admin_url)
-        .env(broker::TANSU_VAR, &tansu)
-        .env(broker::PERSISTENT_TANSU_VAR, &persistent_tansu)
+        .env(broker::KAFKA_LIBS_VAR, kafka.libs())
+        .env(broker::SHARED_BROKER_VAR, shared.address())
         .status()
         .await
         .context("running cargo nextest")?;
+    // A broker that died under the tests explains their failures.
+    if let Some(exited) = shared.exit_status()? {
+        eprintln!(
+            "the shared Kafka broker exited during the run ({exited}); its log: {}",
+            shared.log_path().display()
+        );
+    } else if let Err(e) = shared.stop().await {
+        eprintln!("the shared Kafka broker did not stop cleanly: {e:#}");
+    }
     if !status.success() {
         eprintln!(
             "tests failed; the stacks' process logs are in {}",
@@ -70,19 +106,64 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     Ok(exit_code(status.code()))
 }
 
-/// Fails early, with the fix, when cargo-nextest is not installed.
-async fn check_nextest() -> anyhow::Result<()> {
-    let installed = cargo()
+/// The cargo-nextest `cargo xtask test` installs when none is on PATH.
+const NEXTEST_VERSION: &str = "0.9.151";
+
+/// A PATH under which `cargo nextest` runs: the caller's when it already
+/// finds cargo-nextest, else the caller's behind the tools folder, after
+/// installing the pinned version there if it is not yet.
+async fn nextest_path() -> anyhow::Result<std::ffi::OsString> {
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    if nextest_runs(&inherited).await {
+        return Ok(inherited);
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let tools = std::env::var_os("SHIPSHAPE_TOOLS_DIR").map_or_else(
+        || PathBuf::from(home).join(".cache/shipshape/tools"),
+        PathBuf::from,
+    );
+    let mut dirs = vec![tools.join("bin")];
+    dirs.extend(std::env::split_paths(&inherited));
+    let path = std::env::join_paths(dirs).context("PATH holds a folder with a ':' in its name")?;
+    if nextest_runs(&path).await {
+        return Ok(path);
+    }
+    eprintln!(
+        "installing cargo-nextest {NEXTEST_VERSION} into {} (once per machine)",
+        tools.display()
+    );
+    let status = cargo()
+        .args(["install", "cargo-nextest", "--locked", "--force"])
+        .args(["--version", &format!("={NEXTEST_VERSION}")])
+        .arg("--root")
+        .arg(&tools)
+        // Its own target folder, so the workspace's is not rebuilt; thin
+        // release settings: a test runner does not need fat LTO on 2 cores.
+        .env("CARGO_TARGET_DIR", tools.with_file_name("tools-target"))
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+        .status()
+        .await
+        .context("running cargo install cargo-nextest")?;
+    if !status.success() || !nextest_runs(&path).await {
+        bail!(
+            "cannot install cargo-nextest {NEXTEST_VERSION} ({status}); install it with \
+             `cargo install cargo-nextest --locked` and run again"
+        );
+    }
+    Ok(path)
+}
+
+/// Whether `cargo nextest --version` succeeds under `path`.
+async fn nextest_runs(path: &std::ffi::OsStr) -> bool {
+    cargo()
         .args(["nextest", "--version"])
+        .env("PATH", path)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .await
-        .is_ok_and(|status| status.success());
-    if !installed {
-        bail!("cargo-nextest is not installed: run `cargo install cargo-nextest --locked`");
-    }
-    Ok(())
+        .is_ok_and(|status| status.success())
 }
 
 /// The child's exit code as ours; 1 when it has none (killed by a signal)

@@ -135,7 +135,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
         .canonicalize()
         .with_context(|| format!("resolving {}", out.display()))?;
     postgres::ensure_server().await?;
-    broker::install()?;
+    broker::Installation::install()?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
 
     // Schemathesis is one client; 429s would only say so.

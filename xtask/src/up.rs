@@ -35,7 +35,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     };
     let workspace = Workspace::load().await?;
     workspace.build_binaries(release, false).await?;
-    broker::install()?;
+    broker::Installation::install()?;
 
     // From here on a signal stops the stack in order instead of killing us
     // (the processes run in their own process groups, so they do not get

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use shipshape_invariants::{Checker, SourceMessage, Sources};
 
 const USAGE: &str = "usage: shipshape-check --order-db URL --inventory-db URL --payment-db URL \
---shipping-db URL [--psp URL] [--brokers HOST:PORT] [--explain TOPIC:PARTITION:OFFSET]... [--json]";
+--shipping-db URL [--psp URL] [--brokers HOST:PORT] [--topic-prefix PREFIX] [--explain TOPIC:PARTITION:OFFSET]... [--json]";
 
 struct Args {
     sources: Sources,
@@ -19,6 +19,7 @@ struct Args {
 fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     let (mut order, mut inventory, mut payment, mut shipping) = (None, None, None, None);
     let (mut psp_url, mut brokers, mut explained, mut json) = (None, None, Vec::new(), false);
+    let mut topic_prefix = String::new();
     while let Some(flag) = args.next() {
         if flag == "--json" {
             json = true;
@@ -34,6 +35,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--shipping-db" => shipping = Some(value),
             "--psp" => psp_url = Some(value),
             "--brokers" => brokers = Some(value),
+            "--topic-prefix" => topic_prefix = value,
             "--explain" => explained.push(source_message(&value)?),
             other => bail!("unknown argument {other}"),
         }
@@ -48,6 +50,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             shipping_db: required(shipping, "--shipping-db")?,
             psp_url,
             brokers,
+            topic_prefix,
         },
         explained,
         json,

@@ -195,8 +195,10 @@ impl<H: Handler> ConsumerLoop<H> {
     /// worker waiting out a backoff holds no permit.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = Arc::new(self.settings.consumer(self.membership.clone())?);
-        consumer.subscribe(&self.topics)?;
-        tracing::info!(topics = ?self.topics, group = %self.settings.group_id, "consuming");
+        let topics: Vec<String> = self.topics.iter().map(|t| self.settings.topic(t)).collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        tracing::info!(?topics, group = %self.settings.group_id, "consuming");
 
         let handling = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
@@ -236,6 +238,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     handler: self.handler.clone(),
                     dead_letters: self.dead_letters.clone(),
                     group: self.settings.group_id.clone(),
+                    dead_letter_topic: self.settings.topic(DEAD_LETTER_TOPIC),
                     max_attempts: self.settings.max_attempts,
                     handling: handling.clone(),
                     backlog: lane.backlog.clone(),
@@ -482,6 +485,8 @@ struct Worker<H> {
     consumer: Arc<GroupConsumer>,
     handler: Arc<H>,
     dead_letters: FutureProducer,
+    /// [`DEAD_LETTER_TOPIC`] with the topic prefix.
+    dead_letter_topic: String,
     group: String,
     max_attempts: u32,
     handling: Arc<Semaphore>,
@@ -625,7 +630,7 @@ impl<H: Handler> Worker<H> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut record = FutureRecord::to(DEAD_LETTER_TOPIC);
+            let mut record = FutureRecord::to(&self.dead_letter_topic);
             match &dropped {
                 None => {
                     record = record.headers(headers.clone());

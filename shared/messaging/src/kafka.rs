@@ -1,6 +1,4 @@
-//! Broker settings and the clients built from them. Only standard Kafka
-//! client features are used, so the same binaries run against Apache Kafka
-//! and against Tansu in local runs and CI.
+//! Broker settings and the clients built from them.
 
 use std::time::Duration;
 
@@ -16,19 +14,69 @@ use rdkafka::types::RDKafkaErrorCode;
 use shipshape_runtime::config;
 use shipshape_runtime::ops::CheckFuture;
 
+/// Which consumer-group protocol a consumer speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// The protocol of every Kafka release: the group's members rebalance
+    /// together, and the client holds the session timeout.
+    Classic,
+    /// Kafka 4's protocol (KIP-848): the broker assigns partitions
+    /// incrementally and holds the session and heartbeat settings.
+    Consumer,
+}
+
+impl GroupProtocol {
+    fn name(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "classic" => Ok(GroupProtocol::Classic),
+            "consumer" => Ok(GroupProtocol::Consumer),
+            other => Err(format!("`{other}` is neither `classic` nor `consumer`")),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The partition count of the topics a service creates when
+/// `KAFKA_TOPIC_PARTITIONS` is not set.
+pub const DEFAULT_PARTITIONS: i32 = 3;
+
 /// Broker settings, read from the environment.
 #[derive(Clone, Debug)]
 pub struct KafkaSettings {
     /// `KAFKA_BROKERS`, comma separated (default `127.0.0.1:9092`).
     pub brokers: String,
-    /// `KAFKA_GROUP_ID` (default `shipshape-<service>`).
+    /// `KAFKA_TOPIC_PREFIX` (default empty): put before every topic name
+    /// and the default group id, so several stacks can share one broker
+    /// (the test suite does) without seeing each other's events.
+    pub topic_prefix: String,
+    /// `KAFKA_GROUP_ID` (default `<prefix>shipshape-<service>`).
     pub group_id: String,
+    /// `KAFKA_GROUP_PROTOCOL`: `classic` (default) or `consumer`.
+    pub group_protocol: GroupProtocol,
     /// `KAFKA_FETCH_WAIT_MS`: how long the broker may hold a fetch (default
     /// 10). Each saga step waits up to this long, so it bounds latency.
     pub fetch_wait_ms: u64,
-    /// `KAFKA_SESSION_TIMEOUT_MS` (default 6000) and a heartbeat of a sixth.
+    /// `KAFKA_SESSION_TIMEOUT_MS` (default 6000) and a heartbeat of a sixth;
+    /// with the consumer protocol the broker holds both instead.
     pub session_timeout_ms: u64,
-    /// `KAFKA_TOPIC_PARTITIONS` for topics this service creates (default 3).
+    /// `KAFKA_TOPIC_PARTITIONS` for topics this service creates (default
+    /// [`DEFAULT_PARTITIONS`]).
     pub partitions: i32,
     /// `KAFKA_REPLICATION_FACTOR` for topics this service creates (default 1).
     pub replication: i32,
@@ -42,24 +90,36 @@ pub struct KafkaSettings {
 
 impl KafkaSettings {
     pub fn from_env(service: &str) -> anyhow::Result<Self> {
+        let topic_prefix = config::string_or("KAFKA_TOPIC_PREFIX", "")?;
+        check_topic_prefix(&topic_prefix).context("KAFKA_TOPIC_PREFIX")?;
         Ok(Self {
             brokers: config::string_or("KAFKA_BROKERS", "127.0.0.1:9092")?,
-            group_id: config::string_or("KAFKA_GROUP_ID", &format!("shipshape-{service}"))?,
+            group_id: config::string_or(
+                "KAFKA_GROUP_ID",
+                &format!("{topic_prefix}shipshape-{service}"),
+            )?,
+            topic_prefix,
+            group_protocol: config::var_or("KAFKA_GROUP_PROTOCOL", GroupProtocol::Classic)?,
             fetch_wait_ms: config::var_or("KAFKA_FETCH_WAIT_MS", 10)?,
             session_timeout_ms: config::var_or("KAFKA_SESSION_TIMEOUT_MS", 6000)?,
-            partitions: config::var_or("KAFKA_TOPIC_PARTITIONS", 3)?,
+            partitions: config::var_or("KAFKA_TOPIC_PARTITIONS", DEFAULT_PARTITIONS)?,
             replication: config::var_or("KAFKA_REPLICATION_FACTOR", 1)?,
             concurrency: config::var_or("CONSUMER_CONCURRENCY", 4_usize)?.max(1),
             max_attempts: config::var_or("CONSUMER_MAX_ATTEMPTS", 10_u32)?.max(1),
         })
     }
 
+    /// The name topic `name` has on the broker: with the prefix.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
-            // Otherwise the client keeps asking the broker for telemetry
-            // subscriptions, which Tansu does not serve.
+            // The services push no client metrics to the broker (KIP-714);
+            // without this the client keeps asking for a subscription.
             .set("enable.metrics.push", "false");
         config
     }
@@ -82,20 +142,31 @@ impl KafkaSettings {
         &self,
         membership: GroupMembership,
     ) -> anyhow::Result<StreamConsumer<GroupMembership>> {
-        self.base()
+        self.consumer_config()
+            .create_with_context(membership)
+            .context("creating the Kafka consumer")
+    }
+
+    fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
             .set("group.id", &self.group_id)
+            .set("group.protocol", self.group_protocol.name())
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
-            .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                (self.session_timeout_ms / 6).max(100).to_string(),
-            )
-            .create_with_context(membership)
-            .context("creating the Kafka consumer")
+            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string());
+        if self.group_protocol == GroupProtocol::Classic {
+            // The consumer protocol refuses these: its broker holds them.
+            config
+                .set("session.timeout.ms", self.session_timeout_ms.to_string())
+                .set(
+                    "heartbeat.interval.ms",
+                    (self.session_timeout_ms / 6).max(100).to_string(),
+                );
+        }
+        config
     }
 
     /// Creates the topics that do not exist yet, retrying while the broker
@@ -105,7 +176,8 @@ impl KafkaSettings {
             .base()
             .create()
             .context("creating the Kafka admin client")?;
-        let new_topics: Vec<NewTopic> = topics
+        let names: Vec<String> = topics.iter().map(|t| self.topic(t)).collect();
+        let new_topics: Vec<NewTopic> = names
             .iter()
             .map(|t| {
                 NewTopic::new(
@@ -162,6 +234,28 @@ impl KafkaSettings {
     }
 }
 
+/// Fails unless `prefix` is made of the characters Kafka allows in topic
+/// names (ASCII letters, digits, `.`, `_`, `-`) and leaves room for ours.
+fn check_topic_prefix(prefix: &str) -> anyhow::Result<()> {
+    // Kafka's limit is 249 characters; the longest topic of ours is 16.
+    const MAX_LEN: usize = 200;
+    if let Some(bad) = prefix
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        anyhow::bail!(
+            "{prefix:?} holds {bad:?}; topic names allow only ASCII letters, digits, `.`, `_` and `-`"
+        );
+    }
+    if prefix.len() > MAX_LEN {
+        anyhow::bail!(
+            "{} characters is longer than the {MAX_LEN} allowed",
+            prefix.len()
+        );
+    }
+    Ok(())
+}
+
 /// A service's connection to the broker: its settings and one producer,
 /// shared by the outbox relay, the dead-letter path and readiness checks.
 #[derive(Clone)]
@@ -181,7 +275,7 @@ impl Broker {
     }
 
     pub fn relay(&self, pool: sqlx::PgPool) -> crate::OutboxRelay {
-        crate::OutboxRelay::new(pool, self.producer.clone())
+        crate::OutboxRelay::new(pool, self.producer.clone(), &self.settings.topic_prefix)
     }
 
     pub fn consumer<H: crate::Handler>(
@@ -199,5 +293,60 @@ impl Broker {
 
     pub fn check(&self) -> impl Fn() -> CheckFuture + Send + Sync + 'static {
         KafkaSettings::check(self.producer.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_prefixes_are_checked_for_what_kafka_allows() {
+        for good in ["", "shipshape_t1a2b3c4d.", "team-a.v2_"] {
+            check_topic_prefix(good).expect(good);
+        }
+        for bad in ["with space.", "slash/", "ünicode.", &"x".repeat(201)] {
+            let error = check_topic_prefix(bad).expect_err(bad).to_string();
+            assert!(
+                error.contains("allow") || error.contains("longer"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn group_protocols_parse_from_their_names_and_nothing_else() {
+        for protocol in [GroupProtocol::Classic, GroupProtocol::Consumer] {
+            assert_eq!(protocol.to_string().parse::<GroupProtocol>(), Ok(protocol));
+        }
+        let error = "eager"
+            .parse::<GroupProtocol>()
+            .expect_err("not a protocol");
+        assert!(error.contains("`eager`"), "{error}");
+    }
+
+    // A runtime: the stream consumer starts a task on it.
+    #[tokio::test]
+    async fn only_the_classic_protocol_sets_client_side_session_timeouts() {
+        let settings = |group_protocol| KafkaSettings {
+            brokers: "127.0.0.1:9".to_owned(),
+            topic_prefix: String::new(),
+            group_id: "g".to_owned(),
+            group_protocol,
+            fetch_wait_ms: 10,
+            session_timeout_ms: 6000,
+            partitions: DEFAULT_PARTITIONS,
+            replication: 1,
+            concurrency: 1,
+            max_attempts: 1,
+        };
+        let classic = settings(GroupProtocol::Classic).consumer_config();
+        assert_eq!(classic.get("group.protocol"), Some("classic"));
+        assert_eq!(classic.get("heartbeat.interval.ms"), Some("1000"));
+        let consumer = settings(GroupProtocol::Consumer);
+        assert_eq!(consumer.consumer_config().get("session.timeout.ms"), None);
+        let _consumer = consumer
+            .consumer(GroupMembership::default())
+            .expect("a KIP-848 consumer: librdkafka refuses session timeouts with it");
     }
 }

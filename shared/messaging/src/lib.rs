@@ -11,7 +11,7 @@ pub mod service;
 
 pub use consumer::{ConsumerLoop, HandleError, Handler};
 pub use envelope::Incoming;
-pub use kafka::{Broker, KafkaSettings};
+pub use kafka::{Broker, GroupProtocol, KafkaSettings};
 pub use outbox::OutboxRelay;
 pub use service::ServiceConfig;
 

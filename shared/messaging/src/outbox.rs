@@ -93,6 +93,8 @@ fn trace_headers(span: &tracing::Span) -> OwnedHeaders {
 pub struct OutboxRelay {
     pool: PgPool,
     producer: FutureProducer,
+    /// Put before each row's topic (`KAFKA_TOPIC_PREFIX`).
+    topic_prefix: String,
     batch_size: i64,
     /// Polled even without a notification, in case one was missed while
     /// the listening connection was down.
@@ -108,10 +110,13 @@ enum RelayError {
 }
 
 impl OutboxRelay {
-    pub fn new(pool: PgPool, producer: FutureProducer) -> Self {
+    /// A relay publishing to the topics the rows name, with `topic_prefix`
+    /// before each (see `KAFKA_TOPIC_PREFIX`).
+    pub fn new(pool: PgPool, producer: FutureProducer, topic_prefix: &str) -> Self {
         Self {
             pool,
             producer,
+            topic_prefix: topic_prefix.to_owned(),
             batch_size: 256,
             poll_interval: Duration::from_secs(1),
         }
@@ -219,9 +224,10 @@ impl OutboxRelay {
         // costs one round trip instead of one per row.
         let started = Instant::now();
         let mut deliveries = Vec::with_capacity(rows.len());
-        for (_, topic, key, payload, trace_context) in &rows {
-            let span = publish_span(topic, key, trace_context.as_ref());
-            let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        for (_, logical, key, payload, trace_context) in &rows {
+            let topic = format!("{}{logical}", self.topic_prefix);
+            let span = publish_span(&topic, key, trace_context.as_ref());
+            let mut record = FutureRecord::to(&topic).key(key).payload(payload);
             if let Some(span) = &span {
                 record = record.headers(trace_headers(span));
             }
@@ -242,7 +248,7 @@ impl OutboxRelay {
                 Err(_) => "delivery cancelled".to_owned(),
             };
             return Err(RelayError::Publish {
-                topic: topic.clone(),
+                topic,
                 reason: failure,
             });
         }

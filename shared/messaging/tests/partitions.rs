@@ -12,10 +12,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use shipshape_messaging::envelope::seal;
-use shipshape_messaging::{Broker, HandleError, Handler, Incoming, KafkaSettings};
+use shipshape_messaging::{Broker, GroupProtocol, HandleError, Handler, Incoming, KafkaSettings};
 use shipshape_proto::{Event, ORDER_EVENTS, events};
-use shipshape_testkit::broker::{Broker as TestBroker, Storage};
-use shipshape_testkit::ports::free_port;
+use shipshape_testkit::broker::TestBroker;
 use shipshape_types::OrderId;
 use tokio_util::sync::CancellationToken;
 
@@ -44,10 +43,12 @@ impl Handler for Recorder {
     }
 }
 
-fn settings(brokers: &str, group: &str) -> KafkaSettings {
+fn settings(brokers: &str, topic_prefix: &str, group: &str) -> KafkaSettings {
     KafkaSettings {
         brokers: brokers.to_owned(),
+        topic_prefix: topic_prefix.to_owned(),
         group_id: group.to_owned(),
+        group_protocol: GroupProtocol::Classic,
         fetch_wait_ms: 10,
         session_timeout_ms: 6000,
         partitions: 2,
@@ -71,7 +72,7 @@ async fn eventually(within: Duration, what: &str, mut done: impl FnMut() -> bool
 
 /// The group's committed offset of each partition of `topic` (`None` when
 /// nothing was committed).
-fn committed(brokers: &str, group: &str, partitions: i32) -> Vec<Option<i64>> {
+fn committed(brokers: &str, topic: &str, group: &str, partitions: i32) -> Vec<Option<i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -80,21 +81,18 @@ fn committed(brokers: &str, group: &str, partitions: i32) -> Vec<Option<i64>> {
         .expect("offset reader");
     let mut list = TopicPartitionList::new();
     for partition in 0..partitions {
-        list.add_partition(ORDER_EVENTS, partition);
+        list.add_partition(topic, partition);
     }
     let offsets = consumer
         .committed_offsets(list, Duration::from_secs(5))
         .expect("committed offsets");
     (0..partitions)
-        .map(|partition| {
-            match offsets
-                .find_partition(ORDER_EVENTS, partition)
-                .map(|p| p.offset())
-            {
+        .map(
+            |partition| match offsets.find_partition(topic, partition).map(|p| p.offset()) {
                 Some(Offset::Offset(offset)) => Some(offset),
                 _ => None,
-            }
-        })
+            },
+        )
         .collect()
 }
 
@@ -114,12 +112,13 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
     shipshape_runtime::metrics::install();
     let logs = std::env::temp_dir().join(format!("shipshape-partitions-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&logs).expect("log dir");
-    let _tansu = TestBroker::start(free_port(), Storage::Memory, &logs.join("broker.log"))
-        .await
-        .expect("broker");
-    let brokers = _tansu.address();
-    let group = "partition-isolation";
-    let broker = Broker::connect(settings(&brokers, group), &[ORDER_EVENTS])
+    let test_broker = TestBroker::start(&logs).await.expect("broker");
+    let brokers = test_broker.address();
+    // Names of its own, in case the broker is the run's shared one.
+    let prefix = shipshape_testkit::broker::test_topic_prefix();
+    let topic = format!("{prefix}{ORDER_EVENTS}");
+    let group = &format!("{prefix}partition-isolation");
+    let broker = Broker::connect(settings(&brokers, &prefix, group), &[ORDER_EVENTS])
         .await
         .expect("connect");
 
@@ -138,11 +137,12 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
         )
         .encode_to_vec();
         let producer = broker.producer.clone();
+        let topic = topic.clone();
         async move {
             let key = order_id.to_string();
             producer
                 .send(
-                    FutureRecord::to(ORDER_EVENTS)
+                    FutureRecord::to(&topic)
                         .partition(partition)
                         .key(&key)
                         .payload(&payload),
@@ -179,7 +179,7 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
         recorder.handled().iter().all(|id| !behind.contains(id)),
         "nothing behind the failing message may be handled"
     );
-    let offsets = committed(&brokers, group, 2);
+    let offsets = committed(&brokers, &topic, group, 2);
     assert_eq!(offsets[1], Some(other.len() as i64), "{offsets:?}");
     assert_eq!(offsets[0], None, "{offsets:?}");
     assert_eq!(
@@ -204,7 +204,7 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
         .collect();
     assert_eq!(handled_0, expected_0, "partition 0 in order, exactly once");
     eventually(Duration::from_secs(10), "partition 0 committed", || {
-        committed(&brokers, group, 2)[0] == Some(expected_0.len() as i64)
+        committed(&brokers, &topic, group, 2)[0] == Some(expected_0.len() as i64)
     })
     .await;
     assert_eq!(paused_partitions(), Some(0.0), "partition 0 resumed");
@@ -215,5 +215,6 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
         .expect("consumer stops")
         .expect("join")
         .expect("consumer result");
+    test_broker.stop().await.expect("the broker stops");
     let _ = std::fs::remove_dir_all(&logs);
 }

@@ -2,9 +2,9 @@
 //! end-to-end tests and for `cargo xtask up`.
 //!
 //! Nothing here is a fake. Each test gets fresh Postgres databases on a real
-//! server, a real Kafka-protocol broker (Tansu, see `BROKER.md`) and the real
-//! service binaries, wired together through the same environment variables
-//! the services read in containers:
+//! server, a real Apache Kafka broker (from Maven Central, see [`broker`])
+//! and the real service binaries, wired together through the same
+//! environment variables the services read in containers:
 //!
 //! - [`postgres`] finds (or starts) a Postgres server and creates and drops
 //!   per-service databases;
@@ -46,7 +46,7 @@ pub mod stack;
 #[cfg(test)]
 mod scratch;
 
-pub use broker::{Broker, Storage};
+pub use broker::{Broker, BrokerConfig, Installation};
 pub use ports::free_port;
 pub use shipshape_faultproxy::Fault;
-pub use stack::{Link, Ports, Service, Stack, StackOptions};
+pub use stack::{BrokerChoice, Link, Ports, Service, Stack, StackOptions};

@@ -17,7 +17,7 @@ use anyhow::{Context, anyhow, bail};
 use shipshape_faultproxy::{FaultControl, FaultProxy};
 
 use crate::auth;
-use crate::broker::{Broker, Storage};
+use crate::broker::{Broker, BrokerConfig, Installation, SHARED_BROKER_VAR};
 use crate::postgres;
 use crate::process::{Process, Stopped};
 
@@ -34,6 +34,8 @@ pub mod vars {
     pub const DATABASE_URL: &str = "DATABASE_URL";
     /// Order, inventory, payment, shipping: the broker's `host:port`.
     pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
+    /// Same: put before every topic and group name, on a shared broker.
+    pub const KAFKA_TOPIC_PREFIX: &str = "KAFKA_TOPIC_PREFIX";
     /// Order, inventory, payment, shipping: the consumer-group session timeout.
     pub const KAFKA_SESSION_TIMEOUT_MS: &str = "KAFKA_SESSION_TIMEOUT_MS";
     /// Order and inventory: where the gRPC server listens.
@@ -74,7 +76,7 @@ pub const BIN_DIR_VAR: &str = "SHIPSHAPE_BIN_DIR";
 /// The PSP simulator's journal, in the log directory.
 const PSP_JOURNAL_FILE: &str = "psp-ledger.jsonl";
 
-/// The persistent broker's data directory, in the log directory.
+/// The broker's data directory, in the log directory.
 const BROKER_DATA_DIR: &str = "broker-data";
 
 /// How long a SIGTERMed service has to exit before it is killed.
@@ -83,8 +85,9 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 /// Lines of a process's log quoted in error messages.
 const LOG_TAIL_LINES: usize = 30;
 
-/// The consumer-group session timeout every service gets: short, so a
-/// killed consumer's partitions move on quickly (see `BROKER.md`).
+/// The consumer-group session timeout every service gets: short (Kafka's
+/// default is 45 s), so the broker gives up on a SIGKILLed consumer and
+/// moves its partitions on within seconds.
 const KAFKA_SESSION_TIMEOUT_MS: &str = "6000";
 
 /// Proxy variables removed from the services' environment: everything they
@@ -198,7 +201,7 @@ impl fmt::Display for Service {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ports {
     /// The documented ones: gateway 8080, gRPC 50051/50052, PSP 8090, ops
-    /// 9100-9105, broker 9092. For `cargo xtask up`.
+    /// 9100-9105, broker 9092 (its controller 9093). For `cargo xtask up`.
     Standard,
     /// Free ports chosen at start, so parallel tests never collide.
     Free,
@@ -212,6 +215,7 @@ struct PortMap {
     inventory_grpc: u16,
     psp_http: u16,
     broker: u16,
+    broker_controller: u16,
     ops: [u16; 6],
 }
 
@@ -223,19 +227,21 @@ impl PortMap {
             inventory_grpc: 50052,
             psp_http: 8090,
             broker: 9092,
+            broker_controller: 9093,
             ops: Service::ALL.map(Service::standard_ops_port),
         }
     }
 
     fn free() -> anyhow::Result<Self> {
-        let ports = crate::ports::free_ports(11).context("finding free ports on 127.0.0.1")?;
+        let ports = crate::ports::free_ports(12).context("finding free ports on 127.0.0.1")?;
         Ok(Self {
             gateway_http: ports[0],
             order_grpc: ports[1],
             inventory_grpc: ports[2],
             psp_http: ports[3],
             broker: ports[4],
-            ops: [ports[5], ports[6], ports[7], ports[8], ports[9], ports[10]],
+            broker_controller: ports[5],
+            ops: [ports[6], ports[7], ports[8], ports[9], ports[10], ports[11]],
         })
     }
 
@@ -251,6 +257,7 @@ impl PortMap {
             ("inventory gRPC".to_owned(), self.inventory_grpc),
             ("PSP HTTP".to_owned(), self.psp_http),
             ("broker".to_owned(), self.broker),
+            ("broker controller".to_owned(), self.broker_controller),
         ];
         all.extend(
             Service::ALL
@@ -280,6 +287,35 @@ pub enum Link {
     /// A service's connections to its own database (Postgres over TCP);
     /// tests and the invariant checker still connect directly.
     Database(Service),
+}
+
+/// Which broker a stack's services use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// One the stack starts, on its own ports and data, and may kill,
+    /// restart or put behind a fault proxy.
+    Own,
+    /// A broker that runs already (the test run's, see
+    /// [`SHARED_BROKER_VAR`]): the stack keeps to topics and groups
+    /// whose names start with `topic_prefix`, and never stops it.
+    Shared {
+        address: String,
+        topic_prefix: String,
+    },
+}
+
+impl BrokerChoice {
+    /// The run's shared broker under a fresh topic prefix when there is
+    /// one, else a broker of the stack's own.
+    pub fn for_tests() -> Self {
+        match crate::broker::shared_broker() {
+            Some(address) => Self::Shared {
+                address,
+                topic_prefix: crate::broker::test_topic_prefix(),
+            },
+            None => Self::Own,
+        }
+    }
 }
 
 /// How to start a [`Stack`].
@@ -312,10 +348,8 @@ pub struct StackOptions {
     /// The HS256 secret the gateway checks bearer tokens with, and
     /// [`Stack::token`] signs them with.
     pub jwt_secret: String,
-    /// Keep the broker's data in `<log_dir>/broker-data/` (the SQLite build
-    /// of Tansu), so [`Stack::start_broker`] can bring it back after a stop
-    /// or a kill with nothing lost; otherwise it is kept in memory.
-    pub persistent_broker: bool,
+    /// The stack's own broker, or a shared one.
+    pub broker: BrokerChoice,
 }
 
 impl StackOptions {
@@ -335,8 +369,8 @@ impl StackOptions {
             own_process_group: false,
             ready_timeout: Duration::from_secs(60),
             proxied: BTreeSet::new(),
-            persistent_broker: false,
             jwt_secret: auth::random_secret()?,
+            broker: BrokerChoice::for_tests(),
         })
     }
 
@@ -356,8 +390,8 @@ impl StackOptions {
             own_process_group: true,
             ready_timeout: Duration::from_secs(60),
             proxied: BTreeSet::new(),
-            persistent_broker: false,
             jwt_secret: String::new(),
+            broker: BrokerChoice::Own,
         }
     }
 
@@ -391,16 +425,21 @@ impl StackOptions {
             .with_env(Service::Gateway, "RATE_LIMIT_BURST", UNREACHABLE)
     }
 
-    /// Keeps the broker's data on disk, so it can be stopped and started
-    /// again ([`StackOptions::persistent_broker`]).
-    pub fn with_persistent_broker(mut self) -> Self {
-        self.persistent_broker = true;
+    /// Routes `link` through a fault-injection proxy. A proxy in front of
+    /// the broker needs a broker of the stack's own: a broker advertises
+    /// the address clients reconnect to, the proxy's.
+    pub fn with_proxy(mut self, link: Link) -> Self {
+        if link == Link::Broker {
+            self.broker = BrokerChoice::Own;
+        }
+        self.proxied.insert(link);
         self
     }
 
-    /// Routes `link` through a fault-injection proxy.
-    pub fn with_proxy(mut self, link: Link) -> Self {
-        self.proxied.insert(link);
+    /// Starts a broker for this stack alone, which it may kill and restart
+    /// ([`Stack::kill_broker`]), even when the run shares one.
+    pub fn with_own_broker(mut self) -> Self {
+        self.broker = BrokerChoice::Own;
         self
     }
 
@@ -455,9 +494,9 @@ pub struct Stack {
     databases: Vec<String>,
     /// `None` while the broker is down ([`Stack::kill_broker`]).
     broker: Option<Broker>,
-    /// The broker's binary and storage, to start it again.
-    tansu: PathBuf,
-    broker_storage: Storage,
+    /// The Java runtime and jars the stack's own broker runs on, to start
+    /// it again; `None` on a shared broker.
+    installation: Option<Installation>,
     processes: BTreeMap<Service, Process>,
     proxies: BTreeMap<Link, FaultProxy>,
 }
@@ -473,12 +512,13 @@ impl Stack {
     /// process and quotes the end of its log.
     pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
         check_binaries(&options.bin_dir)?;
-        let broker_storage = if options.persistent_broker {
-            Storage::Sqlite(options.log_dir.join(BROKER_DATA_DIR))
-        } else {
-            Storage::Memory
+        let installation = match options.broker {
+            BrokerChoice::Own => Some(Installation::install()?),
+            BrokerChoice::Shared { .. } if options.proxied.contains(&Link::Broker) => {
+                bail!("a shared broker cannot be proxied: use StackOptions::with_own_broker")
+            }
+            BrokerChoice::Shared { .. } => None,
         };
-        let tansu = broker_storage.binary()?;
         if options.ports == Ports::Standard {
             check_ports_free(&PortMap::standard())?;
         }
@@ -505,8 +545,7 @@ impl Stack {
             database_urls,
             databases,
             broker: None,
-            tansu,
-            broker_storage,
+            installation,
             processes: BTreeMap::new(),
             proxies: BTreeMap::new(),
         };
@@ -517,7 +556,9 @@ impl Stack {
                 .with_context(|| format!("starting the fault proxy for {link:?}"))?;
             stack.proxies.insert(link, proxy);
         }
-        stack.broker = Some(stack.spawn_broker().await?);
+        if stack.options.broker == BrokerChoice::Own {
+            stack.broker = Some(stack.spawn_broker().await?);
+        }
         for service in Service::START_ORDER {
             stack.spawn(service)?;
         }
@@ -526,16 +567,26 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Starts the broker; its data lives in `<log_dir>/broker-data/`, so a
+    /// broker started again after a kill has every acknowledged message.
     async fn spawn_broker(&self) -> anyhow::Result<Broker> {
-        Broker::start_with(
-            &self.tansu,
-            self.ports.broker,
-            self.broker_port(),
-            self.broker_storage.clone(),
-            &self.options.log_dir.join("broker.log"),
-            self.options.own_process_group,
-        )
-        .await
+        let config = BrokerConfig {
+            advertised_port: self.broker_port(),
+            own_process_group: self.options.own_process_group,
+            ..BrokerConfig::new(
+                self.ports.broker,
+                self.ports.broker_controller,
+                self.options.log_dir.join(BROKER_DATA_DIR),
+                self.options.log_dir.join("broker.log"),
+            )
+        };
+        let installation = self.installation.as_ref().ok_or_else(|| {
+            anyhow!(
+                "this stack uses the run's shared broker ({SHARED_BROKER_VAR}), which it may not \
+                 kill or restart: start it with StackOptions::with_own_broker"
+            )
+        })?;
+        Broker::start(installation, config).await
     }
 
     /// The `host:port` a link's proxy forwards to.
@@ -605,7 +656,10 @@ impl Stack {
                 None => database_url.clone(),
             };
             set(vars::DATABASE_URL, database_url);
-            set(vars::KAFKA_BROKERS, local(self.broker_port()));
+            set(vars::KAFKA_BROKERS, self.broker_address());
+            if let BrokerChoice::Shared { topic_prefix, .. } = &self.options.broker {
+                set(vars::KAFKA_TOPIC_PREFIX, topic_prefix.clone());
+            }
             set(
                 vars::KAFKA_SESSION_TIMEOUT_MS,
                 KAFKA_SESSION_TIMEOUT_MS.to_owned(),
@@ -775,7 +829,24 @@ impl Stack {
 
     /// The broker's `host:port`, for test consumers and producers.
     pub fn broker_address(&self) -> String {
-        format!("127.0.0.1:{}", self.broker_port())
+        match &self.options.broker {
+            BrokerChoice::Own => format!("127.0.0.1:{}", self.broker_port()),
+            BrokerChoice::Shared { address, .. } => address.clone(),
+        }
+    }
+
+    /// What the services put before every topic and group name: empty on
+    /// a broker of the stack's own.
+    pub fn topic_prefix(&self) -> &str {
+        match &self.options.broker {
+            BrokerChoice::Own => "",
+            BrokerChoice::Shared { topic_prefix, .. } => topic_prefix,
+        }
+    }
+
+    /// The name topic (or group) `name` has on the broker for this stack.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix())
     }
 
     /// Where `service`'s stdout and stderr go.
@@ -840,8 +911,15 @@ impl Stack {
         postgres::terminate_connections(&self.admin_url, &name).await
     }
 
-    /// Kills the broker with SIGKILL, as a crash would.
+    /// Kills the broker with SIGKILL, as a crash would. Only a broker of
+    /// the stack's own ([`StackOptions::with_own_broker`]).
     pub fn kill_broker(&mut self) -> anyhow::Result<()> {
+        if self.installation.is_none() {
+            bail!(
+                "this stack uses the run's shared broker ({SHARED_BROKER_VAR}), which it may not \
+                 kill: start it with StackOptions::with_own_broker"
+            );
+        }
         let mut broker = self
             .broker
             .take()
@@ -849,19 +927,11 @@ impl Stack {
         broker.kill()
     }
 
-    /// Starts the broker again on the same port and data, after
-    /// [`Stack::kill_broker`]. Only a persistent
-    /// broker may be restarted: an in-memory one would come back empty,
-    /// and clients that knew it do not recover from that (`BROKER.md`).
+    /// Starts the broker again on the same ports and data, after
+    /// [`Stack::kill_broker`] (or a crash: [`Stack::broker_exited`]).
     pub async fn start_broker(&mut self) -> anyhow::Result<()> {
         if self.broker.is_some() {
             bail!("the broker is already running");
-        }
-        if self.broker_storage == Storage::Memory {
-            bail!(
-                "the broker keeps its data in memory, so a restart would lose every message; \
-                 start the stack with_persistent_broker()"
-            );
         }
         self.broker = Some(self.spawn_broker().await?);
         Ok(())
@@ -911,7 +981,7 @@ impl Stack {
     /// Whether the broker is up: started and not killed through the stack
     /// (see [`Stack::broker_exited`] for one that died on its own).
     pub fn broker_running(&self) -> bool {
-        self.broker.is_some()
+        self.broker.is_some() || self.installation.is_none()
     }
 
     /// Stops everything gracefully: SIGTERM to the gateway first (no new
@@ -1129,8 +1199,7 @@ mod tests {
             database_urls,
             databases: Vec::new(),
             broker: None,
-            tansu: PathBuf::from("tansu"),
-            broker_storage: Storage::Memory,
+            installation: Some(Installation::unchecked()),
             processes: BTreeMap::new(),
             proxies: BTreeMap::new(),
         }
@@ -1199,12 +1268,54 @@ mod tests {
     }
 
     #[test]
+    fn a_stack_on_a_shared_broker_names_its_topics_and_may_not_kill_it() {
+        let mut options = StackOptions::local("/bin", "/tmp");
+        options.broker = BrokerChoice::Shared {
+            address: "127.0.0.1:39092".to_owned(),
+            topic_prefix: "t0123abcd.".to_owned(),
+        };
+        let mut stack = idle_stack(options);
+        stack.installation = None;
+
+        let shipping = stack.env_for(Service::Shipping);
+        assert_eq!(shipping[vars::KAFKA_BROKERS], "127.0.0.1:39092");
+        assert_eq!(shipping[vars::KAFKA_TOPIC_PREFIX], "t0123abcd.");
+        assert!(
+            !stack
+                .env_for(Service::Gateway)
+                .contains_key(vars::KAFKA_TOPIC_PREFIX)
+        );
+        assert_eq!(stack.broker_address(), "127.0.0.1:39092");
+        assert_eq!(stack.topic("order.events"), "t0123abcd.order.events");
+        assert!(stack.broker_running());
+        let error = stack.kill_broker().expect_err("shared").to_string();
+        assert!(error.contains("with_own_broker"), "{error}");
+
+        let own = idle_stack(StackOptions::local("/bin", "/tmp"));
+        assert!(
+            !own.env_for(Service::Order)
+                .contains_key(vars::KAFKA_TOPIC_PREFIX)
+        );
+        assert_eq!(own.topic("order.events"), "order.events");
+    }
+
+    #[test]
+    fn a_proxied_broker_is_always_the_stacks_own() {
+        let mut options = StackOptions::local("/bin", "/tmp");
+        options.broker = BrokerChoice::Shared {
+            address: "127.0.0.1:39092".to_owned(),
+            topic_prefix: "t0123abcd.".to_owned(),
+        };
+        assert_eq!(options.with_proxy(Link::Broker).broker, BrokerChoice::Own);
+    }
+
+    #[test]
     fn free_ports_are_all_different() {
         let ports = PortMap::free().expect("free ports");
         let mut all: Vec<u16> = ports.describe().into_iter().map(|(_, port)| port).collect();
         all.sort_unstable();
         all.dedup();
-        assert_eq!(all.len(), 11);
+        assert_eq!(all.len(), 12);
     }
 
     #[test]

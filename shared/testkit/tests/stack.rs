@@ -88,6 +88,10 @@ async fn starts_wires_restarts_and_stops_every_process() -> anyhow::Result<()> {
         Some(stack.broker_address().as_str())
     );
     assert_eq!(order[vars::KAFKA_SESSION_TIMEOUT_MS], "6000");
+    assert_eq!(
+        order[vars::KAFKA_TOPIC_PREFIX].as_str().unwrap_or_default(),
+        stack.topic_prefix()
+    );
     let gateway = env_of(&stack, Service::Gateway).await?;
     assert_eq!(gateway[vars::SAGA_DEADLINE_MS], Value::Null);
     assert_eq!(
@@ -145,6 +149,8 @@ async fn starts_wires_restarts_and_stops_every_process() -> anyhow::Result<()> {
 #[tokio::test]
 async fn dropping_a_stack_kills_everything_and_drops_its_databases() -> anyhow::Result<()> {
     let (options, scratch) = fake_options()?;
+    // Its own broker, which must go with it.
+    let options = options.with_own_broker();
     let prefix = format!("{}_", options.database_prefix);
     let stack = Stack::start(options).await?;
     let pids: Vec<u32> = Service::ALL.iter().filter_map(|&s| stack.pid(s)).collect();
