@@ -1,12 +1,12 @@
 //! Broker settings and the clients built from them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 
 use crate::consumer::GroupMembership;
 use rdkafka::producer::{FutureProducer, Producer};
@@ -177,6 +177,8 @@ impl KafkaSettings {
             .create()
             .context("creating the Kafka admin client")?;
         let names: Vec<String> = topics.iter().map(|t| self.topic(t)).collect();
+        // Borrowed by the topics to create; the metadata wait takes the copy.
+        let wanted = names.clone();
         let new_topics: Vec<NewTopic> = names
             .iter()
             .map(|t| {
@@ -198,7 +200,7 @@ impl KafkaSettings {
                             Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
                         }
                     }
-                    return Ok(());
+                    return self.wait_until_visible(wanted).await;
                 }
                 Err(error) if attempt < 30 => {
                     tracing::warn!(%error, attempt, "broker not ready for topic creation");
@@ -209,6 +211,47 @@ impl KafkaSettings {
             }
         }
         unreachable!("the retry loop returns")
+    }
+
+    /// Waits until the broker's metadata shows each of `names` with a leader
+    /// for every partition. The controller acknowledges a new topic before
+    /// the broker's metadata has it, and a consumer that subscribes in that
+    /// moment leaves the topic out of its assignment until its next
+    /// metadata refresh, minutes later: its events would wait that long.
+    async fn wait_until_visible(&self, names: Vec<String>) -> anyhow::Result<()> {
+        const VISIBLE_WITHIN: Duration = Duration::from_secs(30);
+        let config = self.base();
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create().context("creating a metadata client")?;
+            let deadline = Instant::now() + VISIBLE_WITHIN;
+            loop {
+                let mut listed = Vec::with_capacity(names.len());
+                for name in &names {
+                    if let Ok(metadata) = client.fetch_metadata(Some(name), Duration::from_secs(2))
+                    {
+                        listed.extend(metadata.topics().iter().map(|topic| {
+                            let led = topic.error().is_none()
+                                && !topic.partitions().is_empty()
+                                && topic.partitions().iter().all(|p| p.leader() >= 0);
+                            (topic.name().to_owned(), led)
+                        }));
+                    }
+                }
+                let missing = not_visible(&listed, &names);
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "created, but not in the broker's metadata within {VISIBLE_WITHIN:?}: {}",
+                        missing.join(", ")
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await
+        .context("waiting for the topics' metadata")?
     }
 
     /// A readiness check: the broker answers a metadata request within a
@@ -232,6 +275,16 @@ impl KafkaSettings {
             })
         }
     }
+}
+
+/// The names in `wanted` that `listed` (topic name, all partitions led)
+/// does not show as ready.
+fn not_visible(listed: &[(String, bool)], wanted: &[String]) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|name| !listed.iter().any(|(topic, led)| topic == *name && *led))
+        .cloned()
+        .collect()
 }
 
 /// Fails unless `prefix` is made of the characters Kafka allows in topic
@@ -299,6 +352,19 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_topic_counts_as_visible_only_when_listed_with_every_partition_led() {
+        let wanted = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let listed = [("a".to_owned(), true), ("b".to_owned(), false)];
+        assert_eq!(not_visible(&listed, &wanted), ["b", "c"]);
+        let all = [
+            ("c".to_owned(), true),
+            ("b".to_owned(), true),
+            ("a".to_owned(), true),
+        ];
+        assert!(not_visible(&all, &wanted).is_empty());
+    }
 
     #[test]
     fn topic_prefixes_are_checked_for_what_kafka_allows() {
