@@ -216,7 +216,8 @@ impl<'a> Run<'a> {
             });
         }
         let exited = self.stack.exited()?;
-        for (service, status) in exited {
+        for (replica, status) in exited {
+            let service = replica.service;
             if self.stopped.contains(&service) {
                 continue;
             }
@@ -236,10 +237,10 @@ impl<'a> Run<'a> {
                 status.to_string()
             };
             self.say(&format!("{service}: {exit_status}; restarting it"));
-            let restart = self.stack.launch(service).err().map(|e| format!("{e:#}"));
+            let restart = self.stack.launch(replica).err().map(|e| format!("{e:#}"));
             self.restarted_at.insert(service, Instant::now());
             self.unplanned.push(UnplannedRestart {
-                service: service.name().to_owned(),
+                service: replica.name(),
                 at_secs,
                 exit_status,
                 restart_error: restart,
@@ -378,11 +379,7 @@ impl<'a> Run<'a> {
         {
             self.recovery_error(format!("the broker did not start again: {e:#}"));
         }
-        if let Err(e) = self
-            .stack
-            .wait_ready(&Service::ALL, READY_AFTER_FAULTS)
-            .await
-        {
+        if let Err(e) = self.stack.wait_all_ready(READY_AFTER_FAULTS).await {
             self.recovery_error(format!(
                 "not every process is ready after the faults: {e:#}"
             ));

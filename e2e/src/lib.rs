@@ -23,7 +23,7 @@ pub mod poison;
 
 /// The value of `series` (a metric name with its labels, exactly as
 /// rendered) in a Prometheus text exposition.
-fn metric_value(text: &str, series: &str) -> Option<f64> {
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let value = line.strip_prefix(series)?.strip_prefix(' ')?;
         value.trim().parse().ok()

@@ -16,8 +16,11 @@ const USAGE: &str = "\
 Usage: cargo xtask <command>
 
 Commands:
-  up [--release]   build the services and run the whole stack locally on the
-                   standard ports (gateway http://127.0.0.1:8080) until Ctrl-C
+  up [--release] [--replicas N]
+                   build the services and run the whole stack locally on the
+                   standard ports (gateway http://127.0.0.1:8080) until Ctrl-C;
+                   N (1-10) processes of each of order, inventory, payment and
+                   shipping, the Nth on ports 10 x (N-1) above the first's
   test [ARGS...]   build the services, start one Kafka broker the tests share
                    (each under a topic prefix of its own), then run every
                    test with `cargo nextest run --workspace --no-fail-fast

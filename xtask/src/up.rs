@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use shipshape_testkit::stack::{Service, Stack, StackOptions};
+use shipshape_testkit::stack::{Replica, Service, Stack, StackOptions};
 use shipshape_testkit::{auth, broker};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -23,16 +23,48 @@ const EXAMPLE_ORDER: &str = concat!(
     r#""postal_code":"10115","country":"DE"}}"#,
 );
 
-/// Runs the stack until a signal; `args` may hold `--release`.
-pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let release = match args.as_slice() {
-        [] => false,
-        [flag] if flag == "--release" => true,
-        _ => bail!(
-            "`cargo xtask up` takes only --release, got: {}",
-            args.join(" ")
-        ),
+/// What `cargo xtask up` was asked for.
+#[derive(Debug, PartialEq, Eq)]
+struct UpArgs {
+    release: bool,
+    /// Processes of each of order, inventory, payment and shipping.
+    replicas: usize,
+}
+
+/// The most replicas `--replicas` takes: their standard ports are 10 apart
+/// (order's gRPC 50051, 50061, ...), so ten fit before they meet the next
+/// service's.
+const MAX_REPLICAS: usize = 10;
+
+fn parse_args(args: &[String]) -> anyhow::Result<UpArgs> {
+    let mut parsed = UpArgs {
+        release: false,
+        replicas: 1,
     };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--release" => parsed.release = true,
+            "--replicas" => {
+                let value = args.next().context("--replicas needs a number")?;
+                parsed.replicas = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_REPLICAS).contains(n))
+                    .with_context(|| {
+                        format!("--replicas takes a number from 1 to {MAX_REPLICAS}, not {value:?}")
+                    })?;
+            }
+            other => bail!("`cargo xtask up` takes --release and --replicas N, not {other:?}"),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Runs the stack until a signal; `args` may hold `--release` and
+/// `--replicas N`.
+pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
+    let UpArgs { release, replicas } = parse_args(&args)?;
     let workspace = Workspace::load().await?;
     workspace.build_binaries(release, false).await?;
     broker::Installation::install()?;
@@ -44,7 +76,8 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
 
     let log_dir = workspace.root.join(".shipshape/logs");
-    let mut options = StackOptions::local(workspace.bin_dir(release), &log_dir);
+    let mut options =
+        StackOptions::local(workspace.bin_dir(release), &log_dir).with_replicas(replicas, replicas);
     options.jwt_secret = auth::dev_secret()?;
     eprintln!("starting the stack (logs in {})", log_dir.display());
     let mut stack = tokio::select! {
@@ -83,12 +116,12 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
 }
 
 /// Says once about each process that has exited while the stack runs.
-fn report_exits(stack: &mut Stack, reported: &mut BTreeSet<Service>) -> anyhow::Result<()> {
-    for (service, status) in stack.exited()? {
-        if reported.insert(service) {
+fn report_exits(stack: &mut Stack, reported: &mut BTreeSet<Replica>) -> anyhow::Result<()> {
+    for (replica, status) in stack.exited()? {
+        if reported.insert(replica) {
             eprintln!(
-                "warning: {service} exited ({status}); see {}",
-                stack.log_path(service).display()
+                "warning: {replica} exited ({status}); see {}",
+                stack.log_path(replica).display()
             );
         }
     }
@@ -106,11 +139,11 @@ fn print_banner(stack: &Stack, log_dir: &Path) {
     );
     println!("  broker         {}", stack.broker_address());
     println!("  readiness");
-    for service in Service::ALL {
+    for replica in stack.replicas() {
         println!(
             "    {:<14} {}/readyz",
-            service.name(),
-            stack.ops_url(service)
+            replica.name(),
+            stack.ops_url(replica)
         );
     }
     // The password is the role's name: a development default, shown so
@@ -142,6 +175,34 @@ fn print_banner(stack: &Stack, log_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_are_a_number_from_one_to_ten() {
+        let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_args(&args(&[])).expect("none"),
+            UpArgs {
+                release: false,
+                replicas: 1
+            }
+        );
+        assert_eq!(
+            parse_args(&args(&["--replicas", "3", "--release"])).expect("both"),
+            UpArgs {
+                release: true,
+                replicas: 3
+            }
+        );
+        for bad in [
+            &["--replicas"][..],
+            &["--replicas", "0"],
+            &["--replicas", "11"],
+            &["--replicas", "two"],
+            &["--fast"],
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_example_order_is_json() {

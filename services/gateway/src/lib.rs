@@ -47,9 +47,12 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Where `/healthz` and `/readyz` listen (`OPS_ADDR`).
     pub ops_addr: SocketAddr,
-    /// The order service's gRPC URL (`ORDER_URL`).
+    /// The order service's gRPC URL (`ORDER_URL`), or a comma-separated list
+    /// of its replicas' URLs (`http://10.0.0.5:50051,http://10.0.0.6:50051`),
+    /// over which calls are balanced; see [`upstream::channel`].
     pub order_url: String,
-    /// The inventory service's gRPC URL (`INVENTORY_URL`).
+    /// The inventory service's gRPC URL (`INVENTORY_URL`), or a
+    /// comma-separated list of its replicas' URLs, as for `order_url`.
     pub inventory_url: String,
     /// The resilience stack around calls to the order service, from
     /// `ORDER_*`: `ORDER_TIMEOUT_MS` per attempt (default 3000), and
@@ -218,16 +221,14 @@ pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
     })
 }
 
-/// Readiness: both upstreams accept connections.
+/// Readiness: both upstreams accept connections (some replica of each,
+/// when a URL setting lists several).
 fn readiness(config: &Config) -> anyhow::Result<Readiness> {
-    let (order_host, order_port) = upstream::host_port(&config.order_url)?;
-    let (inventory_host, inventory_port) = upstream::host_port(&config.inventory_url)?;
+    let order = upstream::replicas(&config.order_url)?;
+    let inventory = upstream::replicas(&config.inventory_url)?;
     Ok(Readiness::new()
-        .with_check("order", upstream::reachable(order_host, order_port))
-        .with_check(
-            "inventory",
-            upstream::reachable(inventory_host, inventory_port),
-        ))
+        .with_check("order", upstream::reachable(order))
+        .with_check("inventory", upstream::reachable(inventory)))
 }
 
 /// Serves the API and the ops server until `shutdown` is cancelled, then

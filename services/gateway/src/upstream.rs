@@ -1,5 +1,6 @@
 //! Connections to the services behind the gateway: lazily connected gRPC
-//! channels, the typed calls the handlers make through the resilience stack,
+//! channels (balanced over an upstream's replicas when its URL setting lists
+//! several), the typed calls the handlers make through the resilience stack,
 //! and readiness checks.
 //!
 //! Every call goes through its upstream's [`Downstream`] (per-attempt
@@ -15,8 +16,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::Context;
-use axum::http::Uri;
 use shipshape_auth::Identity;
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::inventory::{
@@ -29,10 +28,12 @@ use shipshape_proto::order::{
 };
 use shipshape_resilience::{Classify, Downstream, FailureClass, Idempotency, ResilienceError};
 use shipshape_runtime::grpc::ClientMetricsLayer;
+use shipshape_runtime::grpc_balance::{balanced_channel, host_port, split_urls};
 use shipshape_runtime::ops::CheckFuture;
 use shipshape_telemetry::grpc::traced;
+use tokio::task::JoinSet;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -55,15 +56,27 @@ const DEPENDENCY_UNAVAILABLE_CODES: [&str; 1] = ["inventory_unavailable"];
 pub const ORDER: &str = "order";
 pub const INVENTORY: &str = "inventory";
 
-/// A channel to `url` that connects on first use (and reconnects after a
-/// failure), so the gateway starts, and answers 503, while an upstream is
-/// not up yet. It sets no call timeout: the resilience stack's per-attempt
-/// timeout is the only one, so there is one setting and one error for it.
-pub fn channel(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("upstream URL {url:?} is invalid"))?
-        .connect_timeout(CONNECT_TIMEOUT);
-    Ok(endpoint.connect_lazy())
+/// A channel to the upstream at `urls`, one URL or a comma-separated list of
+/// its replicas' (calls are then balanced over the replicas that accept
+/// connections; see `shipshape_runtime::grpc_balance`). It connects on first
+/// use (and reconnects after a failure), so the gateway starts, and answers
+/// 503, while an upstream is not up yet. It sets no call timeout: the
+/// resilience stack's per-attempt timeout is the only one, so there is one
+/// setting and one error for it.
+pub fn channel(urls: &str) -> anyhow::Result<Channel> {
+    balanced_channel(&split_urls(urls)?, |endpoint| {
+        endpoint.connect_timeout(CONNECT_TIMEOUT)
+    })
+}
+
+/// The host and port of each replica `urls` (one URL or a comma-separated
+/// list) names: where readiness probes connect.
+pub fn replicas(urls: &str) -> anyhow::Result<Vec<(String, u16)>> {
+    split_urls(urls)?
+        .iter()
+        .map(String::as_str)
+        .map(host_port)
+        .collect()
 }
 
 /// The order service's methods, each behind the `"order"` downstream's
@@ -297,44 +310,47 @@ impl From<UpstreamStatus> for Status {
     }
 }
 
-/// The host and port a URL such as `http://order:50051` points at; the
-/// scheme's default port when it names none.
-pub fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
-    let uri: Uri = url
-        .parse()
-        .with_context(|| format!("upstream URL {url:?} is invalid"))?;
-    let host = uri
-        .host()
-        .with_context(|| format!("upstream URL {url:?} has no host"))?;
-    let port = match (uri.port_u16(), uri.scheme_str()) {
-        (Some(port), _) => port,
-        (None, Some("https")) => 443,
-        (None, Some("http")) => 80,
-        (None, _) => anyhow::bail!("upstream URL {url:?} has no port"),
-    };
-    // `Uri::host` keeps the brackets of an IPv6 literal; a socket address
-    // lookup wants the bare address.
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((host.to_owned(), port))
+/// A readiness check that passes when some replica of the upstream (at
+/// `replicas`, as [`replicas`] reads them) accepts a TCP connection: the
+/// balanced channel routes calls around the others. It proves a replica is
+/// listening without calling an RPC, so probes add no load to the
+/// upstream's request path. The replicas are probed at once, so one that
+/// hangs delays the answer only while no other has accepted.
+pub fn reachable(replicas: Vec<(String, u16)>) -> impl Fn() -> CheckFuture + Send + Sync + 'static {
+    move || {
+        let replicas = replicas.clone();
+        Box::pin(async move {
+            let mut probes = JoinSet::new();
+            for (host, port) in replicas {
+                probes.spawn(probe(host, port));
+            }
+            let mut refusals = Vec::new();
+            while let Some(probed) = probes.join_next().await {
+                match probed {
+                    // Dropping the set aborts the probes still running.
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(refusal)) => refusals.push(refusal),
+                    Err(e) => refusals.push(format!("probe failed: {e}")),
+                }
+            }
+            // Sorted, so the message does not depend on which probe
+            // answered first.
+            refusals.sort();
+            Err(refusals.join("; "))
+        })
+    }
 }
 
-/// A readiness check that passes when a TCP connection to the upstream can
-/// be opened. It proves the service is listening without calling an RPC, so
-/// probes add no load to the upstream's request path.
-pub fn reachable(host: String, port: u16) -> impl Fn() -> CheckFuture + Send + Sync + 'static {
-    move || {
-        let host = host.clone();
-        Box::pin(async move {
-            let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-            match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
-                Err(_) => Err(format!(
-                    "{host}:{port}: no connection within {} ms",
-                    PROBE_TIMEOUT.as_millis()
-                )),
-            }
-        })
+/// Whether `host:port` accepts a TCP connection within [`PROBE_TIMEOUT`].
+async fn probe(host: String, port: u16) -> Result<(), String> {
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
+        Err(_) => Err(format!(
+            "{host}:{port}: no connection within {} ms",
+            PROBE_TIMEOUT.as_millis()
+        )),
     }
 }
 
@@ -369,24 +385,20 @@ mod tests {
     }
 
     #[test]
-    fn host_and_port_come_from_the_url() {
-        let parsed = |url: &str| host_port(url).expect(url);
-        assert_eq!(parsed("http://order:50051"), ("order".to_owned(), 50051));
+    fn each_listed_replica_is_probed() {
         assert_eq!(
-            parsed("http://127.0.0.1:50052/"),
-            ("127.0.0.1".to_owned(), 50052)
-        );
-        assert_eq!(parsed("http://[::1]:50051"), ("::1".to_owned(), 50051));
-        assert_eq!(
-            parsed("https://order.example"),
-            ("order.example".to_owned(), 443)
+            replicas("http://order:50051").expect("one URL"),
+            [("order".to_owned(), 50051)]
         );
         assert_eq!(
-            parsed("http://order.example"),
-            ("order.example".to_owned(), 80)
+            replicas("http://127.0.0.1:50051,http://127.0.0.1:50061").expect("two URLs"),
+            [
+                ("127.0.0.1".to_owned(), 50051),
+                ("127.0.0.1".to_owned(), 50061)
+            ]
         );
-        assert!(host_port("not a url").is_err());
-        assert!(host_port("/just/a/path").is_err());
+        assert!(replicas("http://127.0.0.1:50051,").is_err());
+        assert!(replicas("http://127.0.0.1:50051,not a url").is_err());
     }
 
     #[tokio::test]
@@ -395,8 +407,22 @@ mod tests {
             .await
             .expect("bind");
         let port = listener.local_addr().expect("local addr").port();
-        assert_eq!(reachable("127.0.0.1".into(), port)().await, Ok(()));
+        let replica = ("127.0.0.1".to_owned(), port);
+        assert_eq!(reachable(vec![replica.clone()])().await, Ok(()));
+        // Port 1 refuses: one listening replica is enough.
+        let refusing = ("127.0.0.1".to_owned(), 1);
+        assert_eq!(
+            reachable(vec![refusing.clone(), replica.clone()])().await,
+            Ok(())
+        );
         drop(listener);
-        assert!(reachable("127.0.0.1".into(), port)().await.is_err());
+        assert!(reachable(vec![replica.clone()])().await.is_err());
+        let refusals = reachable(vec![replica, refusing])()
+            .await
+            .expect_err("none listens");
+        assert!(
+            refusals.contains(&format!("127.0.0.1:{port}:")) && refusals.contains("127.0.0.1:1:"),
+            "{refusals}"
+        );
     }
 }

@@ -24,9 +24,8 @@ use shipshape_proto::{
 };
 use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::grpc as runtime_grpc;
-use shipshape_runtime::{CancellationToken, Tasks, config};
+use shipshape_runtime::{CancellationToken, Tasks, config, grpc_balance};
 use sqlx::PgPool;
-use tonic::transport::Endpoint;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -43,7 +42,10 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `GRPC_ADDR` (default `0.0.0.0:50051`).
     pub grpc_addr: SocketAddr,
-    /// `INVENTORY_URL` (default `http://127.0.0.1:50052`).
+    /// `INVENTORY_URL` (default `http://127.0.0.1:50052`): the inventory
+    /// service's gRPC URL, or a comma-separated list of its replicas' URLs
+    /// (`http://10.0.0.7:50052,http://10.0.0.8:50052`), over which pricing
+    /// calls are balanced (see `shipshape_runtime::grpc_balance`).
     pub inventory_url: String,
     /// The resilience stack around pricing calls to inventory, from
     /// `INVENTORY_*`: `INVENTORY_TIMEOUT_MS` per attempt (default 500),
@@ -95,9 +97,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // No call timeout on the channel: the stack's per-attempt timeout is
     // the one bound on a pricing call.
-    let inventory = Endpoint::from_shared(config.inventory_url.clone())?
-        .connect_timeout(Duration::from_secs(1))
-        .connect_lazy();
+    let inventory = grpc_balance::balanced_channel(
+        &grpc_balance::split_urls(&config.inventory_url)?,
+        |endpoint| endpoint.connect_timeout(Duration::from_secs(1)),
+    )?;
     let api = grpc::OrderApi::new(
         pool.clone(),
         InventoryServiceClient::new(shipshape_telemetry::grpc::traced(inventory)),

@@ -114,7 +114,12 @@ impl ConsumerContext for GroupMembership {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // The whole assignment, whether the protocol hands out all of it at
+        // once (classic, eager) or a change at a time (KIP-848).
+        if let Ok(assignment) = consumer.assignment() {
+            metrics::gauge!(crate::ASSIGNED_PARTITIONS).set(assignment.count() as f64);
+        }
         match rebalance {
             Rebalance::Assign(partitions) => {
                 tracing::info!(

@@ -25,6 +25,7 @@ pub const EVENT_HANDLE_DURATION: &str = "shipshape_event_handle_duration_seconds
 pub const DEAD_LETTERS: &str = "shipshape_dead_letters_total";
 pub const PAUSED_PARTITIONS: &str = "shipshape_consumer_paused_partitions";
 pub const CONSUMER_LAG: &str = "shipshape_consumer_lag";
+pub const ASSIGNED_PARTITIONS: &str = "shipshape_consumer_assigned_partitions";
 pub const OUTBOX_BACKLOG: &str = "shipshape_outbox_backlog";
 pub const OUTBOX_PUBLISHED: &str = "shipshape_outbox_published_total";
 pub const OUTBOX_PUBLISH_DURATION: &str = "shipshape_outbox_publish_duration_seconds";
@@ -48,6 +49,10 @@ pub fn describe() {
     metrics::describe_gauge!(
         PAUSED_PARTITIONS,
         "Partitions whose fetching is paused while their worker catches up"
+    );
+    metrics::describe_gauge!(
+        ASSIGNED_PARTITIONS,
+        "Partitions the consumer group has assigned to this process; with several replicas they add up to the topics' partitions"
     );
     metrics::describe_gauge!(
         CONSUMER_LAG,

@@ -57,19 +57,68 @@ pub(crate) fn describe() {
     );
 }
 
-/// Runs each migrator in turn. sqlx holds a Postgres advisory lock while it
-/// migrates, so replicas starting together apply each migration once. The
-/// migrators share one history table, so each ignores the others' versions.
+/// The advisory lock key replicas of a service take to migrate one at a
+/// time (any constant no other lock of ours uses).
+const MIGRATION_LOCK_KEY: i64 = 0x5348_4950_4d49_4752; // "SHIPMIGR"
+
+/// How often a replica asks again for the migration lock another holds.
+const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// Runs each migrator in turn, one replica at a time: replicas starting
+/// together apply each migration once. The migrators share one history
+/// table, so each ignores the others' versions.
+///
+/// The lock is ours, polled with `pg_try_advisory_lock`, not sqlx's: sqlx
+/// waits inside `pg_advisory_lock`, a statement that stays open while it
+/// waits, and a migration the holder builds `CONCURRENTLY` waits for every
+/// open transaction, that statement's too. Postgres breaks that deadlock by
+/// failing one replica's start (seen with two order replicas). A replica
+/// polling holds no transaction between its tries.
 pub async fn migrate(pool: &PgPool, migrators: &[&Migrator]) -> anyhow::Result<()> {
+    let mut lock = pool
+        .acquire()
+        .await
+        .context("a connection for the migration lock")?;
+    let mut told = false;
+    loop {
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .fetch_one(&mut *lock)
+            .await
+            .context("taking the migration lock")?;
+        if taken {
+            break;
+        }
+        if !told {
+            tracing::info!("another replica is migrating the database; waiting for it");
+            told = true;
+        }
+        tokio::time::sleep(MIGRATION_LOCK_POLL).await;
+    }
+    let migrated = run_migrators(pool, migrators).await;
+    // Ending the session would release it too; unlocking keeps the
+    // connection usable for the pool.
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *lock)
+        .await;
+    migrated?;
+    unlocked.context("releasing the migration lock")?;
+    MIGRATED.store(true, Ordering::Release);
+    Ok(())
+}
+
+async fn run_migrators(pool: &PgPool, migrators: &[&Migrator]) -> anyhow::Result<()> {
     for migrator in migrators {
         let mut migrator = Migrator {
             migrations: migrator.migrations.clone(),
             ..Migrator::DEFAULT
         };
         migrator.set_ignore_missing(true);
+        // Serialised by our lock above.
+        migrator.set_locking(false);
         migrator.run(pool).await.context("running migrations")?;
     }
-    MIGRATED.store(true, Ordering::Release);
     Ok(())
 }
 

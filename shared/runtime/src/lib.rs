@@ -6,6 +6,7 @@
 pub mod config;
 pub mod database;
 pub mod grpc;
+pub mod grpc_balance;
 pub mod metrics;
 pub mod ops;
 pub mod shutdown;

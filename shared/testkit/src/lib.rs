@@ -49,4 +49,4 @@ mod scratch;
 pub use broker::{Broker, BrokerConfig, Installation};
 pub use ports::free_port;
 pub use shipshape_faultproxy::Fault;
-pub use stack::{BrokerChoice, Link, Ports, Service, Stack, StackOptions};
+pub use stack::{BrokerChoice, Link, Ports, Replica, Service, Stack, StackOptions};

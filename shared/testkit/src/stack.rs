@@ -132,6 +132,13 @@ impl Service {
         Service::Shipping,
     ];
 
+    /// The services a stack runs several replicas of
+    /// ([`StackOptions::replicas`]): those that share work through a
+    /// consumer group and their database. The gateway stays one process,
+    /// the single address a test's client uses, and the PSP simulator
+    /// stands for one outside provider.
+    pub const REPLICATED: [Service; 4] = Service::WITH_DATABASE;
+
     /// Start order: what others call comes first (they would retry anyway,
     /// but their logs stay quieter).
     const START_ORDER: [Service; 6] = [
@@ -197,6 +204,42 @@ impl fmt::Display for Service {
     }
 }
 
+/// One process of the stack: a service and which of its replicas (0 is the
+/// first). A [`Service`] stands for its first replica wherever a replica
+/// is asked for, so a stack of one replica each reads as before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Replica {
+    pub service: Service,
+    pub index: usize,
+}
+
+impl Replica {
+    pub fn new(service: Service, index: usize) -> Self {
+        Self { service, index }
+    }
+
+    /// Its name in logs and messages: `order` for the first replica,
+    /// `order-1` for the second, ...; also its log file's name.
+    pub fn name(self) -> String {
+        match self.index {
+            0 => self.service.name().to_owned(),
+            index => format!("{}-{index}", self.service.name()),
+        }
+    }
+}
+
+impl From<Service> for Replica {
+    fn from(service: Service) -> Self {
+        Self::new(service, 0)
+    }
+}
+
+impl fmt::Display for Replica {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
 /// Which ports the stack listens on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ports {
@@ -208,64 +251,130 @@ pub enum Ports {
 }
 
 /// The ports one stack uses.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct PortMap {
     gateway_http: u16,
-    order_grpc: u16,
-    inventory_grpc: u16,
     psp_http: u16,
     broker: u16,
     broker_controller: u16,
-    ops: [u16; 6],
+    /// The gRPC port of every replica of order and inventory.
+    grpc: BTreeMap<Replica, u16>,
+    /// The ops port of every replica.
+    ops: BTreeMap<Replica, u16>,
 }
 
+/// How far apart the standard ports of two replicas of a service are:
+/// order's gRPC is 50051, 50061, 50071, ...; its ops port 9101, 9111, ...
+const STANDARD_REPLICA_STRIDE: u16 = 10;
+
 impl PortMap {
-    fn standard() -> Self {
-        Self {
+    /// The standard ports for `replicas` replicas of each replicated service.
+    fn standard(replicas: usize) -> Self {
+        let mut ports = Self {
             gateway_http: 8080,
-            order_grpc: 50051,
-            inventory_grpc: 50052,
             psp_http: 8090,
             broker: 9092,
             broker_controller: 9093,
-            ops: Service::ALL.map(Service::standard_ops_port),
+            grpc: BTreeMap::new(),
+            ops: BTreeMap::new(),
+        };
+        for replica in all_replicas(replicas) {
+            let offset = STANDARD_REPLICA_STRIDE * replica.index as u16;
+            ports
+                .ops
+                .insert(replica, replica.service.standard_ops_port() + offset);
+            let grpc = match replica.service {
+                Service::Order => 50051,
+                Service::Inventory => 50052,
+                _ => continue,
+            };
+            ports.grpc.insert(replica, grpc + offset);
         }
+        ports
     }
 
-    fn free() -> anyhow::Result<Self> {
-        let ports = crate::ports::free_ports(12).context("finding free ports on 127.0.0.1")?;
-        Ok(Self {
-            gateway_http: ports[0],
-            order_grpc: ports[1],
-            inventory_grpc: ports[2],
-            psp_http: ports[3],
-            broker: ports[4],
-            broker_controller: ports[5],
-            ops: [ports[6], ports[7], ports[8], ports[9], ports[10], ports[11]],
-        })
+    /// Free ports for `replicas` replicas of each replicated service.
+    fn free(replicas: usize) -> anyhow::Result<Self> {
+        let replicas_list = all_replicas(replicas);
+        let grpc_count = replicas_list
+            .iter()
+            .filter(|r| matches!(r.service, Service::Order | Service::Inventory))
+            .count();
+        let mut ports = crate::ports::free_ports(4 + replicas_list.len() + grpc_count)
+            .context("finding free ports on 127.0.0.1")?
+            .into_iter();
+        let mut next = || ports.next().context("fewer free ports than asked for");
+        let mut map = Self {
+            gateway_http: next()?,
+            psp_http: next()?,
+            broker: next()?,
+            broker_controller: next()?,
+            grpc: BTreeMap::new(),
+            ops: BTreeMap::new(),
+        };
+        for replica in replicas_list {
+            map.ops.insert(replica, next()?);
+            if matches!(replica.service, Service::Order | Service::Inventory) {
+                map.grpc.insert(replica, next()?);
+            }
+        }
+        Ok(map)
     }
 
-    fn ops(&self, service: Service) -> u16 {
-        self.ops[service.index()]
+    fn ops(&self, replica: Replica) -> u16 {
+        self.ops[&replica]
+    }
+
+    /// The gRPC port of a replica of order or inventory.
+    fn grpc(&self, replica: Replica) -> Option<u16> {
+        self.grpc.get(&replica).copied()
+    }
+
+    /// The gRPC ports of every replica of `service`, first replica first.
+    fn grpc_of(&self, service: Service) -> Vec<u16> {
+        self.grpc
+            .iter()
+            .filter(|(replica, _)| replica.service == service)
+            .map(|(_, port)| *port)
+            .collect()
     }
 
     /// Every port with what it is for.
     fn describe(&self) -> Vec<(String, u16)> {
         let mut all = vec![
             ("gateway HTTP".to_owned(), self.gateway_http),
-            ("order gRPC".to_owned(), self.order_grpc),
-            ("inventory gRPC".to_owned(), self.inventory_grpc),
             ("PSP HTTP".to_owned(), self.psp_http),
             ("broker".to_owned(), self.broker),
             ("broker controller".to_owned(), self.broker_controller),
         ];
         all.extend(
-            Service::ALL
+            self.grpc
                 .iter()
-                .map(|&service| (format!("{service} ops"), self.ops(service))),
+                .map(|(replica, port)| (format!("{replica} gRPC"), *port)),
+        );
+        all.extend(
+            self.ops
+                .iter()
+                .map(|(replica, port)| (format!("{replica} ops"), *port)),
         );
         all
     }
+}
+
+/// Every process of a stack with `replicas` replicas of each replicated
+/// service, in [`Service::ALL`] order.
+fn all_replicas(replicas: usize) -> Vec<Replica> {
+    Service::ALL
+        .iter()
+        .flat_map(|&service| {
+            let count = if Service::REPLICATED.contains(&service) {
+                replicas.max(1)
+            } else {
+                1
+            };
+            (0..count).map(move |index| Replica::new(service, index))
+        })
+        .collect()
 }
 
 /// A connection between parts of the stack that can be routed through a
@@ -350,6 +459,14 @@ pub struct StackOptions {
     pub jwt_secret: String,
     /// The stack's own broker, or a shared one.
     pub broker: BrokerChoice,
+    /// How many replicas of each of [`Service::REPLICATED`] start (at
+    /// least 1).
+    pub replicas: usize,
+    /// How many replicas of each may run at once: their ports are taken at
+    /// start and every gRPC client is given all their addresses, so
+    /// [`Stack::add_replica`] can scale out up to this many. At least
+    /// `replicas`.
+    pub max_replicas: usize,
 }
 
 impl StackOptions {
@@ -371,6 +488,8 @@ impl StackOptions {
             proxied: BTreeSet::new(),
             jwt_secret: auth::random_secret()?,
             broker: BrokerChoice::for_tests(),
+            replicas: 1,
+            max_replicas: 1,
         })
     }
 
@@ -392,6 +511,8 @@ impl StackOptions {
             proxied: BTreeSet::new(),
             jwt_secret: String::new(),
             broker: BrokerChoice::Own,
+            replicas: 1,
+            max_replicas: 1,
         }
     }
 
@@ -433,6 +554,14 @@ impl StackOptions {
             self.broker = BrokerChoice::Own;
         }
         self.proxied.insert(link);
+        self
+    }
+
+    /// Runs `replicas` replicas of each of [`Service::REPLICATED`], and
+    /// lets the stack scale out to `max_replicas` ([`Stack::add_replica`]).
+    pub fn with_replicas(mut self, replicas: usize, max_replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self.max_replicas = max_replicas.max(self.replicas);
         self
     }
 
@@ -497,7 +626,7 @@ pub struct Stack {
     /// The Java runtime and jars the stack's own broker runs on, to start
     /// it again; `None` on a shared broker.
     installation: Option<Installation>,
-    processes: BTreeMap<Service, Process>,
+    processes: BTreeMap<Replica, Process>,
     proxies: BTreeMap<Link, FaultProxy>,
 }
 
@@ -512,6 +641,20 @@ impl Stack {
     /// process and quotes the end of its log.
     pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
         check_binaries(&options.bin_dir)?;
+        let max_replicas = options.max_replicas.max(options.replicas).max(1);
+        if max_replicas > 1
+            && options.proxied.iter().any(|link| {
+                matches!(
+                    link,
+                    Link::GatewayToOrder | Link::GatewayToInventory | Link::OrderToInventory
+                )
+            })
+        {
+            bail!(
+                "a proxied gRPC link forwards to one replica; run proxied gRPC links with one \
+                 replica per service"
+            );
+        }
         let installation = match options.broker {
             BrokerChoice::Own => Some(Installation::install()?),
             BrokerChoice::Shared { .. } if options.proxied.contains(&Link::Broker) => {
@@ -520,7 +663,7 @@ impl Stack {
             BrokerChoice::Shared { .. } => None,
         };
         if options.ports == Ports::Standard {
-            check_ports_free(&PortMap::standard())?;
+            check_ports_free(&PortMap::standard(max_replicas))?;
         }
         std::fs::create_dir_all(&options.log_dir)
             .with_context(|| format!("creating log directory {}", options.log_dir.display()))?;
@@ -533,8 +676,8 @@ impl Stack {
         // Free ports are chosen last, so nothing else can take one of them
         // in the moment before its process binds it.
         let ports = match options.ports {
-            Ports::Standard => PortMap::standard(),
-            Ports::Free => PortMap::free()?,
+            Ports::Standard => PortMap::standard(max_replicas),
+            Ports::Free => PortMap::free(max_replicas)?,
         };
 
         // From here on, dropping `stack` cleans up whatever was started.
@@ -559,11 +702,19 @@ impl Stack {
         if stack.options.broker == BrokerChoice::Own {
             stack.broker = Some(stack.spawn_broker().await?);
         }
+        let replicas = stack.options.replicas.max(1);
         for service in Service::START_ORDER {
-            stack.spawn(service)?;
+            let count = if Service::REPLICATED.contains(&service) {
+                replicas
+            } else {
+                1
+            };
+            for index in 0..count {
+                stack.spawn(Replica::new(service, index))?;
+            }
         }
         let timeout = stack.options.ready_timeout;
-        stack.wait_ready(&Service::ALL, timeout).await?;
+        stack.wait_all_ready(timeout).await?;
         Ok(stack)
     }
 
@@ -593,27 +744,53 @@ impl Stack {
     fn link_upstream(&self, link: Link) -> anyhow::Result<String> {
         let port = match link {
             Link::Broker => self.ports.broker,
-            Link::GatewayToOrder => self.ports.order_grpc,
-            Link::GatewayToInventory | Link::OrderToInventory => self.ports.inventory_grpc,
+            Link::GatewayToOrder => self.first_grpc(Service::Order)?,
+            Link::GatewayToInventory | Link::OrderToInventory => {
+                self.first_grpc(Service::Inventory)?
+            }
             Link::PaymentToPsp => self.ports.psp_http,
             Link::Database(_) => return postgres::tcp_address(&self.admin_url),
         };
         Ok(format!("127.0.0.1:{port}"))
     }
 
-    /// The port clients use for `link` (one of the stack's own): its
-    /// proxy's when it has one.
+    /// The gRPC port of `service`'s first replica.
+    fn first_grpc(&self, service: Service) -> anyhow::Result<u16> {
+        self.ports
+            .grpc(Replica::from(service))
+            .ok_or_else(|| anyhow!("{service} serves no gRPC"))
+    }
+
+    /// The ports clients use for `link` (one of the stack's own): its
+    /// proxy's when it has one, else every replica's at the far end.
+    fn ports_for(&self, link: Link) -> Vec<u16> {
+        if let Some(proxy) = self.proxies.get(&link) {
+            return vec![proxy.local_addr().port()];
+        }
+        match link {
+            Link::Broker => vec![self.ports.broker],
+            Link::GatewayToOrder => self.ports.grpc_of(Service::Order),
+            Link::GatewayToInventory | Link::OrderToInventory => {
+                self.ports.grpc_of(Service::Inventory)
+            }
+            Link::PaymentToPsp => vec![self.ports.psp_http],
+            Link::Database(_) => unreachable!("a database is no port of the stack's"),
+        }
+    }
+
+    /// The port clients use for a link with one process at its far end.
     fn port_for(&self, link: Link) -> u16 {
-        self.proxies.get(&link).map_or_else(
-            || match link {
-                Link::Broker => self.ports.broker,
-                Link::GatewayToOrder => self.ports.order_grpc,
-                Link::GatewayToInventory | Link::OrderToInventory => self.ports.inventory_grpc,
-                Link::PaymentToPsp => self.ports.psp_http,
-                Link::Database(_) => unreachable!("a database is no port of the stack's"),
-            },
-            |proxy| proxy.local_addr().port(),
-        )
+        self.ports_for(link)[0]
+    }
+
+    /// `http://` URLs of every port of `link`, comma-separated, as the
+    /// services read a list of replicas.
+    fn urls_for(&self, link: Link) -> String {
+        self.ports_for(link)
+            .iter()
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The port Kafka clients connect to.
@@ -636,8 +813,10 @@ impl Stack {
         auth::minter(&self.options.jwt_secret)?.mint(subject, scopes, auth::TOKEN_TTL)
     }
 
-    /// The environment `service` is started with.
-    fn env_for(&self, service: Service) -> BTreeMap<String, String> {
+    /// The environment `replica` is started with.
+    fn env_for(&self, replica: impl Into<Replica>) -> BTreeMap<String, String> {
+        let replica = replica.into();
+        let service = replica.service;
         let local = |port: u16| format!("127.0.0.1:{port}");
         let url = |port: u16| format!("http://127.0.0.1:{port}");
         let p = &self.ports;
@@ -645,7 +824,7 @@ impl Stack {
         let mut set = |name: &str, value: String| {
             env.insert(name.to_owned(), value);
         };
-        set(vars::OPS_ADDR, local(p.ops(service)));
+        set(vars::OPS_ADDR, local(p.ops(replica)));
         set(
             vars::RUST_LOG,
             std::env::var(vars::RUST_LOG).unwrap_or_else(|_| "info".to_owned()),
@@ -671,20 +850,20 @@ impl Stack {
                 set(vars::JWT_ISSUER, auth::DEV_ISSUER.to_owned());
                 set(vars::JWT_AUDIENCE, auth::DEV_AUDIENCE.to_owned());
                 set(vars::JWT_HS256_SECRET, self.options.jwt_secret.clone());
-                set(vars::ORDER_URL, url(self.port_for(Link::GatewayToOrder)));
-                set(
-                    vars::INVENTORY_URL,
-                    url(self.port_for(Link::GatewayToInventory)),
-                );
+                set(vars::ORDER_URL, self.urls_for(Link::GatewayToOrder));
+                set(vars::INVENTORY_URL, self.urls_for(Link::GatewayToInventory));
             }
             Service::Order => {
-                set(vars::GRPC_ADDR, local(p.order_grpc));
-                set(
-                    vars::INVENTORY_URL,
-                    url(self.port_for(Link::OrderToInventory)),
-                );
+                if let Some(port) = p.grpc(replica) {
+                    set(vars::GRPC_ADDR, local(port));
+                }
+                set(vars::INVENTORY_URL, self.urls_for(Link::OrderToInventory));
             }
-            Service::Inventory => set(vars::GRPC_ADDR, local(p.inventory_grpc)),
+            Service::Inventory => {
+                if let Some(port) = p.grpc(replica) {
+                    set(vars::GRPC_ADDR, local(port));
+                }
+            }
             Service::Payment => set(vars::PSP_URL, url(self.port_for(Link::PaymentToPsp))),
             Service::Shipping => {}
             Service::Psp => {
@@ -705,34 +884,47 @@ impl Stack {
         env
     }
 
-    fn spawn(&mut self, service: Service) -> anyhow::Result<()> {
-        let mut command = Command::new(self.options.bin_dir.join(service.binary()));
+    fn spawn(&mut self, replica: Replica) -> anyhow::Result<()> {
+        if !self.ports.ops.contains_key(&replica) {
+            bail!(
+                "{replica} is beyond the stack's {} replicas (StackOptions::max_replicas)",
+                self.options.max_replicas.max(1)
+            );
+        }
+        let mut command = Command::new(self.options.bin_dir.join(replica.service.binary()));
         for var in PROXY_VARS {
             command.env_remove(var);
         }
-        command.envs(self.env_for(service));
+        command.envs(self.env_for(replica));
         let process = Process::spawn(
-            service.name(),
+            &replica.name(),
             command,
-            &self.log_path(service),
+            &self.log_path(replica),
             self.options.own_process_group,
         )?;
-        self.processes.insert(service, process);
+        self.processes.insert(replica, process);
         Ok(())
     }
 
-    /// Polls `/readyz` of each of `services` until all answer 200. Fails as
+    /// Waits until every process the stack started answers `/readyz` with
+    /// 200; fails as soon as one has exited. See [`Stack::wait_ready`].
+    pub async fn wait_all_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let started: Vec<Replica> = self.processes.keys().copied().collect();
+        self.wait_ready(&started, timeout).await
+    }
+
+    /// Polls `/readyz` of each of `replicas` until all answer 200. Fails as
     /// soon as one exits, or when `timeout` passes, with the end of the log
     /// of each process concerned.
     pub async fn wait_ready(
         &mut self,
-        services: &[Service],
+        replicas: &[Replica],
         timeout: Duration,
     ) -> anyhow::Result<()> {
         let client = crate::http::client()?;
         let deadline = Instant::now() + timeout;
-        let mut pending: Vec<Service> = services.to_vec();
-        let mut last_answer: BTreeMap<Service, String> = BTreeMap::new();
+        let mut pending: Vec<Replica> = replicas.to_vec();
+        let mut last_answer: BTreeMap<Replica, String> = BTreeMap::new();
         loop {
             for &service in &pending {
                 let process = self.process_mut(service)?;
@@ -770,7 +962,7 @@ impl Stack {
                     "not ready within {timeout:?}: {}",
                     pending
                         .iter()
-                        .map(|service| service.name())
+                        .map(|replica| replica.name())
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
@@ -789,10 +981,11 @@ impl Stack {
         }
     }
 
-    fn process_mut(&mut self, service: Service) -> anyhow::Result<&mut Process> {
+    fn process_mut(&mut self, replica: impl Into<Replica>) -> anyhow::Result<&mut Process> {
+        let replica = replica.into();
         self.processes
-            .get_mut(&service)
-            .ok_or_else(|| anyhow!("{service} was never started"))
+            .get_mut(&replica)
+            .ok_or_else(|| anyhow!("{replica} was never started"))
     }
 
     /// The gateway's public HTTP API, e.g. `http://127.0.0.1:8080`.
@@ -805,19 +998,15 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.ports.psp_http)
     }
 
-    /// The base URL of `service`'s ops server (append `/readyz`, ...).
-    pub fn ops_url(&self, service: Service) -> String {
-        format!("http://127.0.0.1:{}", self.ports.ops(service))
+    /// The base URL of a replica's ops server (append `/readyz`, ...).
+    pub fn ops_url(&self, replica: impl Into<Replica>) -> String {
+        format!("http://127.0.0.1:{}", self.ports.ops(replica.into()))
     }
 
-    /// The gRPC URL of the order or inventory service; `None` for the
-    /// others, which serve no gRPC.
-    pub fn grpc_url(&self, service: Service) -> Option<String> {
-        let port = match service {
-            Service::Order => self.ports.order_grpc,
-            Service::Inventory => self.ports.inventory_grpc,
-            _ => return None,
-        };
+    /// The gRPC URL of a replica of the order or inventory service; `None`
+    /// for the others, which serve no gRPC.
+    pub fn grpc_url(&self, replica: impl Into<Replica>) -> Option<String> {
+        let port = self.ports.grpc(replica.into())?;
         Some(format!("http://127.0.0.1:{port}"))
     }
 
@@ -849,9 +1038,12 @@ impl Stack {
         format!("{}{name}", self.topic_prefix())
     }
 
-    /// Where `service`'s stdout and stderr go.
-    pub fn log_path(&self, service: Service) -> PathBuf {
-        self.options.log_dir.join(format!("{}.log", service.name()))
+    /// Where a replica's stdout and stderr go: `<log_dir>/order.log` for
+    /// the first replica of order, `order-1.log` for the second, ...
+    pub fn log_path(&self, replica: impl Into<Replica>) -> PathBuf {
+        self.options
+            .log_dir
+            .join(format!("{}.log", replica.into().name()))
     }
 
     /// The directory of all log files.
@@ -859,9 +1051,14 @@ impl Stack {
         &self.options.log_dir
     }
 
-    /// The process id of `service`, if it was started.
-    pub fn pid(&self, service: Service) -> Option<u32> {
-        self.processes.get(&service).map(Process::pid)
+    /// The process id of a replica, if it was started.
+    pub fn pid(&self, replica: impl Into<Replica>) -> Option<u32> {
+        self.processes.get(&replica.into()).map(Process::pid)
+    }
+
+    /// Every replica started so far (running or not), in service order.
+    pub fn replicas(&self) -> Vec<Replica> {
+        self.processes.keys().copied().collect()
     }
 
     /// The broker's process id.
@@ -871,31 +1068,32 @@ impl Stack {
 
     /// The processes that have exited (crashed, or were killed or stopped),
     /// with their exit status.
-    pub fn exited(&mut self) -> anyhow::Result<Vec<(Service, ExitStatus)>> {
+    pub fn exited(&mut self) -> anyhow::Result<Vec<(Replica, ExitStatus)>> {
         let mut exited = Vec::new();
-        for (&service, process) in &mut self.processes {
+        for (&replica, process) in &mut self.processes {
             if let Some(status) = process.try_status()? {
-                exited.push((service, status));
+                exited.push((replica, status));
             }
         }
         Ok(exited)
     }
 
-    /// Kills `service` with SIGKILL, as a crash would, and reaps it.
-    pub fn kill(&mut self, service: Service) -> anyhow::Result<()> {
-        self.process_mut(service)?.kill().map(drop)
+    /// Kills a replica with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self, replica: impl Into<Replica>) -> anyhow::Result<()> {
+        self.process_mut(replica)?.kill().map(drop)
     }
 
     /// Stops `service` with SIGTERM and waits up to 15 s for it to exit.
     /// Returns its exit status (success for a graceful shutdown); fails if
     /// it had to be killed.
-    pub async fn terminate(&mut self, service: Service) -> anyhow::Result<ExitStatus> {
-        match self.process_mut(service)?.terminate(STOP_GRACE).await? {
+    pub async fn terminate(&mut self, replica: impl Into<Replica>) -> anyhow::Result<ExitStatus> {
+        let replica = replica.into();
+        match self.process_mut(replica)?.terminate(STOP_GRACE).await? {
             Stopped::Exited(status) => Ok(status),
             Stopped::Killed(_) => bail!(
-                "{service} did not exit within {STOP_GRACE:?} of SIGTERM and was killed; \
+                "{replica} did not exit within {STOP_GRACE:?} of SIGTERM and was killed; \
                  see {}",
-                self.log_path(service).display()
+                self.log_path(replica).display()
             ),
         }
     }
@@ -939,25 +1137,47 @@ impl Stack {
 
     /// Starts `service` again (after [`Stack::kill`] or [`Stack::terminate`])
     /// with the same environment and waits until it is ready.
-    pub async fn start_service(&mut self, service: Service) -> anyhow::Result<()> {
-        self.launch(service)?;
+    pub async fn start_service(&mut self, replica: impl Into<Replica>) -> anyhow::Result<()> {
+        let replica = replica.into();
+        self.launch(replica)?;
         let timeout = self.options.ready_timeout;
-        self.wait_ready(&[service], timeout).await
+        self.wait_ready(&[replica], timeout).await
+    }
+
+    /// Starts one more replica of `service` (scale out) and waits until it
+    /// is ready; returns it. Fails at [`StackOptions::max_replicas`].
+    pub async fn add_replica(&mut self, service: Service) -> anyhow::Result<Replica> {
+        if !Service::REPLICATED.contains(&service) {
+            bail!(
+                "the stack runs one {service}; only order, inventory, payment and shipping scale"
+            );
+        }
+        let next = self
+            .processes
+            .keys()
+            .filter(|replica| replica.service == service)
+            .map(|replica| replica.index + 1)
+            .max()
+            .unwrap_or(0);
+        let replica = Replica::new(service, next);
+        self.start_service(replica).await?;
+        Ok(replica)
     }
 
     /// Starts `service` again with the same environment without waiting for
     /// it to be ready: a supervisor's restart, which must not wait on a
     /// dependency that is down ([`Stack::wait_ready`] waits).
-    pub fn launch(&mut self, service: Service) -> anyhow::Result<()> {
-        if self.is_running(service)? {
-            bail!("{service} is still running (pid {:?})", self.pid(service));
+    pub fn launch(&mut self, replica: impl Into<Replica>) -> anyhow::Result<()> {
+        let replica = replica.into();
+        if self.is_running(replica)? {
+            bail!("{replica} is still running (pid {:?})", self.pid(replica));
         }
-        self.spawn(service)
+        self.spawn(replica)
     }
 
-    /// Whether `service`'s process is running.
-    pub fn is_running(&mut self, service: Service) -> anyhow::Result<bool> {
-        match self.processes.get_mut(&service) {
+    /// Whether a replica's process is running.
+    pub fn is_running(&mut self, replica: impl Into<Replica>) -> anyhow::Result<bool> {
+        match self.processes.get_mut(&replica.into()) {
             Some(process) => Ok(process.try_status()?.is_none()),
             None => Ok(false),
         }
@@ -1006,8 +1226,14 @@ impl Stack {
         ];
         for group in groups {
             let mut stopping = Vec::new();
-            for service in group {
-                if let Some(mut process) = self.processes.remove(service) {
+            let replicas: Vec<Replica> = self
+                .processes
+                .keys()
+                .filter(|replica| group.contains(&replica.service))
+                .copied()
+                .collect();
+            for replica in replicas {
+                if let Some(mut process) = self.processes.remove(&replica) {
                     match process.request_stop() {
                         Ok(()) => stopping.push(process),
                         Err(e) => problems.push(format!("{e:#}")),
@@ -1188,13 +1414,14 @@ mod tests {
 
     /// A stack with no processes, to check what it would give them.
     fn idle_stack(options: StackOptions) -> Stack {
+        let ports = PortMap::standard(options.max_replicas);
         let mut database_urls = BTreeMap::new();
         for service in Service::WITH_DATABASE {
             database_urls.insert(service, format!("postgres://db/{}", service.name()));
         }
         Stack {
             options,
-            ports: PortMap::standard(),
+            ports,
             admin_url: postgres::DEFAULT_ADMIN_URL.to_owned(),
             database_urls,
             databases: Vec::new(),
@@ -1310,12 +1537,64 @@ mod tests {
     }
 
     #[test]
+    fn replicas_get_ports_of_their_own_and_clients_get_every_replica() {
+        let options = StackOptions::local("/bin", "/tmp").with_replicas(2, 3);
+        let stack = idle_stack(options);
+        assert_eq!(stack.ports.ops(Replica::new(Service::Order, 1)), 9111);
+        assert_eq!(stack.ports.ops(Replica::new(Service::Shipping, 2)), 9124);
+        assert_eq!(
+            stack
+                .grpc_url(Replica::new(Service::Inventory, 2))
+                .as_deref(),
+            Some("http://127.0.0.1:50072")
+        );
+        assert_eq!(stack.grpc_url(Replica::new(Service::Payment, 1)), None);
+
+        let second_order = stack.env_for(Replica::new(Service::Order, 1));
+        assert_eq!(second_order[vars::GRPC_ADDR], "127.0.0.1:50061");
+        assert_eq!(second_order[vars::OPS_ADDR], "127.0.0.1:9111");
+        assert_eq!(
+            second_order[vars::INVENTORY_URL],
+            "http://127.0.0.1:50052,http://127.0.0.1:50062,http://127.0.0.1:50072"
+        );
+        let gateway = stack.env_for(Service::Gateway);
+        assert_eq!(
+            gateway[vars::ORDER_URL],
+            "http://127.0.0.1:50051,http://127.0.0.1:50061,http://127.0.0.1:50071"
+        );
+        assert_eq!(gateway[vars::OPS_ADDR], "127.0.0.1:9100");
+        assert_eq!(
+            stack.log_path(Replica::new(Service::Payment, 1)),
+            Path::new("/tmp/payment-1.log")
+        );
+        assert_eq!(
+            stack.log_path(Service::Payment),
+            Path::new("/tmp/payment.log")
+        );
+    }
+
+    #[test]
+    fn one_gateway_and_one_psp_whatever_the_replica_count() {
+        let replicas = all_replicas(2);
+        let count = |service| replicas.iter().filter(|r| r.service == service).count();
+        assert_eq!(count(Service::Gateway), 1);
+        assert_eq!(count(Service::Psp), 1);
+        for service in Service::REPLICATED {
+            assert_eq!(count(service), 2, "{service}");
+        }
+        assert_eq!(Replica::new(Service::Order, 0).to_string(), "order");
+        assert_eq!(Replica::new(Service::Order, 1).to_string(), "order-1");
+    }
+
+    #[test]
     fn free_ports_are_all_different() {
-        let ports = PortMap::free().expect("free ports");
+        let ports = PortMap::free(2).expect("free ports");
         let mut all: Vec<u16> = ports.describe().into_iter().map(|(_, port)| port).collect();
         all.sort_unstable();
         all.dedup();
-        assert_eq!(all.len(), 12);
+        // Gateway, PSP, broker and its controller; ops of 2 + 4 x 2
+        // processes; gRPC of 2 replicas of order and inventory.
+        assert_eq!(all.len(), 4 + 10 + 4);
     }
 
     #[test]

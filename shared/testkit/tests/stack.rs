@@ -118,7 +118,7 @@ async fn starts_wires_restarts_and_stops_every_process() -> anyhow::Result<()> {
     assert!(is_gone(first));
     let exited = stack.exited()?;
     assert_eq!(exited.len(), 1);
-    assert_eq!(exited[0].0, Service::Inventory);
+    assert_eq!(exited[0].0, Service::Inventory.into());
     stack.start_service(Service::Inventory).await?;
     assert_ne!(stack.pid(Service::Inventory), Some(first));
     assert!(stack.exited()?.is_empty());
