@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shipshape_invariants::{Checker, SourceMessage, Sources};
@@ -20,6 +22,50 @@ use uuid::Uuid;
 pub use shipshape_invariants::Ledger;
 
 pub mod poison;
+
+/// A message as it was published: topic (on the broker), key, payload.
+pub type Published = (String, Vec<u8>, Vec<u8>);
+
+/// Every message on `topics` (their names on the broker), in partition
+/// order, read from the beginning with no group offsets moved.
+fn read_all(brokers: &str, topics: &[String]) -> anyhow::Result<Vec<Published>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("e2e-reader-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.metrics.push", "false")
+        .create()?;
+    let timeout = Duration::from_secs(5);
+    let mut assignment = TopicPartitionList::new();
+    let mut expected = 0;
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+            expected += usize::try_from(high - low)?;
+            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let mut messages = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while messages.len() < expected && std::time::Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let m = message?;
+            messages.push((
+                m.topic().to_owned(),
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    anyhow::ensure!(
+        messages.len() == expected,
+        "read {} of {expected} messages",
+        messages.len()
+    );
+    Ok(messages)
+}
 
 /// The value of `series` (a metric name with its labels, exactly as
 /// rendered) in a Prometheus text exposition.
@@ -306,6 +352,14 @@ impl Shop {
             offset: delivered.offset,
         });
         Ok(())
+    }
+
+    /// Every message on `topics` (named as the services name them), in
+    /// partition order: its topic on the broker, key and payload.
+    pub async fn published(&self, topics: &[&str]) -> anyhow::Result<Vec<Published>> {
+        let brokers = self.stack.broker_address();
+        let topics: Vec<String> = topics.iter().map(|t| self.stack.topic(t)).collect();
+        tokio::task::spawn_blocking(move || read_all(&brokers, &topics)).await?
     }
 
     /// Every message on the dead-letter topic: its `dlq.*` headers.

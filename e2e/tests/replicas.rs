@@ -6,10 +6,12 @@
 //! Run once with each consumer-group protocol, and how long each takes to
 //! hand the orphaned partitions over is printed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use prost::Message as _;
 use shipshape_e2e::Shop;
+use shipshape_proto::events::Envelope;
 use shipshape_testkit::{Replica, Service, StackOptions};
 use tokio::time::Instant;
 
@@ -146,4 +148,98 @@ async fn replicas_killed_and_added_under_load_with_the_classic_protocol() -> any
 #[tokio::test]
 async fn replicas_killed_and_added_under_load_with_the_consumer_protocol() -> anyhow::Result<()> {
     kill_and_scale_out_under_load("consumer").await
+}
+
+/// Every single-writer job with two processes racing for it: both order
+/// replicas relay one outbox and sweep one table of deadlines, both payment
+/// replicas claim from one table of payments. Every order outlives its
+/// deadline at a slow payment provider, so each is swept, compensated and
+/// refunded; each job must have been done once.
+#[tokio::test]
+async fn two_replicas_of_each_do_every_single_writer_job_once() -> anyhow::Result<()> {
+    const ORDERS: usize = 24;
+    let options = StackOptions::for_tests()?.with_replicas(2, 2).with_env(
+        Service::Order,
+        "SAGA_DEADLINE_MS",
+        "1500",
+    );
+    let shop = Shop::start_with(options).await?;
+    // Captures answer after the deadline: the sweep cancels every order
+    // while its payment is in flight.
+    shop.psp_faults(2500, 0.0).await?;
+    let mut orders = Vec::new();
+    for i in 0..ORDERS {
+        let sku = ["SKU-0004", "SKU-0005"][i % 2];
+        orders.push(shop.place(&[(sku, 1)], "tok_visa", "DE").await?);
+    }
+    for id in &orders {
+        let order = shop.wait_terminal(id, Duration::from_secs(60)).await?;
+        assert_eq!(order["status"], "CANCELLED", "{order}");
+    }
+    shop.wait_quiet(Duration::from_secs(60)).await?;
+    assert_eq!(shop.violations().await?, Vec::<String>::new());
+
+    let messages = shop
+        .published(&[
+            "order.events",
+            "inventory.events",
+            "payment.events",
+            "shipping.events",
+        ])
+        .await?;
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut per_order: HashMap<(String, String), usize> = HashMap::new();
+    for (_, _, payload) in &messages {
+        let envelope = Envelope::decode(payload.as_slice())?;
+        *ids.entry(envelope.event_id).or_default() += 1;
+        *per_order
+            .entry((envelope.order_id, envelope.event_type))
+            .or_default() += 1;
+    }
+    // The relays: every outbox row reached the broker once.
+    let twice: Vec<&String> = ids
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "events published more than once: {twice:?}"
+    );
+    for id in &orders {
+        let count = |event_type: &str| {
+            per_order
+                .get(&(id.clone(), event_type.to_owned()))
+                .copied()
+                .unwrap_or(0)
+        };
+        // The sweeps: one cancellation per order, whichever replica won.
+        assert_eq!(count("OrderPlaced"), 1, "order {id}");
+        assert_eq!(count("OrderCancelled"), 1, "order {id}");
+        // The payment claims: one capture at the provider and one refund.
+        let effects = shop.effects(id).await?;
+        assert!(
+            effects.captures <= 1 && effects.refunds == effects.captures,
+            "order {id}: {} captures, {} refunds",
+            effects.captures,
+            effects.refunds
+        );
+    }
+    // Both replicas of each consumer did a share of the work.
+    for service in [Service::Order, Service::Payment] {
+        for index in 0..2 {
+            let url = format!(
+                "{}/metrics",
+                shop.stack.ops_url(Replica::new(service, index))
+            );
+            let text = reqwest::get(&url).await?.text().await?;
+            let owned =
+                shipshape_e2e::metric_value(&text, "shipshape_consumer_assigned_partitions");
+            assert!(
+                owned.is_some_and(|owned| owned > 0.0),
+                "{service} replica {index} owns partitions: {owned:?}"
+            );
+        }
+    }
+    Ok(())
 }

@@ -46,6 +46,9 @@ const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 struct Args {
     baseline: bool,
     tracing: Tracing,
+    /// `--replicas 1,2`: a run per count, each with that many replicas of
+    /// every saga service on a fresh stack (default one run with 1).
+    replicas: Vec<usize>,
     out: Option<PathBuf>,
     command: String,
     rest: Vec<String>,
@@ -76,9 +79,33 @@ impl std::str::FromStr for Tracing {
     }
 }
 
+/// The most replicas of a service a load test runs.
+const MAX_REPLICAS: usize = 8;
+
+/// `1,2`: each count once, from 1 to [`MAX_REPLICAS`].
+fn parse_replicas(list: &str) -> anyhow::Result<Vec<usize>> {
+    let mut counts = Vec::new();
+    for item in list.split(',') {
+        let count = item
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_REPLICAS).contains(n))
+            .with_context(|| {
+                format!("--replicas takes counts from 1 to {MAX_REPLICAS}, not {item:?}")
+            })?;
+        if counts.contains(&count) {
+            bail!("--replicas names {count} twice");
+        }
+        counts.push(count);
+    }
+    Ok(counts)
+}
+
 fn parse(args: Vec<String>) -> anyhow::Result<Args> {
     let mut baseline = false;
     let mut tracing = Tracing::Off;
+    let mut replicas = vec![1];
     let mut out = None;
     let mut command = None;
     let mut rest = Vec::new();
@@ -91,6 +118,10 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
                     .next()
                     .context("--tracing needs off, on or compare")?
                     .parse()?
+            }
+            "--replicas" => {
+                replicas =
+                    parse_replicas(&args.next().context("--replicas needs a list such as 1,2")?)?
             }
             "--out" => {
                 out = Some(PathBuf::from(
@@ -106,12 +137,16 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
     if !["run", "capacity", "sequential", "baseline"].contains(&command.as_str()) {
         bail!("`cargo xtask loadtest` runs run, capacity, sequential or baseline, not `{command}`");
     }
-    if tracing == Tracing::Compare && (command != "run" || baseline) {
-        bail!("--tracing compare runs `run` twice; it takes no other command and no --baseline");
+    if tracing == Tracing::Compare && (command != "run" || baseline || replicas.len() > 1) {
+        bail!(
+            "--tracing compare runs `run` twice; it takes no other command, no --baseline and one \
+             replica count"
+        );
     }
     Ok(Args {
         baseline,
         tracing,
+        replicas,
         out,
         command,
         rest,
@@ -149,16 +184,49 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
 
     broker::Installation::install()?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
-    if args.tracing != Tracing::Compare {
+    if let [replicas] = args.replicas[..]
+        && args.tracing != Tracing::Compare
+    {
         let status = run_once(
             &args,
             &bin_dir,
             &out,
-            args.tracing == Tracing::On,
+            Run {
+                traced: args.tracing == Tracing::On,
+                replicas,
+            },
             &mut interrupt,
         )
         .await?;
         return Ok(exit_code(status));
+    }
+    if args.tracing != Tracing::Compare {
+        // One run per replica count, in the order given, each on a fresh
+        // stack and fresh databases.
+        let mut reports = Vec::new();
+        for &replicas in &args.replicas {
+            let name = format!("replicas-{replicas}");
+            let dir = out.join(&name);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let run = Run {
+                traced: args.tracing == Tracing::On,
+                replicas,
+            };
+            let status = run_once(&args, &bin_dir, &dir, run, &mut interrupt).await?;
+            if status != Some(0) {
+                eprintln!("the run with {replicas} replicas failed; not comparing");
+                return Ok(exit_code(status));
+            }
+            reports.push((name, read_report(&dir)?));
+        }
+        let named: Vec<(&str, Value)> = reports
+            .iter()
+            .map(|(name, report)| (name.as_str(), report.clone()))
+            .collect();
+        let comparison = compare(&named, rows_for(&args.command));
+        println!("{comparison}");
+        std::fs::write(out.join("replicas.txt"), &comparison).context("writing replicas.txt")?;
+        return Ok(ExitCode::SUCCESS);
     }
     // Off first, then on: each on a fresh stack and fresh databases, the
     // same command and the same load.
@@ -166,29 +234,41 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     for (name, traced) in [("tracing-off", false), ("tracing-on", true)] {
         let dir = out.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let status = run_once(&args, &bin_dir, &dir, traced, &mut interrupt).await?;
+        let run = Run {
+            traced,
+            replicas: args.replicas[0],
+        };
+        let status = run_once(&args, &bin_dir, &dir, run, &mut interrupt).await?;
         if status != Some(0) {
             eprintln!("the {name} run failed; not comparing");
             return Ok(exit_code(status));
         }
         reports.push((name, read_report(&dir)?));
     }
-    let comparison = compare(&reports);
+    let comparison = compare(&reports, RUN_ROWS);
     println!("{comparison}");
     std::fs::write(out.join("tracing-overhead.txt"), &comparison)
         .context("writing tracing-overhead.txt")?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// How one stack of a load test runs.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    /// Every service exports its spans to a collector in this process.
+    traced: bool,
+    /// Replicas of each saga service.
+    replicas: usize,
+}
+
 /// Starts a stack, runs `shipshape-loadtest` against it with its report in
-/// `out`, stops the stack; returns the load test's exit code. With
-/// `traced`, every service exports its spans to a collector in this
-/// process, whose span count is printed at the end.
+/// `out`, stops the stack; returns the load test's exit code. A traced
+/// run prints the collector's span count at the end.
 async fn run_once(
     args: &Args,
     bin_dir: &Path,
     out: &Path,
-    traced: bool,
+    Run { traced, replicas }: Run,
     interrupt: &mut Signal,
 ) -> anyhow::Result<Option<i32>> {
     let admin_url = postgres::ensure_server().await?;
@@ -196,8 +276,9 @@ async fn run_once(
     // per-client rate limit (100/s by default) counts as one client: it
     // would measure the limit, not the checkout. The limiter stays on, so
     // its cost is measured, but far above the test's rate.
-    let mut options =
-        StackOptions::scratch(bin_dir, out.join("logs"), "lt")?.with_rate_limit_out_of_reach();
+    let mut options = StackOptions::scratch(bin_dir, out.join("logs"), "lt")?
+        .with_rate_limit_out_of_reach()
+        .with_replicas(replicas, replicas);
     let prefix = options.database_prefix.clone();
     let collector = if traced {
         let collector = Collector::start().await?;
@@ -210,7 +291,7 @@ async fn run_once(
         None
     };
     eprintln!(
-        "starting the stack, tracing {} (logs in {})",
+        "starting the stack, {replicas} replica(s) of each saga service, tracing {} (logs in {})",
         if traced { "on" } else { "off" },
         out.join("logs").display()
     );
@@ -236,9 +317,9 @@ async fn run_once(
         );
     if args.command != "sequential" {
         command.arg("--out").arg(out);
-        for service in Service::ALL {
-            if let Some(pid) = stack.pid(service) {
-                command.args(["--watch", &format!("{}={pid}", service.name())]);
+        for replica in stack.replicas() {
+            if let Some(pid) = stack.pid(replica) {
+                command.args(["--watch", &format!("{}={pid}", replica.name())]);
             }
         }
         if let Some(pid) = stack.broker_pid() {
@@ -282,29 +363,48 @@ fn read_report(dir: &Path) -> anyhow::Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// The runs' throughput, errors and latencies side by side.
-fn compare(reports: &[(&str, Value)]) -> String {
-    let rows: [(&str, &str); 7] = [
-        ("checkouts/s (terminal orders)", "/run/throughput"),
-        ("error rate", "/run/error_rate"),
-        (
-            "POST /api/v1/orders p50 ms",
-            "/run/endpoints/POST ~1api~1v1~1orders/latency/p50_ms",
-        ),
-        (
-            "POST /api/v1/orders p99 ms",
-            "/run/endpoints/POST ~1api~1v1~1orders/latency/p99_ms",
-        ),
-        ("saga p50 ms", "/run/saga/p50_ms"),
-        ("saga p99 ms", "/run/saga/p99_ms"),
-        ("orders placed", "/run/placed"),
-    ];
+/// What a comparison of `run` reports shows: label and JSON pointer.
+const RUN_ROWS: &[(&str, &str)] = &[
+    ("checkouts/s (terminal orders)", "/run/throughput"),
+    ("error rate", "/run/error_rate"),
+    (
+        "POST /api/v1/orders p50 ms",
+        "/run/endpoints/POST ~1api~1v1~1orders/latency/p50_ms",
+    ),
+    (
+        "POST /api/v1/orders p99 ms",
+        "/run/endpoints/POST ~1api~1v1~1orders/latency/p99_ms",
+    ),
+    ("saga p50 ms", "/run/saga/p50_ms"),
+    ("saga p99 ms", "/run/saga/p99_ms"),
+    ("orders placed", "/run/placed"),
+];
+
+/// What a comparison of `capacity` reports shows.
+const CAPACITY_ROWS: &[(&str, &str)] = &[
+    ("sustainable checkouts/s", "/capacity/sustainable_rate"),
+    ("first broken checkouts/s", "/capacity/first_broken_rate"),
+    ("baseline transactions/s", "/baseline/tps"),
+    ("saga / baseline", "/baseline/ratio"),
+];
+
+/// The rows that compare reports of `command`.
+fn rows_for(command: &str) -> &'static [(&'static str, &'static str)] {
+    if command == "capacity" {
+        CAPACITY_ROWS
+    } else {
+        RUN_ROWS
+    }
+}
+
+/// The reports side by side, one column each, a row per `rows` entry.
+fn compare(reports: &[(&str, Value)], rows: &[(&str, &str)]) -> String {
     let mut table = format!("{:<32}", "");
     for (name, _) in reports {
         table.push_str(&format!("{name:>14}"));
     }
     table.push('\n');
-    for (label, pointer) in rows {
+    for &(label, pointer) in rows {
         table.push_str(&format!("{label:<32}"));
         for (_, report) in reports {
             let value = report
@@ -335,6 +435,7 @@ mod tests {
             Args {
                 baseline: true,
                 tracing: Tracing::Off,
+                replicas: vec![1],
                 out: Some(PathBuf::from("/tmp/x")),
                 command: "capacity".to_owned(),
                 rest: args("--step 20 --half-rate-secs 60"),
@@ -354,5 +455,20 @@ mod tests {
         assert!(parse(args("--tracing sometimes")).is_err());
         assert!(parse(args("--tracing compare capacity")).is_err());
         assert!(parse(args("--tracing compare --baseline run")).is_err());
+        assert!(parse(args("--tracing compare --replicas 1,2 run")).is_err());
+    }
+
+    #[test]
+    fn replica_counts_are_a_list_of_small_distinct_numbers() {
+        assert_eq!(
+            parse(args("--replicas 1,2 --baseline capacity"))
+                .expect("args")
+                .replicas,
+            [1, 2]
+        );
+        assert_eq!(parse(Vec::new()).expect("args").replicas, [1]);
+        for bad in ["0", "9", "1,1", "1,,2", "two"] {
+            assert!(parse_replicas(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -25,7 +25,7 @@ Commands:
                    (each under a topic prefix of its own), then run every
                    test with `cargo nextest run --workspace --no-fail-fast
                    ARGS...`
-  loadtest [--baseline] [--tracing off|on|compare] [--out DIR] [COMMAND [ARGS...]]
+  loadtest [--baseline] [--tracing off|on|compare] [--replicas N[,M...]] [--out DIR] [COMMAND [ARGS...]]
                    build release binaries, start the stack on free ports with
                    fresh databases, run `shipshape-loadtest COMMAND ARGS...`
                    (run, capacity, sequential or baseline; default run)
@@ -33,8 +33,10 @@ Commands:
                    then stop it; --baseline adds the pgbench baseline;
                    --tracing on exports every span to a collector in xtask,
                    compare runs `run` with tracing off, then on, and prints
-                   both. The report goes to DIR (default
-                   <target>/loadtest/<timestamp>)
+                   both; --replicas runs N of each saga service, and with a
+                   list runs the command once per count on a fresh stack
+                   and prints them side by side. The report goes to DIR
+                   (default <target>/loadtest/<timestamp>)
   schemathesis [--schemathesis PATH] [--max-examples N] [--seed N] [--out DIR] [-- ARGS...]
                    build the services, start the stack on free ports with
                    fresh databases, run schemathesis against the gateway's
