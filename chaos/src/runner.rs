@@ -18,7 +18,7 @@ use shipshape_loadtest::client::Secret;
 use shipshape_loadtest::run::{Load, RunOptions, RunReport};
 use shipshape_loadtest::schedule::{Rate, Schedule as Arrivals};
 use shipshape_loadtest::stats::round3;
-use shipshape_testkit::stack::{Service, Stack, StackOptions};
+use shipshape_testkit::stack::{Replica, Service, Stack, StackOptions};
 use tokio::task::JoinHandle;
 
 use crate::report::{AppliedFault, ChaosReport, Convergence, UnplannedRestart};
@@ -59,7 +59,8 @@ pub async fn run(schedule: &Schedule, options: &RunnerOptions) -> anyhow::Result
         .with_context(|| format!("creating {}", options.out_dir.display()))?;
     let mut stack_options =
         StackOptions::scratch(&options.bin_dir, options.out_dir.join("logs"), "ch")?
-            .with_rate_limit_out_of_reach();
+            .with_rate_limit_out_of_reach()
+            .with_replicas(schedule.replicas, schedule.max_replicas());
     // The stack's processes share the runner's process group, so whatever
     // signals the whole group (a terminal's Ctrl-C) reaches them too; the
     // command drops the stack, its processes and databases on Ctrl-C or
@@ -90,12 +91,12 @@ struct Run<'a> {
     /// When the load started: every time in the report counts from here.
     started: Instant,
     /// The processes the schedule has stopped; every other one should run.
-    stopped: BTreeSet<Service>,
+    stopped: BTreeSet<Replica>,
     /// Processes whose planned restart failed, so the supervisor's report
     /// of them does not read as a crash.
-    failed_restarts: BTreeSet<Service>,
+    failed_restarts: BTreeSet<Replica>,
     /// When the supervisor last restarted each process.
-    restarted_at: BTreeMap<Service, Instant>,
+    restarted_at: BTreeMap<Replica, Instant>,
     applied: Vec<AppliedFault>,
     unplanned: Vec<UnplannedRestart>,
     /// What failed while bringing the system back after the faults.
@@ -217,28 +218,27 @@ impl<'a> Run<'a> {
         }
         let exited = self.stack.exited()?;
         for (replica, status) in exited {
-            let service = replica.service;
-            if self.stopped.contains(&service) {
+            if self.stopped.contains(&replica) {
                 continue;
             }
             // A process that dies as soon as it starts is not restarted
             // more than once per backoff, as Kubernetes would back off.
             if self
                 .restarted_at
-                .get(&service)
+                .get(&replica)
                 .is_some_and(|at| at.elapsed() < RESTART_BACKOFF)
             {
                 continue;
             }
             let at_secs = self.seconds();
-            let exit_status = if self.failed_restarts.remove(&service) {
+            let exit_status = if self.failed_restarts.remove(&replica) {
                 format!("down since its planned restart failed ({status})")
             } else {
                 status.to_string()
             };
-            self.say(&format!("{service}: {exit_status}; restarting it"));
+            self.say(&format!("{replica}: {exit_status}; restarting it"));
             let restart = self.stack.launch(replica).err().map(|e| format!("{e:#}"));
-            self.restarted_at.insert(service, Instant::now());
+            self.restarted_at.insert(replica, Instant::now());
             self.unplanned.push(UnplannedRestart {
                 service: replica.name(),
                 at_secs,
@@ -307,18 +307,28 @@ impl<'a> Run<'a> {
     /// Applies a fault; returns what is worth reporting about it.
     async fn begin(&mut self, action: &Action) -> anyhow::Result<Option<String>> {
         match *action {
-            Action::Kill { service, .. } => {
-                self.stopped.insert(service);
-                self.stack.kill(service)?;
+            Action::Kill { replica, .. } => {
+                self.stopped.insert(replica);
+                self.stack.kill(replica)?;
                 Ok(None)
             }
-            Action::Terminate { service, .. } => {
-                self.stopped.insert(service);
-                let status = self.stack.terminate(service).await?;
+            Action::Terminate { replica, .. } => {
+                self.stopped.insert(replica);
+                let status = self.stack.terminate(replica).await?;
                 Ok(Some(format!("exited with {status}")))
+            }
+            Action::ScaleOut { service } => {
+                // Not waited for: the supervisor and the convergence wait
+                // see to it like any other process.
+                let added = self.stack.launch_replica(service)?;
+                Ok(Some(format!("started {added}")))
             }
             Action::BrokerRestart { .. } => {
                 self.stack.kill_broker()?;
+                Ok(None)
+            }
+            Action::BrokerPause { .. } => {
+                self.stack.pause_broker()?;
                 Ok(None)
             }
             Action::KillConnections { service } => {
@@ -339,15 +349,16 @@ impl<'a> Run<'a> {
     /// Undoes a lasting fault.
     async fn end(&mut self, action: &Action) -> anyhow::Result<Option<String>> {
         match *action {
-            Action::Kill { service, .. } | Action::Terminate { service, .. } => {
-                self.stopped.remove(&service);
-                if let Err(e) = self.stack.launch(service) {
-                    self.failed_restarts.insert(service);
+            Action::Kill { replica, .. } | Action::Terminate { replica, .. } => {
+                self.stopped.remove(&replica);
+                if let Err(e) = self.stack.launch(replica) {
+                    self.failed_restarts.insert(replica);
                     return Err(e);
                 }
             }
             Action::BrokerRestart { .. } => self.stack.start_broker().await?,
-            Action::KillConnections { .. } => {}
+            Action::BrokerPause { .. } => self.stack.resume_broker()?,
+            Action::KillConnections { .. } | Action::ScaleOut { .. } => {}
             Action::Network { link, .. } => self.stack.fault(link)?.clear(),
             Action::Psp { .. } => self.set_psp_faults(PspFaults::default()).await?,
         }

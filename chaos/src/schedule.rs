@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! name = "example"
+//! replicas = 2      # processes of each of order, inventory, payment, shipping
 //!
 //! [load]
 //! rate = 6.0        # checkouts per second, open model
@@ -17,6 +18,17 @@
 //! service = "payment"
 //! at_secs = 10
 //! restart_after_secs = 3
+//! replica = 1                 # which replica (default 0, the first)
+//!
+//! [[fault]]
+//! kind = "scale-out"          # one more replica, kept to the end
+//! service = "shipping"
+//! at_secs = 15
+//!
+//! [[fault]]
+//! kind = "broker-pause"       # SIGSTOP, SIGCONT after for_secs
+//! at_secs = 25
+//! for_secs = 3
 //!
 //! [[fault]]
 //! kind = "network"
@@ -38,7 +50,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use shipshape_faultproxy::Fault as NetworkFault;
-use shipshape_testkit::stack::{Link, Service};
+use shipshape_testkit::stack::{Link, Replica, Service};
+
+/// The most replicas of a service a schedule may run.
+const MAX_REPLICAS: usize = 4;
 
 /// The longest a fault, a delay or an injected latency may last: longer
 /// than any saga deadline, short enough that a typo cannot hang a run.
@@ -48,6 +63,8 @@ const LONGEST: Duration = Duration::from_secs(600);
 #[derive(Clone, Debug, PartialEq)]
 pub struct Schedule {
     pub name: String,
+    /// Processes of each of [`Service::REPLICATED`] at the start.
+    pub replicas: usize,
     /// Checkouts per second.
     pub rate: f64,
     /// How many checkouts arrive (rate × load duration).
@@ -71,13 +88,19 @@ pub struct Fault {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// SIGKILL the process, as a crash would; start it again after `down`.
-    Kill { service: Service, down: Duration },
+    Kill { replica: Replica, down: Duration },
     /// SIGTERM the process (a graceful shutdown, as a rolling update does);
     /// start it again after `down`.
-    Terminate { service: Service, down: Duration },
+    Terminate { replica: Replica, down: Duration },
+    /// Start one more replica of the service (scale out); it stays.
+    ScaleOut { service: Service },
     /// SIGKILL the broker and start it again on the same data after
     /// `down`: every acknowledged message must survive (`acks=all`).
     BrokerRestart { down: Duration },
+    /// Freeze the broker with SIGSTOP (its connections stay open, nothing
+    /// answers, as in a long garbage-collection pause) and SIGCONT it after
+    /// `lasting`.
+    BrokerPause { lasting: Duration },
     /// End every session on the service's database (`pg_terminate_backend`).
     KillConnections { service: Service },
     /// Shape or cut the traffic of one link through its fault proxy.
@@ -110,7 +133,7 @@ pub struct PspFaults {
 /// same thing at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Holds {
-    Process(Service),
+    Process(Replica),
     Broker,
     Link(Link),
 }
@@ -125,13 +148,13 @@ impl Fault {
     /// they and a restart of that process exclude each other.
     fn holds(&self) -> Option<Holds> {
         match self.action {
-            Action::Kill { service, .. } | Action::Terminate { service, .. } => {
-                Some(Holds::Process(service))
+            Action::Kill { replica, .. } | Action::Terminate { replica, .. } => {
+                Some(Holds::Process(replica))
             }
-            Action::BrokerRestart { .. } => Some(Holds::Broker),
-            Action::KillConnections { .. } => None,
+            Action::BrokerRestart { .. } | Action::BrokerPause { .. } => Some(Holds::Broker),
+            Action::KillConnections { .. } | Action::ScaleOut { .. } => None,
             Action::Network { link, .. } => Some(Holds::Link(link)),
-            Action::Psp { .. } => Some(Holds::Process(Service::Psp)),
+            Action::Psp { .. } => Some(Holds::Process(Service::Psp.into())),
         }
     }
 }
@@ -143,8 +166,10 @@ impl Action {
             Action::Kill { down, .. }
             | Action::Terminate { down, .. }
             | Action::BrokerRestart { down, .. } => Some(down),
-            Action::KillConnections { .. } => None,
-            Action::Network { lasting, .. } | Action::Psp { lasting, .. } => Some(lasting),
+            Action::KillConnections { .. } | Action::ScaleOut { .. } => None,
+            Action::Network { lasting, .. }
+            | Action::Psp { lasting, .. }
+            | Action::BrokerPause { lasting } => Some(lasting),
         }
     }
 
@@ -153,7 +178,9 @@ impl Action {
         match self {
             Action::Kill { .. } => "kill",
             Action::Terminate { .. } => "terminate",
+            Action::ScaleOut { .. } => "scale-out",
             Action::BrokerRestart { .. } => "broker-restart",
+            Action::BrokerPause { .. } => "broker-pause",
             Action::KillConnections { .. } => "kill-connections",
             Action::Network { .. } => "network",
             Action::Psp { .. } => "psp",
@@ -165,14 +192,18 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = |d: &Duration| format!("{} s", d.as_secs_f64());
         match self {
-            Action::Kill { service, down } => {
-                write!(f, "SIGKILL {service}, restart after {}", secs(down))
+            Action::Kill { replica, down } => {
+                write!(f, "SIGKILL {replica}, restart after {}", secs(down))
             }
-            Action::Terminate { service, down } => {
-                write!(f, "SIGTERM {service}, restart after {}", secs(down))
+            Action::Terminate { replica, down } => {
+                write!(f, "SIGTERM {replica}, restart after {}", secs(down))
             }
+            Action::ScaleOut { service } => write!(f, "one more {service} replica"),
             Action::BrokerRestart { down } => {
                 write!(f, "SIGKILL the broker, restart after {}", secs(down))
+            }
+            Action::BrokerPause { lasting } => {
+                write!(f, "SIGSTOP the broker, SIGCONT after {}", secs(lasting))
             }
             Action::KillConnections { service } => {
                 write!(f, "pg_terminate_backend on {service}'s database")
@@ -258,11 +289,17 @@ fn parse_service(name: &str) -> anyhow::Result<Service> {
         })
 }
 
+fn one() -> usize {
+    1
+}
+
 /// The file as written, before validation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     name: Option<String>,
+    #[serde(default = "one")]
+    replicas: usize,
     load: LoadSpec,
     #[serde(default)]
     convergence: ConvergenceSpec,
@@ -298,15 +335,27 @@ enum FaultSpec {
         at_secs: f64,
         service: String,
         restart_after_secs: f64,
+        #[serde(default)]
+        replica: usize,
     },
     Terminate {
         at_secs: f64,
         service: String,
         restart_after_secs: f64,
+        #[serde(default)]
+        replica: usize,
+    },
+    ScaleOut {
+        at_secs: f64,
+        service: String,
     },
     BrokerRestart {
         at_secs: f64,
         down_secs: f64,
+    },
+    BrokerPause {
+        at_secs: f64,
+        for_secs: f64,
     },
     KillConnections {
         at_secs: f64,
@@ -367,18 +416,36 @@ fn latency(ms: u64, what: &str) -> anyhow::Result<Duration> {
     Ok(latency)
 }
 
+/// Replica `index` of the service named `name`, which must be one of the
+/// `replicas` the run starts.
+fn parse_replica(name: &str, index: usize, replicas: usize) -> anyhow::Result<Replica> {
+    let service = parse_service(name)?;
+    let count = if Service::REPLICATED.contains(&service) {
+        replicas
+    } else {
+        1
+    };
+    if index >= count {
+        bail!(
+            "replica = {index}, but the run starts {count} {service} replica(s), numbered from 0"
+        );
+    }
+    Ok(Replica::new(service, index))
+}
+
 impl FaultSpec {
-    fn validate(self, load: Duration) -> anyhow::Result<Fault> {
+    fn validate(self, load: Duration, replicas: usize) -> anyhow::Result<Fault> {
         let starts = |at_secs: f64| seconds(at_secs, "at_secs", load);
         let (at, action) = match self {
             FaultSpec::Kill {
                 at_secs,
                 service,
                 restart_after_secs,
+                replica,
             } => (
                 starts(at_secs)?,
                 Action::Kill {
-                    service: parse_service(&service)?,
+                    replica: parse_replica(&service, replica, replicas)?,
                     down: positive_seconds(restart_after_secs, "restart_after_secs")?,
                 },
             ),
@@ -386,17 +453,31 @@ impl FaultSpec {
                 at_secs,
                 service,
                 restart_after_secs,
+                replica,
             } => (
                 starts(at_secs)?,
                 Action::Terminate {
-                    service: parse_service(&service)?,
+                    replica: parse_replica(&service, replica, replicas)?,
                     down: positive_seconds(restart_after_secs, "restart_after_secs")?,
                 },
             ),
+            FaultSpec::ScaleOut { at_secs, service } => {
+                let service = parse_service(&service)?;
+                if !Service::REPLICATED.contains(&service) {
+                    bail!("only order, inventory, payment and shipping scale out, not {service}");
+                }
+                (starts(at_secs)?, Action::ScaleOut { service })
+            }
             FaultSpec::BrokerRestart { at_secs, down_secs } => (
                 starts(at_secs)?,
                 Action::BrokerRestart {
                     down: positive_seconds(down_secs, "down_secs")?,
+                },
+            ),
+            FaultSpec::BrokerPause { at_secs, for_secs } => (
+                starts(at_secs)?,
+                Action::BrokerPause {
+                    lasting: positive_seconds(for_secs, "for_secs")?,
                 },
             ),
             FaultSpec::KillConnections { at_secs, database } => {
@@ -475,8 +556,15 @@ impl Schedule {
         if file.load.orders == 0 {
             bail!("load.orders must be at least 1");
         }
+        if !(1..=MAX_REPLICAS).contains(&file.replicas) {
+            bail!(
+                "replicas must be from 1 to {MAX_REPLICAS}, not {}",
+                file.replicas
+            );
+        }
         let schedule = Self {
             name: file.name.unwrap_or_else(|| default_name.to_owned()),
+            replicas: file.replicas,
             rate,
             orders: file.load.orders,
             convergence_timeout: positive_seconds(
@@ -491,7 +579,7 @@ impl Schedule {
             .into_iter()
             .enumerate()
             .map(|(index, spec)| {
-                spec.validate(load)
+                spec.validate(load, file.replicas)
                     .with_context(|| format!("fault #{} in the schedule", index + 1))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -527,6 +615,18 @@ impl Schedule {
         links.sort();
         links.dedup();
         links
+    }
+
+    /// The most replicas of any service the run has at once: those it
+    /// starts and those it adds.
+    pub fn max_replicas(&self) -> usize {
+        let added = Service::REPLICATED.iter().map(|&service| {
+            self.faults
+                .iter()
+                .filter(|f| matches!(f.action, Action::ScaleOut { service: s } if s == service))
+                .count()
+        });
+        self.replicas + added.max().unwrap_or(0)
     }
 
     /// The kinds of fault it applies, each once, in a fixed order.
@@ -669,11 +769,11 @@ lose_response_rate = 0.1
             actions,
             [
                 &Action::Kill {
-                    service: Service::Psp,
+                    replica: Service::Psp.into(),
                     down: Duration::from_millis(2500)
                 },
                 &Action::Terminate {
-                    service: Service::Order,
+                    replica: Service::Order.into(),
                     down: Duration::from_secs(1)
                 },
                 &Action::BrokerRestart {
@@ -797,6 +897,70 @@ restart_after_secs = 1
     }
 
     #[test]
+    fn replicas_are_killed_one_by_one_and_scale_out_counts_toward_the_ports() {
+        let schedule = Schedule::parse(
+            r#"
+replicas = 2
+[load]
+rate = 5.0
+orders = 500
+
+[[fault]]
+kind = "kill"
+service = "inventory"
+replica = 1
+at_secs = 10
+restart_after_secs = 5
+
+[[fault]]
+kind = "terminate"
+service = "inventory"
+at_secs = 12
+restart_after_secs = 5
+
+[[fault]]
+kind = "scale-out"
+service = "shipping"
+at_secs = 20
+
+[[fault]]
+kind = "scale-out"
+service = "shipping"
+at_secs = 30
+
+[[fault]]
+kind = "broker-pause"
+at_secs = 40
+for_secs = 3
+"#,
+            "replicas",
+        )
+        .expect("two replicas of inventory may be down at once, one by each fault");
+        assert_eq!(schedule.replicas, 2);
+        assert_eq!(schedule.max_replicas(), 4, "two added to shipping's two");
+        assert_eq!(
+            schedule.faults[0].action,
+            Action::Kill {
+                replica: Replica::new(Service::Inventory, 1),
+                down: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(schedule.faults[2].end(), None, "a scale-out stays");
+        assert_eq!(schedule.faults[4].end(), Some(Duration::from_secs(43)));
+        assert!(schedule.kinds().contains(&"broker-pause"));
+        let paused_twice = Schedule::parse(
+            "[load]\nrate = 5.0\norders = 500\n[[fault]]\nkind = \"broker-pause\"\nat_secs = 1\nfor_secs = 5\n[[fault]]\nkind = \"broker-restart\"\nat_secs = 3\ndown_secs = 1\n",
+            "x",
+        )
+        .expect_err("the broker is held by one fault at a time");
+        assert!(format!("{paused_twice:#}").contains("overlap"));
+        assert!(
+            Schedule::parse("replicas = 9\n[load]\nrate = 5.0\norders = 5\n", "x").is_err(),
+            "at most four"
+        );
+    }
+
+    #[test]
     fn refuses_what_a_run_would_trip_over() {
         let cases = [
             (
@@ -847,6 +1011,18 @@ restart_after_secs = 1
                 "[[fault]]\nkind = \"reboot\"\nat_secs = 1\n",
                 "unknown variant",
             ),
+            (
+                "[[fault]]\nkind = \"kill\"\nservice = \"order\"\nreplica = 1\nat_secs = 1\nrestart_after_secs = 1\n",
+                "starts 1 order replica(s)",
+            ),
+            (
+                "[[fault]]\nkind = \"scale-out\"\nservice = \"gateway\"\nat_secs = 1\n",
+                "only order, inventory, payment and shipping scale out",
+            ),
+            (
+                "[[fault]]\nkind = \"broker-pause\"\nat_secs = 1\nfor_secs = 0\n",
+                "more than 0 s",
+            ),
         ];
         for (faults, expected) in cases {
             let message = error(faults);
@@ -878,7 +1054,7 @@ restart_after_secs = 1
         };
         assert_eq!(blackhole.to_string(), "blackhole on shipping-db for 4 s");
         let kill = Action::Kill {
-            service: Service::Psp,
+            replica: Service::Psp.into(),
             down: Duration::from_millis(1500),
         };
         assert_eq!(

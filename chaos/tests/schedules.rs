@@ -36,11 +36,13 @@ fn the_ci_schedules_apply_every_kind_of_fault_to_every_part() {
     assert_eq!(
         kinds,
         [
+            "broker-pause",
             "broker-restart",
             "kill",
             "kill-connections",
             "network",
             "psp",
+            "scale-out",
             "terminate"
         ]
     );
@@ -49,7 +51,7 @@ fn the_ci_schedules_apply_every_kind_of_fault_to_every_part() {
         assert!(
             actions
                 .iter()
-                .any(|a| matches!(a, Action::Kill { service: s, .. } if *s == service)),
+                .any(|a| matches!(a, Action::Kill { replica, .. } if replica.service == service)),
             "{service} is SIGKILLed"
         );
     }
@@ -107,12 +109,32 @@ fn the_broker_schedule_restarts_the_broker_while_every_consumer_restarts() {
     );
     for service in Service::WITH_DATABASE {
         assert!(
-            actions
-                .iter()
-                .any(|a| matches!(a, Action::Terminate { service: s, .. } if *s == service)),
+            actions.iter().any(
+                |a| matches!(a, Action::Terminate { replica, .. } if replica.service == service)
+            ),
             "{service} is restarted"
         );
     }
+}
+
+#[test]
+fn the_broker_schedule_runs_two_replicas_kills_one_and_scales_out() {
+    let broker = shipped("ci-broker");
+    assert_eq!(broker.replicas, 2);
+    assert!(broker.max_replicas() > broker.replicas, "a scale-out");
+    let actions: Vec<&Action> = broker.faults.iter().map(|f| &f.action).collect();
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Kill { replica, .. } if replica.index == 1)),
+        "a second replica is SIGKILLed while the first runs on"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::BrokerPause { .. })),
+        "the broker is frozen"
+    );
 }
 
 #[test]

@@ -446,6 +446,8 @@ pub struct Broker {
     /// Where this broker records its class-data-sharing archive, if the
     /// machine has none yet.
     recording: Option<PathBuf>,
+    /// Frozen with SIGSTOP ([`Broker::pause`]).
+    paused: bool,
 }
 
 impl Broker {
@@ -504,6 +506,7 @@ impl Broker {
             config,
             installation: installation.clone(),
             recording,
+            paused: false,
         };
         broker.wait_accepting().await?;
         Ok(broker)
@@ -585,9 +588,27 @@ impl Broker {
         self.process.kill().map(drop)
     }
 
+    /// Freezes it with SIGSTOP: connections stay open and nothing answers.
+    pub fn pause(&mut self) -> anyhow::Result<()> {
+        self.process.pause()?;
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        self.process.resume()?;
+        self.paused = false;
+        Ok(())
+    }
+
     /// Stops it with SIGTERM (a controlled shutdown; SIGKILL after 30 s)
     /// and reports how it ended.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        // A frozen JVM would not see the SIGTERM until the grace ran out.
+        if self.paused {
+            self.resume()?;
+        }
         match self.process.terminate(STOP_GRACE).await? {
             Stopped::Exited(_) => {
                 if let Some(recording) = self.recording.take().filter(|r| r.is_file()) {

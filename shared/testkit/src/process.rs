@@ -121,6 +121,16 @@ impl Process {
         }
     }
 
+    /// Freezes the process (SIGSTOP) until [`Process::resume`].
+    pub(crate) fn pause(&mut self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub(crate) fn resume(&mut self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
     /// SIGKILLs the process (if it still runs) and reaps it.
     pub(crate) fn kill(&mut self) -> anyhow::Result<ExitStatus> {
         self.signal(Signal::SIGKILL)?;

@@ -1125,6 +1125,29 @@ impl Stack {
         broker.kill()
     }
 
+    /// Freezes the stack's own broker with SIGSTOP: its connections stay
+    /// open and nothing answers, as in a long garbage-collection pause.
+    pub fn pause_broker(&mut self) -> anyhow::Result<()> {
+        self.own_broker()?.pause()
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume_broker(&mut self) -> anyhow::Result<()> {
+        self.own_broker()?.resume()
+    }
+
+    fn own_broker(&mut self) -> anyhow::Result<&mut Broker> {
+        if self.installation.is_none() {
+            bail!(
+                "this stack uses the run's shared broker ({SHARED_BROKER_VAR}), which it may not \
+                 pause: start it with StackOptions::with_own_broker"
+            );
+        }
+        self.broker
+            .as_mut()
+            .ok_or_else(|| anyhow!("the broker is not running"))
+    }
+
     /// Starts the broker again on the same ports and data, after
     /// [`Stack::kill_broker`] (or a crash: [`Stack::broker_exited`]).
     pub async fn start_broker(&mut self) -> anyhow::Result<()> {
@@ -1147,6 +1170,15 @@ impl Stack {
     /// Starts one more replica of `service` (scale out) and waits until it
     /// is ready; returns it. Fails at [`StackOptions::max_replicas`].
     pub async fn add_replica(&mut self, service: Service) -> anyhow::Result<Replica> {
+        let replica = self.launch_replica(service)?;
+        let timeout = self.options.ready_timeout;
+        self.wait_ready(&[replica], timeout).await?;
+        Ok(replica)
+    }
+
+    /// Starts one more replica of `service` without waiting for it to be
+    /// ready; returns it. Fails at [`StackOptions::max_replicas`].
+    pub fn launch_replica(&mut self, service: Service) -> anyhow::Result<Replica> {
         if !Service::REPLICATED.contains(&service) {
             bail!(
                 "the stack runs one {service}; only order, inventory, payment and shipping scale"
@@ -1160,7 +1192,7 @@ impl Stack {
             .max()
             .unwrap_or(0);
         let replica = Replica::new(service, next);
-        self.start_service(replica).await?;
+        self.spawn(replica)?;
         Ok(replica)
     }
 
