@@ -584,7 +584,15 @@ impl Schedule {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         check_overlaps(&faults)?;
-        Ok(Self { faults, ..schedule })
+        let schedule = Self { faults, ..schedule };
+        if schedule.max_replicas() > MAX_REPLICAS {
+            bail!(
+                "scale-out faults take a service to {} replicas; at most {MAX_REPLICAS}",
+                schedule.max_replicas()
+            );
+        }
+        schedule.check_proxies_fit_replicas()?;
+        Ok(schedule)
     }
 
     /// Reads and validates the schedule in `path`.
@@ -615,6 +623,29 @@ impl Schedule {
         links.sort();
         links.dedup();
         links
+    }
+
+    /// Fails when a network fault is on a gRPC link while some service runs
+    /// several replicas: the stack refuses that (a proxy forwards to one
+    /// process), and it should be refused before anything starts.
+    fn check_proxies_fit_replicas(&self) -> anyhow::Result<()> {
+        if self.max_replicas() == 1 {
+            return Ok(());
+        }
+        let grpc = [
+            Link::GatewayToOrder,
+            Link::GatewayToInventory,
+            Link::OrderToInventory,
+        ];
+        if let Some(link) = self.links().into_iter().find(|link| grpc.contains(link)) {
+            bail!(
+                "a network fault on {} needs one replica of each service (a proxy forwards to \
+                 one process), but this run has up to {}",
+                link_name(link),
+                self.max_replicas()
+            );
+        }
+        Ok(())
     }
 
     /// The most replicas of any service the run has at once: those it
@@ -1022,6 +1053,10 @@ for_secs = 3
             (
                 "[[fault]]\nkind = \"broker-pause\"\nat_secs = 1\nfor_secs = 0\n",
                 "more than 0 s",
+            ),
+            (
+                "[[fault]]\nkind = \"scale-out\"\nservice = \"order\"\nat_secs = 1\n[[fault]]\nkind = \"network\"\nlink = \"gateway->order\"\neffect = \"drop\"\nat_secs = 1\nfor_secs = 1\n",
+                "needs one replica",
             ),
         ];
         for (faults, expected) in cases {

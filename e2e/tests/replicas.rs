@@ -33,9 +33,10 @@ const KILL_AT: Duration = Duration::from_secs(5);
 const ADD_AT: Duration = Duration::from_secs(20);
 const LOAD_FOR: Duration = Duration::from_secs(30);
 
-/// How long a survivor may take to own every partition of its group. The
-/// session timeout is 6 s; the group then has to settle.
-const HANDOVER_WITHIN: Duration = Duration::from_secs(30);
+/// How long a survivor may take to own every partition of its group: the
+/// 6 s session timeout, then the group has to settle. Well before the
+/// scale-out at [`ADD_AT`].
+const HANDOVER_WITHIN: Duration = Duration::from_secs(12);
 
 /// Partitions the first replica of `service` owns, as it reports them.
 async fn assigned(shop: &Shop, service: Service) -> anyhow::Result<f64> {

@@ -137,6 +137,11 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
     if !["run", "capacity", "sequential", "baseline"].contains(&command.as_str()) {
         bail!("`cargo xtask loadtest` runs run, capacity, sequential or baseline, not `{command}`");
     }
+    if replicas.len() > 1 && !["run", "capacity"].contains(&command.as_str()) {
+        bail!(
+            "--replicas with several counts compares `run` or `capacity` reports, not `{command}`"
+        );
+    }
     if tracing == Tracing::Compare && (command != "run" || baseline || replicas.len() > 1) {
         bail!(
             "--tracing compare runs `run` twice; it takes no other command, no --baseline and one \
@@ -470,5 +475,7 @@ mod tests {
         for bad in ["0", "9", "1,1", "1,,2", "two"] {
             assert!(parse_replicas(bad).is_err(), "{bad}");
         }
+        assert!(parse(args("--replicas 1,2 sequential")).is_err());
+        assert!(parse(args("--replicas 2 sequential")).is_ok());
     }
 }

@@ -32,8 +32,8 @@ struct UpArgs {
 }
 
 /// The most replicas `--replicas` takes: their standard ports are 10 apart
-/// (order's gRPC 50051, 50061, ...), so ten fit before they meet the next
-/// service's.
+/// (order's gRPC 50051, 50061, ...; its ops port 9101, 9111, ...), and ten
+/// of each keep within 50051-50142 and 9100-9195.
 const MAX_REPLICAS: usize = 10;
 
 fn parse_args(args: &[String]) -> anyhow::Result<UpArgs> {

@@ -12,9 +12,10 @@
 //!
 //! Each broker keeps its data in a directory of its own, so a broker killed
 //! with SIGKILL comes back on the same data with every acknowledged message
-//! (producers use `acks=all`). The first broker started on a machine also
-//! records which classes the JVM loaded (a class-data-sharing archive),
-//! which makes every later start about a third faster.
+//! (producers use `acks=all`). The first broker to stop cleanly on a
+//! machine also leaves a record of the classes its JVM loaded (a
+//! class-data-sharing archive), which makes every later start about a third
+//! faster.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
