@@ -765,15 +765,26 @@ mod tests {
         tokio::net::TcpStream::connect(broker.address())
             .await
             .expect("the broker accepts TCP connections");
+        // The listener accepts a moment before the broker logs that it has
+        // started; the log must say so within seconds.
+        let log = dir.path().join("broker.log");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut output = String::new();
+        while Instant::now() < deadline {
+            output = std::fs::read_to_string(&log).expect("the log");
+            if output.contains("Kafka Server started") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            output.contains("Kafka Server started"),
+            "the broker logs to its log file: {output}"
+        );
         broker.stop().await.expect("a controlled shutdown");
         assert!(
             !crate::ports::in_use(port),
             "the port is free after the stop"
-        );
-        let output = std::fs::read_to_string(dir.path().join("broker.log")).expect("the log");
-        assert!(
-            output.contains("Kafka Server started"),
-            "the broker logs to its log file: {output}"
         );
     }
 
