@@ -52,16 +52,8 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     }
 
     let shared_dir = test_logs.join("shared-broker");
-    let [port, controller] = <[u16; 2]>::try_from(shipshape_testkit::ports::free_ports(2)?)
-        .map_err(|ports| anyhow::anyhow!("asked for two free ports, got {ports:?}"))?;
-    let config = broker::BrokerConfig::new(
-        port,
-        controller,
-        shared_dir.join("data"),
-        shared_dir.join("broker.log"),
-    );
     let started = std::time::Instant::now();
-    let mut shared = broker::Broker::start(&kafka, config)
+    let mut shared = broker::Broker::start_in(&kafka, &shared_dir)
         .await
         .context("starting the Kafka broker the tests share")?;
     eprintln!(

@@ -513,6 +513,15 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Starts a broker on two free ports with its data in `<dir>/data` and
+    /// its output in `<dir>/broker.log`.
+    pub async fn start_in(installation: &Installation, dir: &Path) -> anyhow::Result<Self> {
+        let [port, controller] = <[u16; 2]>::try_from(crate::ports::free_ports(2)?)
+            .map_err(|ports| anyhow!("asked for two free ports, got {ports:?}"))?;
+        let config = BrokerConfig::new(port, controller, dir.join("data"), dir.join("broker.log"));
+        Self::start(installation, config).await
+    }
+
     /// Starts a broker with the same configuration and data, after this
     /// one was killed or stopped.
     pub async fn restart(self) -> anyhow::Result<Self> {
@@ -646,16 +655,8 @@ impl TestBroker {
             return Ok(Self::Shared(address));
         }
         let installation = Installation::install()?;
-        let [port, controller] = <[u16; 2]>::try_from(crate::ports::free_ports(2)?)
-            .map_err(|ports| anyhow!("asked for two free ports, got {ports:?}"))?;
-        let config = BrokerConfig::new(
-            port,
-            controller,
-            dir.join("broker-data"),
-            dir.join("broker.log"),
-        );
         Ok(Self::Own(Box::new(
-            Broker::start(&installation, config).await?,
+            Broker::start_in(&installation, dir).await?,
         )))
     }
 
@@ -742,17 +743,7 @@ mod tests {
 
     async fn started(dir: &ScratchDir) -> Broker {
         let installation = Installation::install().expect("Java and the Kafka jars");
-        let [port, controller] = crate::ports::free_ports(2)
-            .expect("ports")
-            .try_into()
-            .expect("two ports");
-        let config = BrokerConfig::new(
-            port,
-            controller,
-            dir.path().join("data"),
-            dir.path().join("broker.log"),
-        );
-        Broker::start(&installation, config)
+        Broker::start_in(&installation, dir.path())
             .await
             .expect("the broker starts")
     }

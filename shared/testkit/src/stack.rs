@@ -1112,17 +1112,9 @@ impl Stack {
     /// Kills the broker with SIGKILL, as a crash would. Only a broker of
     /// the stack's own ([`StackOptions::with_own_broker`]).
     pub fn kill_broker(&mut self) -> anyhow::Result<()> {
-        if self.installation.is_none() {
-            bail!(
-                "this stack uses the run's shared broker ({SHARED_BROKER_VAR}), which it may not \
-                 kill: start it with StackOptions::with_own_broker"
-            );
-        }
-        let mut broker = self
-            .broker
-            .take()
-            .ok_or_else(|| anyhow!("the broker is not running"))?;
-        broker.kill()
+        self.own_broker()?.kill()?;
+        self.broker = None;
+        Ok(())
     }
 
     /// Freezes the stack's own broker with SIGSTOP: its connections stay
@@ -1140,7 +1132,7 @@ impl Stack {
         if self.installation.is_none() {
             bail!(
                 "this stack uses the run's shared broker ({SHARED_BROKER_VAR}), which it may not \
-                 pause: start it with StackOptions::with_own_broker"
+                 kill, pause or restart: start it with StackOptions::with_own_broker"
             );
         }
         self.broker
