@@ -205,6 +205,10 @@ check "health probe: rustfmt --check and clippy -D warnings" lint_probe
 
 # docker-compose.yml and what it mounts.
 check "docker-compose config -q" docker-compose config -q
+# Maven refuses a POM that is not well-formed XML (a `--` in a comment), and
+# the test kit only fetches the broker's jars on a machine without them.
+check "deploy/kafka/pom.xml is well-formed XML" \
+    python3 -c 'import sys, xml.etree.ElementTree as t; t.parse(sys.argv[1])' deploy/kafka/pom.xml
 check "promtool check config (Compose scrape configuration)" \
     "$promtool" check config deploy/prometheus/prometheus.yml
 check "promtool check rules" "$promtool" check rules deploy/prometheus/rules/shipshape.yml
