@@ -15,7 +15,10 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it is compiled: clones in other
+    // folders that share a target directory reuse the compiled script, and
+    // a path baked into it named a clone that was gone.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
