@@ -349,7 +349,8 @@ def test_network_policies_can_be_turned_off():
 
 
 def test_per_service_autoscaling_override():
-    m = render(sets={"services.order.autoscaling.maxReplicas": "20"})
+    m = render(sets={"services.order.autoscaling.maxReplicas": "20",
+                     "kafka.topicPartitions": "20"})
     assert m.get("HorizontalPodAutoscaler", name("order"))["spec"]["maxReplicas"] == 20
     for other in ["gateway", "inventory", "payment", "shipping"]:
         assert m.get("HorizontalPodAutoscaler", name(other))["spec"]["maxReplicas"] == 10
@@ -458,6 +459,29 @@ def test_schema_rejects_bad_values(key, value, message):
 def test_min_above_max_replicas_is_refused():
     error = render_error(sets={"services.order.autoscaling.minReplicas": "12"})
     assert "minReplicas (12) exceeds maxReplicas (10)" in error
+
+
+@pytest.mark.parametrize("values", [(), (DEV_VALUES,)])
+def test_every_consumer_replica_can_own_a_partition(values):
+    m = render(*values)
+    for component in WITH_DATABASE:
+        partitions = int(config(m, component)["KAFKA_TOPIC_PARTITIONS"])
+        hpa = m.get("HorizontalPodAutoscaler", name(component))
+        assert hpa["spec"]["maxReplicas"] <= partitions
+
+
+@pytest.mark.parametrize("sets", [
+    {"services.payment.autoscaling.maxReplicas": "13"},
+    {"services.payment.autoscaling.enabled": "false", "services.payment.replicas": "13"},
+])
+def test_consumer_replicas_beyond_the_partitions_are_refused(sets):
+    error = render_error(sets=sets)
+    assert "services.payment: up to 13 replicas, but kafka.topicPartitions is 12" in error
+
+
+def test_replicas_of_services_without_a_consumer_are_not_bound_by_partitions():
+    m = render(sets={"services.gateway.autoscaling.maxReplicas": "30"})
+    assert m.get("HorizontalPodAutoscaler", name("gateway"))["spec"]["maxReplicas"] == 30
 
 
 # ---------------------------------------------------------- authentication ----

@@ -36,6 +36,8 @@ pub mod vars {
     pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
     /// Same: put before every topic and group name, on a shared broker.
     pub const KAFKA_TOPIC_PREFIX: &str = "KAFKA_TOPIC_PREFIX";
+    /// Same: the partition count of the topics the service creates.
+    pub const KAFKA_TOPIC_PARTITIONS: &str = "KAFKA_TOPIC_PARTITIONS";
     /// Order, inventory, payment, shipping: the consumer-group session timeout.
     pub const KAFKA_SESSION_TIMEOUT_MS: &str = "KAFKA_SESSION_TIMEOUT_MS";
     /// Order and inventory: where the gRPC server listens.
@@ -89,6 +91,11 @@ const LOG_TAIL_LINES: usize = 30;
 /// default is 45 s), so the broker gives up on a SIGKILLed consumer and
 /// moves its partitions on within seconds.
 const KAFKA_SESSION_TIMEOUT_MS: &str = "6000";
+
+/// The fewest partitions a stack's topics get (the services' own default);
+/// a stack that may scale beyond it gets one partition per replica, so no
+/// replica idles.
+const MIN_TOPIC_PARTITIONS: usize = 3;
 
 /// Proxy variables removed from the services' environment: everything they
 /// call is on 127.0.0.1.
@@ -843,6 +850,13 @@ impl Stack {
                 vars::KAFKA_SESSION_TIMEOUT_MS,
                 KAFKA_SESSION_TIMEOUT_MS.to_owned(),
             );
+            set(
+                vars::KAFKA_TOPIC_PARTITIONS,
+                self.options
+                    .max_replicas
+                    .max(MIN_TOPIC_PARTITIONS)
+                    .to_string(),
+            );
         }
         match service {
             Service::Gateway => {
@@ -1484,6 +1498,7 @@ mod tests {
         assert_eq!(order[vars::DATABASE_URL], "postgres://db/order");
         assert_eq!(order[vars::KAFKA_BROKERS], "127.0.0.1:9092");
         assert_eq!(order[vars::KAFKA_SESSION_TIMEOUT_MS], "6000");
+        assert_eq!(order[vars::KAFKA_TOPIC_PARTITIONS], "3");
         assert_eq!(order[vars::SAGA_DEADLINE_MS], "2000");
         assert!(order.contains_key(vars::RUST_LOG));
 
@@ -1587,6 +1602,12 @@ mod tests {
             "http://127.0.0.1:50051,http://127.0.0.1:50061,http://127.0.0.1:50071"
         );
         assert_eq!(gateway[vars::OPS_ADDR], "127.0.0.1:9100");
+        assert_eq!(second_order[vars::KAFKA_TOPIC_PARTITIONS], "3");
+        let ten = idle_stack(StackOptions::local("/bin", "/tmp").with_replicas(1, 10));
+        assert_eq!(
+            ten.env_for(Service::Shipping)[vars::KAFKA_TOPIC_PARTITIONS],
+            "10"
+        );
         assert_eq!(
             stack.log_path(Replica::new(Service::Payment, 1)),
             Path::new("/tmp/payment-1.log")
