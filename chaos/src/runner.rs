@@ -59,7 +59,7 @@ pub async fn run(schedule: &Schedule, options: &RunnerOptions) -> anyhow::Result
         .with_context(|| format!("creating {}", options.out_dir.display()))?;
     let mut stack_options =
         StackOptions::scratch(&options.bin_dir, options.out_dir.join("logs"), "ch")?
-            .with_rate_limit_out_of_reach()
+            .with_client_limits_out_of_reach()
             .with_replicas(schedule.replicas, schedule.max_replicas());
     // The stack's processes share the runner's process group, so whatever
     // signals the whole group (a terminal's Ctrl-C) reaches them too; the

@@ -282,7 +282,7 @@ async fn run_once(
     // would measure the limit, not the checkout. The limiter stays on, so
     // its cost is measured, but far above the test's rate.
     let mut options = StackOptions::scratch(bin_dir, out.join("logs"), "lt")?
-        .with_rate_limit_out_of_reach()
+        .with_client_limits_out_of_reach()
         .with_replicas(replicas, replicas);
     let prefix = options.database_prefix.clone();
     let collector = if traced {

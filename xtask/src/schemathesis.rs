@@ -140,7 +140,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
 
     // Schemathesis is one client; 429s would only say so.
     let options = StackOptions::scratch(workspace.bin_dir(false), out.join("logs"), "st")?
-        .with_rate_limit_out_of_reach();
+        .with_client_limits_out_of_reach();
     let minter = auth::minter(&options.jwt_secret)?;
     let admin = minter.mint("schemathesis-admin", &["admin"], TOKEN_TTL)?;
     let customer = minter.mint("schemathesis", &[], TOKEN_TTL)?;

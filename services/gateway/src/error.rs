@@ -164,6 +164,17 @@ impl ApiError {
         error
     }
 
+    /// `429`: the client has as many requests in flight as one client may.
+    pub fn too_many_in_flight() -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_in_flight",
+            "this client has too many requests in flight; wait for an answer before sending more",
+        );
+        error.retry_after_secs = Some(RETRY_AFTER_SECS);
+        error
+    }
+
     /// `503`: the gateway is working on as many requests as it takes at once.
     pub fn overloaded() -> Self {
         let mut error = Self::new(

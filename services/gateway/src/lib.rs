@@ -8,12 +8,16 @@
 pub mod api;
 pub mod auth;
 pub mod catalog_cache;
+pub mod client;
 pub mod error;
+pub mod host;
 pub mod http_metrics;
 pub mod load_shed;
 pub mod openapi;
 pub mod rate_limit;
+pub mod request_body;
 pub mod routes;
+pub mod serve;
 pub mod upstream;
 pub mod validation;
 
@@ -33,6 +37,8 @@ use shipshape_runtime::{CancellationToken, Readiness, config};
 use crate::catalog_cache::CatalogCache;
 use crate::load_shed::LoadShedder;
 use crate::rate_limit::RateLimiter;
+use crate::request_body::BodyLimits;
+use crate::serve::ConnectionLimits;
 use crate::upstream::{Inventory, Orders};
 
 /// Largest request body accepted. A maximal order (50 items plus an address)
@@ -79,6 +85,20 @@ pub struct Config {
     /// Requests the API works on at once, across all clients, before it
     /// sheds load (`MAX_IN_FLIGHT`, default 256).
     pub max_in_flight: NonZeroUsize,
+    /// Of those, the most one client may have (`MAX_IN_FLIGHT_PER_CLIENT`,
+    /// default 64: no client takes more than a quarter of the places).
+    pub max_in_flight_per_client: NonZeroUsize,
+    /// How fast request bodies must arrive: within `HTTP_BODY_TIMEOUT_MS`
+    /// (default 10000) and, after the first second, at
+    /// `HTTP_BODY_MIN_BYTES_PER_SEC` or faster (default 1024). See
+    /// [`request_body`].
+    pub body: BodyLimits,
+    /// Connections open at once (`HTTP_MAX_CONNECTIONS`, default 4096) and
+    /// from one address (`HTTP_MAX_CONNECTIONS_PER_ADDRESS`, default 256),
+    /// and the time to send a request head, which also closes idle
+    /// keep-alive connections (`HTTP_HEADER_TIMEOUT_MS`, default 10000).
+    /// See [`serve`].
+    pub connections: ConnectionLimits,
     /// How callers' bearer tokens are checked (`JWT_*`; see
     /// [`VerifierConfig::from_env`]). Required: without it no one could be
     /// authenticated.
@@ -95,6 +115,9 @@ impl Config {
         const RATE_LIMIT_PER_SECOND: NonZeroU32 = NonZeroU32::new(100).expect("non-zero");
         const RATE_LIMIT_BURST: NonZeroU32 = NonZeroU32::new(200).expect("non-zero");
         const MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
+        const MAX_IN_FLIGHT_PER_CLIENT: NonZeroUsize = NonZeroUsize::new(64).expect("non-zero");
+        const MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
+        const MAX_CONNECTIONS_PER_ADDRESS: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
         Ok(Self {
             http_addr: config::addr_or("HTTP_ADDR", "0.0.0.0:8080")?,
             ops_addr: config::addr_or("OPS_ADDR", "0.0.0.0:9100")?,
@@ -107,6 +130,23 @@ impl Config {
             rate_limit_burst: config::var_or("RATE_LIMIT_BURST", RATE_LIMIT_BURST)?,
             load_shed_enabled: config::var_or("LOAD_SHED_ENABLED", true)?,
             max_in_flight: config::var_or("MAX_IN_FLIGHT", MAX_IN_FLIGHT)?,
+            max_in_flight_per_client: config::var_or(
+                "MAX_IN_FLIGHT_PER_CLIENT",
+                MAX_IN_FLIGHT_PER_CLIENT,
+            )?,
+            body: BodyLimits {
+                max_bytes: MAX_BODY_BYTES,
+                timeout: config::millis_or("HTTP_BODY_TIMEOUT_MS", 10_000)?,
+                min_bytes_per_sec: config::var_or("HTTP_BODY_MIN_BYTES_PER_SEC", 1024)?,
+            },
+            connections: ConnectionLimits {
+                max_connections: config::var_or("HTTP_MAX_CONNECTIONS", MAX_CONNECTIONS)?,
+                max_per_address: config::var_or(
+                    "HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+                    MAX_CONNECTIONS_PER_ADDRESS,
+                )?,
+                header_timeout: config::millis_or("HTTP_HEADER_TIMEOUT_MS", 10_000)?,
+            },
             auth: VerifierConfig::from_env()?,
             trust_client_trace_context: config::var_or("TRUST_CLIENT_TRACE_CONTEXT", false)?,
         })
@@ -162,8 +202,9 @@ impl FromRef<ApiState> for Arc<CatalogCache> {
 /// long as the router, so build it once and clone it.
 ///
 /// Rate limiting needs the client's address for anonymous requests: serve
-/// the router with `into_make_service_with_connect_info::<SocketAddr>()`,
-/// as [`run`] does. Without it every anonymous client shares one bucket.
+/// the router with [`serve::serve`], as [`run`] does, which gives every
+/// request its `ConnectInfo<SocketAddr>`. Without it every anonymous client
+/// shares one bucket.
 pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
     let verifier = Arc::new(Verifier::new(&config.auth).context("the JWT settings")?);
     let state = ApiState {
@@ -192,12 +233,19 @@ pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     // Each layer wraps the ones added before it, so a request meets them in
-    // reverse: tracing and metrics first, then load shedding, the token
-    // check, the rate limit (keyed on the customer the token names, or the
+    // reverse: tracing and metrics first, the token check,
+    // the rate limit (keyed on the customer the token names, or the
     // address), the refusal of bad tokens (after the limit, so forged
-    // tokens cannot flood), the body limit. The cheapest refusal, which
-    // needs no lock, comes first.
-    router = router.layer(from_fn(auth::refuse_bad_tokens));
+    // tokens cannot flood), reading the body against its deadline, and only
+    // then load shedding: a request takes a place in flight once its body
+    // is in, so slow senders hold none.
+    if config.load_shed_enabled {
+        let shedder = LoadShedder::new(config.max_in_flight, config.max_in_flight_per_client);
+        router = router.layer(from_fn_with_state(shedder, load_shed::shed));
+    }
+    router = router
+        .layer(from_fn_with_state(config.body, request_body::read_body))
+        .layer(from_fn(auth::refuse_bad_tokens));
     if config.rate_limit_enabled {
         let limiter = RateLimiter::new(
             config.rate_limit_per_second,
@@ -207,10 +255,6 @@ pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
         router = router.layer(from_fn_with_state(Arc::new(limiter), rate_limit::limit));
     }
     router = router.layer(from_fn_with_state(verifier, auth::authenticate));
-    if config.load_shed_enabled {
-        let shedder = LoadShedder::new(config.max_in_flight);
-        router = router.layer(from_fn_with_state(shedder, load_shed::shed));
-    }
     // Outermost, so refusals by the layers above are counted, timed and
     // traced too.
     let router = router.layer(from_fn(http_metrics::record));
@@ -237,9 +281,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     http_metrics::describe();
     let state = AppState::from_config(&config)?;
     let readiness = readiness(&config)?;
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;
+    let listener = serve::bind(config.http_addr).await?;
     tracing::info!(
         addr = %config.http_addr,
         order_url = %config.order_url,
@@ -251,20 +293,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rate_limit_burst = config.rate_limit_burst,
         load_shed_enabled = config.load_shed_enabled,
         max_in_flight = config.max_in_flight,
+        max_in_flight_per_client = config.max_in_flight_per_client,
+        body_timeout_ms = config.body.timeout.as_millis(),
+        body_min_bytes_per_sec = config.body.min_bytes_per_sec,
+        max_connections = config.connections.max_connections,
+        max_connections_per_address = config.connections.max_per_address,
+        header_timeout_ms = config.connections.header_timeout.as_millis(),
         jwt_algorithm = ?config.auth.algorithm,
         jwt_issuer = %config.auth.issuer,
         "gateway listening"
     );
 
     let ops = shipshape_runtime::ops::serve(config.ops_addr, readiness, shutdown.clone());
-    // The peer address is what rate limiting keys anonymous clients by.
-    let app = router(state, &config)?.into_make_service_with_connect_info::<SocketAddr>();
-    let api = async {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context("serving the API")
-    };
+    let app = router(state, &config)?;
+    let api = serve::serve(listener, app, config.connections, shutdown.clone());
     // If either server fails, `try_join!` drops the other and the process
     // exits, rather than run half a gateway that probes report as healthy.
     tokio::try_join!(api, ops)?;

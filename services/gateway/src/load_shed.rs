@@ -1,8 +1,13 @@
-//! Global load shedding: a cap on the requests the API works on at once.
-//! When it is reached, a new request is refused at once with `503` and
-//! `Retry-After` instead of waiting in a queue. Queued requests would only
-//! time out later, after using memory and making every other request slower;
-//! a quick refusal lets the client back off or try another replica.
+//! Global load shedding: a cap on the requests the API works on at once,
+//! and a smaller cap on those of any one client. When the global cap is
+//! reached, a new request is refused at once with `503` and `Retry-After`
+//! instead of waiting in a queue. Queued requests would only time out later,
+//! after using memory and making every other request slower; a quick refusal
+//! lets the client back off or try another replica. A client at its own cap
+//! gets `429`: one customer cannot take every place, whoever they are.
+//!
+//! A request counts from when its body has been read (see
+//! [`crate::request_body`]), so a slow sender holds no place.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -12,21 +17,28 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::client::{ClientKey, ClientKeys, Held, PerClient};
 use crate::error::ApiError;
 
-/// The requests in flight, as permits of a semaphore.
+/// The requests in flight, as permits of a semaphore, and each client's
+/// count of them.
 #[derive(Clone, Debug)]
 pub struct LoadShedder {
     permits: Arc<Semaphore>,
+    keys: Arc<ClientKeys>,
+    per_client: PerClient<ClientKey>,
 }
 
 impl LoadShedder {
-    /// Admits at most `max_in_flight` requests at once.
-    pub fn new(max_in_flight: NonZeroUsize) -> Self {
+    /// Admits at most `max_in_flight` requests at once, and at most
+    /// `per_client` of them from one client.
+    pub fn new(max_in_flight: NonZeroUsize, per_client: NonZeroUsize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(
                 max_in_flight.get().min(Semaphore::MAX_PERMITS),
             )),
+            keys: Arc::new(ClientKeys::new()),
+            per_client: PerClient::new(per_client),
         }
     }
 }
@@ -35,12 +47,16 @@ impl LoadShedder {
 /// client went away, frees its place and updates the gauge.
 struct InFlight {
     _permit: OwnedSemaphorePermit,
+    _place: Held<ClientKey>,
 }
 
 impl InFlight {
-    fn start(permit: OwnedSemaphorePermit) -> Self {
+    fn start(permit: OwnedSemaphorePermit, place: Held<ClientKey>) -> Self {
         metrics::gauge!("shipshape_http_in_flight").increment(1.0);
-        Self { _permit: permit }
+        Self {
+            _permit: permit,
+            _place: place,
+        }
     }
 }
 
@@ -50,16 +66,22 @@ impl Drop for InFlight {
     }
 }
 
-/// Middleware: runs the request if there is room, otherwise answers `503`
-/// with code `overloaded` without waiting.
+/// Middleware: runs the request if there is room, overall and for its
+/// client; otherwise answers without waiting: `503` `overloaded` when the
+/// gateway is full, `429` `too_many_in_flight` when the client is.
 pub async fn shed(State(shedder): State<LoadShedder>, request: Request, next: Next) -> Response {
-    let Ok(permit) = shedder.permits.try_acquire_owned() else {
-        metrics::counter!("shipshape_http_shed_total").increment(1);
+    let Ok(permit) = shedder.permits.clone().try_acquire_owned() else {
+        metrics::counter!("shipshape_http_shed_total", "scope" => "all").increment(1);
         tracing::debug!("shedding a request: too many in flight");
         return ApiError::overloaded().into_response();
     };
+    let Some(place) = shedder.per_client.admit(shedder.keys.of(&request)) else {
+        metrics::counter!("shipshape_http_shed_total", "scope" => "client").increment(1);
+        tracing::debug!("shedding a request: its client has too many in flight");
+        return ApiError::too_many_in_flight().into_response();
+    };
     // Held until the handler has produced the response.
-    let _in_flight = InFlight::start(permit);
+    let _in_flight = InFlight::start(permit, place);
     next.run(request).await
 }
 
@@ -81,6 +103,14 @@ mod tests {
     /// A router whose handler reports that it started, then waits until the
     /// test releases it.
     fn held_router(max_in_flight: usize) -> (Router, mpsc::UnboundedReceiver<()>, Arc<Semaphore>) {
+        let max = NonZeroUsize::new(max_in_flight).expect("non-zero");
+        held_router_with(LoadShedder::new(max, max))
+    }
+
+    /// The same, behind `shedder`.
+    fn held_router_with(
+        shedder: LoadShedder,
+    ) -> (Router, mpsc::UnboundedReceiver<()>, Arc<Semaphore>) {
         let (started_tx, started) = mpsc::unbounded_channel();
         let release = Arc::new(Semaphore::new(0));
         let gate = release.clone();
@@ -97,10 +127,9 @@ mod tests {
                 "done"
             }
         };
-        let max = NonZeroUsize::new(max_in_flight).expect("non-zero");
         let router = Router::new()
             .route("/", get(handler))
-            .layer(from_fn_with_state(LoadShedder::new(max), shed));
+            .layer(from_fn_with_state(shedder, shed));
         (router, started, release)
     }
 
@@ -161,5 +190,31 @@ mod tests {
         release.add_permits(1);
         let response = router.oneshot(request()).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_beyond_its_cap_gets_429_while_the_gateway_has_room() {
+        let shedder = LoadShedder::new(
+            NonZeroUsize::new(10).expect("non-zero"),
+            NonZeroUsize::new(1).expect("non-zero"),
+        );
+        let (router, mut started, release) = held_router_with(shedder);
+        let held = tokio::spawn(router.clone().oneshot(request()));
+        started.recv().await.expect("started");
+
+        let refused = router.clone().oneshot(request()).await.expect("infallible");
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(refused.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"]["code"], "too_many_in_flight");
+
+        release.add_permits(1);
+        assert_eq!(
+            held.await.expect("no panic").expect("infallible").status(),
+            StatusCode::OK
+        );
     }
 }

@@ -132,7 +132,7 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| document().to_string());
             content_type = "application/json"),
         (status = 401, description = "A bearer token was sent and refused (the route itself is public)", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
-        (status = 429, description = "Too many requests from this client (`rate_limited`)", body = ErrorBody,
+        (status = 429, description = "Too many requests from this client (`rate_limited`), or too many of them in flight at once (`too_many_in_flight`)", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
         (status = 503, description = "The gateway is at capacity (`overloaded`)", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),

@@ -3,19 +3,8 @@
 //! a token; tokens come back at a steady rate up to a burst; a request that
 //! finds the bucket empty is answered `429` with `Retry-After`.
 //!
-//! Who is a client: the authenticated customer (the token's subject, see
-//! [`crate::auth`]), so a customer's allowance follows them across
-//! addresses and customers behind one address (an office, a carrier's NAT)
-//! do not share one. Anonymous requests (the public catalog) count by the
-//! address the connection comes from; IPv6 addresses count per /64, the
-//! block one subscriber usually holds, so rotating addresses within it does
-//! not buy fresh buckets. Only a hash of the subject is kept. Without
-//! either, every such request shares one bucket.
-//!
-//! The gateway is the public entry point, so the connection's address is the
-//! client's. Behind a proxy it would be the proxy's, and every client would
-//! share one bucket; keying by a forwarded header needs a list of proxies to
-//! trust first, or clients could pick their own identity.
+//! Who is a client: see [`crate::client`]. Without a customer or an
+//! address, every such request shares one bucket.
 //!
 //! Memory is bounded: a bucket that has refilled completely is the same as no
 //! bucket, so such buckets are dropped periodically, and at most
@@ -27,18 +16,16 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasher, RandomState};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use shipshape_auth::Identity;
 use tokio::time::Instant;
 
+use crate::client::{ClientKey, ClientKeys};
 use crate::error::ApiError;
 
 /// Most clients tracked at once. A bucket takes well under a hundred bytes,
@@ -54,18 +41,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// refill is exact for any rate, with no rounding to accumulate.
 const CREDITS_PER_TOKEN: u64 = 1_000_000_000;
 
-/// Whom a bucket belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum ClientKey {
-    /// A hash of the authenticated customer's id: ids may be long, the hash
-    /// is not, and it names no one in a dump.
-    Customer(u64),
-    /// An IPv4 address or an IPv6 /64.
-    Address(IpAddr),
-    /// The connection's address is not known.
-    Unknown,
-}
-
 /// Token buckets for every client seen recently.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -74,9 +49,7 @@ pub struct RateLimiter {
     /// A full bucket, in credits.
     capacity: u64,
     max_clients: usize,
-    /// Hashes customer ids with a key chosen at start, so which ids share a
-    /// hash cannot be worked out from outside.
-    hasher: RandomState,
+    keys: ClientKeys,
     clients: Mutex<Clients>,
 }
 
@@ -139,23 +112,12 @@ impl RateLimiter {
             refill_per_nano: u64::from(per_second.get()),
             capacity,
             max_clients,
-            hasher: RandomState::new(),
+            keys: ClientKeys::new(),
             clients: Mutex::new(Clients {
                 buckets: HashMap::new(),
                 overflow: Bucket::full(capacity, now),
                 last_sweep: now,
             }),
-        }
-    }
-
-    /// Who sent `request`; see the module documentation.
-    fn client_key(&self, request: &Request) -> ClientKey {
-        if let Some(identity) = request.extensions().get::<Identity>() {
-            return ClientKey::Customer(self.hasher.hash_one(identity.subject()));
-        }
-        match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(peer)) => ClientKey::Address(address_key(peer.ip())),
-            None => ClientKey::Unknown,
         }
     }
 
@@ -199,15 +161,6 @@ impl Clients {
     }
 }
 
-/// The part of an address that identifies a client: all of an IPv4 address
-/// (also when written as IPv4-mapped IPv6), the /64 prefix of an IPv6 one.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & (u128::MAX << 64))),
-        v4 => v4,
-    }
-}
-
 /// Whole seconds to wait, rounded up and at least one, as `Retry-After`
 /// wants: a client that retries sooner would only be refused again.
 fn retry_after_secs(wait: Duration) -> u32 {
@@ -225,7 +178,7 @@ pub async fn limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let key = limiter.client_key(&request);
+    let key = limiter.keys.of(&request);
     match limiter.check(key, Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
@@ -239,8 +192,9 @@ pub async fn limit(
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
-    use axum::body::Body;
 
     fn per_second(n: u32) -> NonZeroU32 {
         NonZeroU32::new(n).expect("non-zero")
@@ -376,53 +330,5 @@ mod tests {
         tokio::time::advance(SWEEP_INTERVAL).await;
         assert_eq!(limiter.check(client(2), Instant::now()), Ok(()));
         assert_eq!(limiter.tracked_clients(), 2);
-    }
-
-    fn request(customer: Option<&str>, peer: Option<SocketAddr>) -> Request {
-        let mut request = Request::new(Body::empty());
-        if let Some(customer) = customer {
-            let identity = Identity::new(customer, &[]).expect("identity");
-            request.extensions_mut().insert(identity);
-        }
-        if let Some(peer) = peer {
-            request.extensions_mut().insert(ConnectInfo(peer));
-        }
-        request
-    }
-
-    #[test]
-    fn clients_are_known_by_customer_then_address() {
-        let limiter = limiter(1, 1);
-        let peer: SocketAddr = "192.0.2.1:4000".parse().expect("address");
-        let key = |customer, peer| limiter.client_key(&request(customer, peer));
-
-        assert_eq!(key(None, None), ClientKey::Unknown);
-        assert_eq!(key(None, Some(peer)), client(1));
-        // The port is not part of the identity: each connection has its own.
-        let other_port: SocketAddr = "192.0.2.1:4001".parse().expect("address");
-        assert_eq!(key(None, Some(other_port)), client(1));
-
-        // Customers behind one address have buckets of their own, and a
-        // customer keeps theirs from any address.
-        let alice = key(Some("alice"), Some(peer));
-        assert!(matches!(alice, ClientKey::Customer(_)), "{alice:?}");
-        assert_eq!(alice, key(Some("alice"), None));
-        assert_ne!(alice, key(Some("bob"), Some(peer)));
-        assert!(!format!("{alice:?}").contains("alice"));
-    }
-
-    #[test]
-    fn ipv6_clients_are_known_by_their_64_prefix() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
-        assert_eq!(
-            address_key(ip("2001:db8:1:2:aaaa::1")),
-            address_key(ip("2001:db8:1:2:bbbb::2"))
-        );
-        assert_ne!(
-            address_key(ip("2001:db8:1:2::1")),
-            address_key(ip("2001:db8:1:3::1"))
-        );
-        assert_eq!(address_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
-        assert_eq!(address_key(ip("192.0.2.1")), ip("192.0.2.1"));
     }
 }

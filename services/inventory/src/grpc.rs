@@ -50,14 +50,7 @@ impl From<CatalogError> for Status {
             CatalogError::NotFound(_) => {
                 error_status(Code::NotFound, "not_found", error.to_string())
             }
-            CatalogError::Database(e) => {
-                tracing::error!(error = %e, "catalog query failed");
-                error_status(
-                    Code::Unavailable,
-                    "database_unavailable",
-                    "catalog database unavailable",
-                )
-            }
+            CatalogError::Database(e) => shipshape_runtime::database::query_failed(e, "catalog"),
         }
     }
 }

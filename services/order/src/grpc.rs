@@ -113,14 +113,7 @@ impl From<OrderApiError> for Status {
                     "inventory is unavailable",
                 )
             }
-            OrderApiError::Database(e) => {
-                tracing::error!(error = %e, "order database failed");
-                error_status(
-                    Code::Unavailable,
-                    "database_unavailable",
-                    "order database unavailable",
-                )
-            }
+            OrderApiError::Database(e) => shipshape_runtime::database::query_failed(&e, "order"),
         }
     }
 }

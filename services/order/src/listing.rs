@@ -11,6 +11,13 @@ use uuid::Uuid;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
 
+/// The creation times a token we issued can carry, in microseconds since
+/// 1970: from then to the end of year 9999. Postgres stores a narrower range
+/// than chrono parses; a token outside it made the query fail ("timestamp
+/// out of range"), which read as a database outage and opened the gateway's
+/// circuit breaker for every customer.
+const ISSUED_MICROS: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999_999;
+
 /// Where a page starts: after this order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor {
@@ -33,8 +40,12 @@ impl Cursor {
         if id.len() != 32 {
             return None;
         }
+        let micros: i64 = micros.parse().ok()?;
+        if !ISSUED_MICROS.contains(&micros) {
+            return None;
+        }
         Some(Self {
-            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            created_at: DateTime::from_timestamp_micros(micros)?,
             order_id: Uuid::try_parse(id).ok()?,
         })
     }
@@ -95,6 +106,20 @@ mod tests {
     }
 
     #[test]
+    fn tokens_at_the_ends_of_the_range_round_trip() {
+        for micros in [*ISSUED_MICROS.start(), *ISSUED_MICROS.end()] {
+            let cursor = Cursor {
+                created_at: DateTime::from_timestamp_micros(micros).unwrap(),
+                order_id: Uuid::nil(),
+            };
+            assert_eq!(
+                Page::from_request(1, &cursor.token()).unwrap().after,
+                Some(cursor)
+            );
+        }
+    }
+
+    #[test]
     fn tokens_we_did_not_issue_are_refused() {
         for token in [
             "x",
@@ -102,6 +127,11 @@ mod tests {
             "abc.0193c5c0a3a07cc1b1a5d6b8e0f1a2b3",
             "1.0193c5c0-a3a0-7cc1-b1a5-d6b8e0f1a2b3",
             "99999999999999999999.0193c5c0a3a07cc1b1a5d6b8e0f1a2b3",
+            // Parseable, but outside what Postgres stores (issue 16).
+            "-210866803200000001.00000000000000000000000000000000",
+            "9223372036854775807.0193c5c0a3a07cc1b1a5d6b8e0f1a2b3",
+            "-1.0193c5c0a3a07cc1b1a5d6b8e0f1a2b3",
+            "253402300800000000.0193c5c0a3a07cc1b1a5d6b8e0f1a2b3",
         ] {
             assert_eq!(
                 Page::from_request(0, token).unwrap_err().code,
@@ -109,5 +139,58 @@ mod tests {
                 "{token}"
             );
         }
+    }
+
+    /// Property, over 200,000 tokens from a fixed seed: whatever a client
+    /// sends as a page token, parsing never panics, and a token it accepts
+    /// carries a time Postgres can store and compare (issue 16: a parsed
+    /// but unstorable time failed the query as if the database were down).
+    #[test]
+    fn any_token_is_refused_or_within_the_databases_range() {
+        // Postgres's timestamptz range in microseconds since 1970: from
+        // 4714 BC; its upper end (294276 AD) lies beyond i64 at this epoch.
+        const POSTGRES_MICROS: std::ops::RangeInclusive<i64> = -210_866_803_200_000_000..=i64::MAX;
+        let mut rng = fastrand::Rng::with_seed(16);
+        let edges = [
+            i64::MIN,
+            i64::MAX,
+            0,
+            -1,
+            *POSTGRES_MICROS.start() - 1,
+            *POSTGRES_MICROS.start(),
+            *ISSUED_MICROS.end(),
+            *ISSUED_MICROS.end() + 1,
+        ];
+        let mut accepted = 0;
+        for _ in 0..200_000 {
+            let micros = match rng.u8(0..4) {
+                0 => rng.i64(..),
+                1 => edges[rng.usize(..edges.len())].saturating_add(rng.i64(-2..=2)),
+                2 => rng.i64(ISSUED_MICROS),
+                _ => rng.i64(-10_000_000_000_000_000..10_000_000_000_000_000),
+            };
+            let id: String = (0..32).map(|_| rng.digit(16)).collect();
+            let token = match rng.u8(0..8) {
+                0 => format!("{micros}.{id}"),
+                1 => format!("{micros}{}{id}", rng.char(..)),
+                2 => format!("+{micros}.{id}"),
+                3 => format!("{micros}.{}", &id[..rng.usize(0..32)]),
+                4 => (0..rng.usize(0..60)).map(|_| rng.char(..)).collect(),
+                _ => format!("{micros}.{id}"),
+            };
+            let Ok(page) = Page::from_request(0, &token) else {
+                continue;
+            };
+            if let Some(cursor) = page.after {
+                accepted += 1;
+                let micros = cursor.created_at.timestamp_micros();
+                assert!(POSTGRES_MICROS.contains(&micros), "{token:?} → {micros}");
+                assert!(ISSUED_MICROS.contains(&micros), "{token:?} → {micros}");
+            }
+        }
+        assert!(
+            accepted > 20_000,
+            "only {accepted} tokens accepted: the generator is off"
+        );
     }
 }

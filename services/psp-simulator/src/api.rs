@@ -7,6 +7,10 @@
 //! decision is journaled before it is kept, and the answer waits out the
 //! latency, the slow card's delay, or — for a lost response — longer than
 //! any caller will wait.
+//!
+//! Whatever a caller sent (an idempotency key, or an error quoting one) is
+//! logged with `?` (Debug), which escapes newlines and control characters,
+//! so that no request can forge a log line.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,7 +45,7 @@ pub async fn capture(
     let mut delay = plan.latency;
     if let Ok(captured) = &captured {
         tracing::info!(
-            %key,
+            ?key,
             outcome = ?captured.outcome,
             replayed = captured.replayed,
             lose_response = plan.lose_response,
@@ -53,7 +57,7 @@ pub async fn capture(
     }
     hold_answer(&psp, plan, delay, captured.is_ok()).await;
 
-    let captured = captured.inspect_err(|error| tracing::info!(%key, %error, "capture refused"))?;
+    let captured = captured.inspect_err(|error| tracing::info!(?key, ?error, "capture refused"))?;
     let status = match captured.outcome {
         CaptureOutcome::Approved { .. } => StatusCode::OK,
         CaptureOutcome::Declined { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -92,7 +96,7 @@ pub async fn refund(
 
     if let Ok(refunded) = &refunded {
         tracing::info!(
-            %key,
+            ?key,
             outcome = ?refunded.outcome,
             replayed = refunded.replayed,
             lose_response = plan.lose_response,
@@ -101,7 +105,7 @@ pub async fn refund(
     }
     hold_answer(&psp, plan, plan.latency, refunded.is_ok()).await;
 
-    let refunded = refunded.inspect_err(|error| tracing::info!(%key, %error, "refund refused"))?;
+    let refunded = refunded.inspect_err(|error| tracing::info!(?key, ?error, "refund refused"))?;
     Ok(Json(refunded.outcome))
 }
 

@@ -36,6 +36,9 @@ pub enum Error {
     /// A new decision could not be written to the journal (`PSP_JOURNAL_PATH`),
     /// so it was not kept either: nothing was processed. Carries the cause.
     Journal(String),
+    /// An `/admin` request from a caller that is neither on a loopback
+    /// address nor presents `PSP_ADMIN_TOKEN`.
+    AdminForbidden,
     RouteNotFound,
 }
 
@@ -50,6 +53,7 @@ impl Error {
             Self::RefundExceedsCapture { .. } => "refund_exceeds_capture",
             Self::ProcessorUnavailable => "processor_unavailable",
             Self::Journal(_) => "internal_error",
+            Self::AdminForbidden => "forbidden",
             Self::RouteNotFound => "not_found",
         }
     }
@@ -65,6 +69,7 @@ impl Error {
             }
             Self::ProcessorUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AdminForbidden => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -106,6 +111,10 @@ impl fmt::Display for Error {
                 f,
                 "the ledger's journal could not be written ({cause}); \
                  the request was not processed"
+            ),
+            Self::AdminForbidden => f.write_str(
+                "the admin routes answer callers on a loopback address, or with \
+                 `Authorization: Bearer <PSP_ADMIN_TOKEN>`, only",
             ),
             Self::RouteNotFound => f.write_str("no such route"),
         }

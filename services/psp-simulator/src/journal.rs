@@ -11,6 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -44,10 +45,12 @@ impl Journal {
     /// that the next line starts on a line of its own; any other line that
     /// cannot be restored is an error naming the file and the line.
     pub fn open(path: &Path) -> anyhow::Result<(Self, Ledger)> {
+        // Owner only: the journal records every charge of every customer.
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(path)
             .with_context(|| format!("opening the ledger journal {}", path.display()))?;
 

@@ -18,8 +18,17 @@
 //! - `GET /admin/ledger` lists every capture and refund, so that tests can
 //!   check that no order was charged twice.
 //!
-//! Errors are `{"error": {"code", "message"}}`: 400 `invalid_request`, 404
-//! `unknown_capture`, 422 `idempotency_key_reused`, `currency_mismatch` or
+//! The `/admin` routes change what every payment meets and show every card
+//! token charged, so they answer only callers on a loopback address (the
+//! test kit, which runs everything on 127.0.0.1, or a `kubectl
+//! port-forward`) and, when `PSP_ADMIN_TOKEN` is set, callers from anywhere
+//! that send `Authorization: Bearer <PSP_ADMIN_TOKEN>`; everyone else gets
+//! 403 `forbidden`. The token is compared in constant time. Unset (the
+//! default), the routes are local only.
+//!
+//! Errors are `{"error": {"code", "message"}}`: 400 `invalid_request`, 403
+//! `forbidden` (an `/admin` route, see above), 404 `unknown_capture`, 422
+//! `idempotency_key_reused`, `currency_mismatch` or
 //! `refund_exceeds_capture`, 503 `processor_unavailable`, which means
 //! nothing was processed and the same request may be sent again, and 500
 //! `internal_error` when the journal cannot be written, which means the same
@@ -31,6 +40,7 @@
 //! other `tok_…` token is approved.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod api;
 mod error;
 mod faults;
@@ -47,6 +57,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use shipshape_runtime::{CancellationToken, Readiness, config};
 
+pub use admin::AdminToken;
 use error::Error;
 use faults::Faults;
 use journal::Journal;
@@ -63,6 +74,10 @@ pub struct Config {
     /// Where the ledger is journaled, so that it survives a restart
     /// (`PSP_JOURNAL_PATH`; unset or empty keeps it in memory only).
     pub journal_path: Option<PathBuf>,
+    /// Opens the `/admin` routes to callers beyond the loopback address
+    /// that send `Authorization: Bearer <token>` (`PSP_ADMIN_TOKEN`; unset
+    /// or empty: loopback callers only).
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Config {
@@ -74,6 +89,7 @@ impl Config {
             journal_path: Some(config::string_or("PSP_JOURNAL_PATH", "")?)
                 .filter(|path| !path.is_empty())
                 .map(PathBuf::from),
+            admin_token: AdminToken::new(&config::string_or("PSP_ADMIN_TOKEN", "")?),
         })
     }
 }
@@ -82,6 +98,8 @@ impl Config {
 #[derive(Clone)]
 pub struct Psp {
     shared: Arc<Shared>,
+    /// Lets callers that are not on a loopback address use `/admin`.
+    admin_token: Option<AdminToken>,
 }
 
 struct Shared {
@@ -131,7 +149,22 @@ impl Psp {
                 slow_card_delay,
                 shutdown,
             }),
+            admin_token: None,
         }
+    }
+
+    /// Opens the `/admin` routes to callers that present `token` (see
+    /// [`Config::admin_token`]); without one they answer loopback callers
+    /// only.
+    pub fn with_admin_token(self, token: Option<AdminToken>) -> Self {
+        Self {
+            admin_token: token,
+            ..self
+        }
+    }
+
+    fn admin_token(&self) -> Option<&AdminToken> {
+        self.admin_token.as_ref()
     }
 
     // A panic cannot leave either value half-changed: the ledger checks
@@ -181,13 +214,25 @@ impl Psp {
 }
 
 /// The API and admin routes; tests call it without a socket.
+///
+/// The admin routes need the caller's address, which
+/// [`into_make_service_with_connect_info`](Router::into_make_service_with_connect_info)
+/// adds (as [`run`] does); a request without it, or from an address that
+/// is not loopback, needs the admin token. Tests can say where their
+/// requests come from with [`MockConnectInfo`](axum::extract::connect_info::MockConnectInfo).
 pub fn router(state: Psp) -> Router {
+    let admin = Router::<Psp>::new()
+        .route("/admin/faults", get(api::get_faults).put(api::put_faults))
+        .route("/admin/ledger", get(api::ledger))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin,
+        ));
     Router::new()
         .route("/v1/captures", post(api::capture))
         .route("/v1/captures/{idempotency_key}", get(api::find_capture))
         .route("/v1/refunds", post(api::refund))
-        .route("/admin/faults", get(api::get_faults).put(api::put_faults))
-        .route("/admin/ledger", get(api::ledger))
+        .merge(admin)
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn(
             shipshape_telemetry::http::trace_requests,
@@ -203,7 +248,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let psp = match &config.journal_path {
         Some(path) => Psp::with_journal(path, config.slow_card_delay, shutdown.clone())?,
         None => Psp::new(config.slow_card_delay, shutdown.clone()),
-    };
+    }
+    .with_admin_token(config.admin_token.clone());
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the API to {}", config.http_addr))?;
@@ -211,11 +257,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         addr = %config.http_addr,
         slow_card_delay_ms = config.slow_card_delay.as_millis() as u64,
         journal = ?config.journal_path,
+        admin_token = config.admin_token.is_some(),
         "PSP simulator listening"
     );
 
     let api = async {
-        axum::serve(listener, router(psp))
+        // The peer's address, which decides who may use `/admin`.
+        let app = router(psp).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("serving the API")

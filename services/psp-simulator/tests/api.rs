@@ -1,19 +1,31 @@
 //! The simulator's HTTP contract, exercised through its router without a
-//! socket. Tests that involve waiting run on paused time.
+//! socket: requests say where they come from with `MockConnectInfo`, from
+//! a loopback address unless a test is about the admin routes' callers.
+//! Tests that involve waiting run on paused time.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
-use shipshape_psp_simulator::{Psp, router};
+use shipshape_psp_simulator::{AdminToken, Psp, router};
 use shipshape_runtime::CancellationToken;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
 const SLOW_CARD_DELAY: Duration = Duration::from_secs(2);
+
+/// A caller on this machine, as the test kit and its tests are.
+const LOOPBACK_PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+
+/// A caller elsewhere, such as the payment service in another pod.
+const REMOTE_PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), 40000);
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 struct Simulator {
     app: Router,
@@ -23,7 +35,7 @@ struct Simulator {
 impl Simulator {
     fn new() -> Self {
         let shutdown = CancellationToken::new();
-        let app = router(Psp::new(SLOW_CARD_DELAY, shutdown.clone()));
+        let app = seen_from(Psp::new(SLOW_CARD_DELAY, shutdown.clone()), LOOPBACK_PEER);
         Self { app, shutdown }
     }
 
@@ -31,7 +43,8 @@ impl Simulator {
     /// restart with `PSP_JOURNAL_PATH` set.
     fn with_journal(path: &Path) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
-        let app = router(Psp::with_journal(path, SLOW_CARD_DELAY, shutdown.clone())?);
+        let psp = Psp::with_journal(path, SLOW_CARD_DELAY, shutdown.clone())?;
+        let app = seen_from(psp, LOOPBACK_PEER);
         Ok(Self { app, shutdown })
     }
 
@@ -77,6 +90,11 @@ impl Simulator {
             .expect("captures")
             .clone()
     }
+}
+
+/// The simulator's router, called as if by a socket from `peer`.
+fn seen_from(psp: Psp, peer: SocketAddr) -> Router {
+    router(psp).layer(MockConnectInfo(peer))
 }
 
 /// A fresh directory for a journal, removed when dropped.
@@ -676,4 +694,149 @@ async fn a_malformed_line_before_the_last_stops_start_up() {
             "{message}"
         );
     }
+}
+
+/// A simulator whose admin token is [`ADMIN_TOKEN`] when `with_token`.
+fn admin_psp(with_token: bool) -> Psp {
+    let token = if with_token {
+        AdminToken::new(ADMIN_TOKEN)
+    } else {
+        None
+    };
+    Psp::new(SLOW_CARD_DELAY, CancellationToken::new()).with_admin_token(token)
+}
+
+/// Every admin route, with a body that it accepts.
+fn admin_requests() -> [(Method, &'static str, Option<Value>); 3] {
+    [
+        (Method::GET, "/admin/faults", None),
+        (
+            Method::PUT,
+            "/admin/faults",
+            Some(json!({ "latency_ms": 5 })),
+        ),
+        (Method::GET, "/admin/ledger", None),
+    ]
+}
+
+/// Calls `app` with `Authorization: authorization`, if given.
+async fn call_authorized(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<&Value>,
+    authorization: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(authorization) = authorization {
+        request = request.header(header::AUTHORIZATION, authorization);
+    }
+    let request = match body {
+        Some(body) => request
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    };
+    call(app.clone(), request.expect("request")).await
+}
+
+#[tokio::test]
+async fn admin_routes_answer_loopback_callers() {
+    for peer in [
+        "127.0.0.1:40000",
+        "127.9.9.9:40000",
+        "[::1]:40000",
+        "[::ffff:127.0.0.1]:40000",
+    ] {
+        let app = seen_from(admin_psp(false), peer.parse().expect("an address"));
+        for (method, uri, body) in admin_requests() {
+            let (status, answer) = call_authorized(&app, method, uri, body.as_ref(), None).await;
+            assert_eq!(status, StatusCode::OK, "{peer} {uri}: {answer}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn admin_routes_answer_other_callers_with_the_token() {
+    let psp = admin_psp(true);
+    let remote = seen_from(psp.clone(), REMOTE_PEER);
+    let authorization = format!("Bearer {ADMIN_TOKEN}");
+    for (method, uri, body) in admin_requests() {
+        let (status, answer) =
+            call_authorized(&remote, method, uri, body.as_ref(), Some(&authorization)).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {answer}");
+    }
+    // Called without a socket, a request is not local, but the token is
+    // enough.
+    let (status, answer) = call_authorized(
+        &router(psp),
+        Method::GET,
+        "/admin/ledger",
+        None,
+        Some(&authorization),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+#[tokio::test]
+async fn admin_routes_refuse_other_callers_without_the_right_token() {
+    let right = format!("Bearer {ADMIN_TOKEN}");
+    let longer = format!("Bearer {ADMIN_TOKEN}0");
+    let shorter = format!("Bearer {}", &ADMIN_TOKEN[1..]);
+    let other_scheme = format!("Basic {ADMIN_TOKEN}");
+    let with_token = admin_psp(true);
+    let without_token = admin_psp(false);
+    let cases = [
+        // (simulator, the peer, if any, and what is presented)
+        (&with_token, Some(REMOTE_PEER), None),
+        (&with_token, Some(REMOTE_PEER), Some("Bearer wrong-token")),
+        (&with_token, Some(REMOTE_PEER), Some(longer.as_str())),
+        (&with_token, Some(REMOTE_PEER), Some(shorter.as_str())),
+        (&with_token, Some(REMOTE_PEER), Some(other_scheme.as_str())),
+        (&with_token, Some(REMOTE_PEER), Some("Bearer ")),
+        // Without a socket the caller's address is unknown: not local.
+        (&with_token, None, None),
+        (&with_token, None, Some("Bearer wrong-token")),
+        (&without_token, Some(REMOTE_PEER), None),
+        (&without_token, Some(REMOTE_PEER), Some(right.as_str())),
+        (&without_token, Some(REMOTE_PEER), Some("Bearer ")),
+        (&without_token, None, None),
+    ];
+    for (psp, peer, authorization) in cases {
+        let app = match peer {
+            Some(peer) => seen_from(psp.clone(), peer),
+            None => router(psp.clone()),
+        };
+        for (method, uri, body) in admin_requests() {
+            let (status, answer) =
+                call_authorized(&app, method, uri, body.as_ref(), authorization).await;
+            assert_error(status, &answer, StatusCode::FORBIDDEN, "forbidden");
+            assert!(
+                !answer.to_string().contains(ADMIN_TOKEN),
+                "the refusal does not show the token: {answer}"
+            );
+        }
+    }
+
+    // The refused PUTs changed nothing.
+    for psp in [with_token, without_token] {
+        let local = seen_from(psp, LOOPBACK_PEER);
+        let (status, faults) =
+            call_authorized(&local, Method::GET, "/admin/faults", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(faults["latency_ms"], 0, "{faults}");
+    }
+}
+
+#[tokio::test]
+async fn the_api_answers_every_caller() {
+    let remote = seen_from(admin_psp(true), REMOTE_PEER);
+    let body = capture("order-1", 1999, "tok_visa");
+    let (status, answer) =
+        call_authorized(&remote, Method::POST, "/v1/captures", Some(&body), None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) =
+        call_authorized(&remote, Method::GET, "/v1/captures/order-1", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
 }

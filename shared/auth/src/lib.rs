@@ -2,11 +2,12 @@
 //!
 //! Customers call the gateway with a bearer JWT. The gateway verifies it
 //! ([`Verifier`]: signature, expiry, issuer and audience, with a small
-//! clock-skew allowance) and forwards the caller's [`Identity`] to the
-//! services in gRPC metadata ([`Identity::write_metadata`]). The services
-//! believe that metadata ([`Identity::from_metadata`]) and nothing else:
-//! only the gateway can reach them (the chart's NetworkPolicies), so the
-//! gateway is the trust boundary.
+//! clock-skew allowance, and a cap on the lifetime a token may claim) and
+//! forwards the caller's [`Identity`] to the services in gRPC metadata
+//! ([`Identity::write_metadata`]). The services believe that metadata
+//! ([`Identity::from_metadata`]) and nothing else: only the gateway can
+//! reach them (the chart's NetworkPolicies), so the gateway is the trust
+//! boundary.
 //!
 //! [`Minter`] signs tokens for development and tests (`cargo xtask token`);
 //! production tokens come from an identity provider whose public key the
@@ -18,8 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, TokenData, Validation};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer, Serialize};
 use tonic::metadata::{MetadataMap, MetadataValue};
 
 /// The scope that may use the operators' API (restocking).
@@ -33,6 +35,12 @@ pub const SCOPES_METADATA: &str = "x-shipshape-scopes";
 /// (UUIDs, opaque ids, e-mail addresses); the bound keeps ids stored per
 /// order, and every index over them, small.
 pub const MAX_SUBJECT_LEN: usize = 128;
+
+/// The longest lifetime a token may claim unless `JWT_MAX_LIFETIME_SECS`
+/// says otherwise: a day. Identity providers issue access tokens for
+/// minutes or hours; a token that claims to be good for years (or, with
+/// `exp` near 2^64, forever) is a stolen credential that never dies.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 
 /// The signature algorithms the gateway verifies: HS256 with a shared
 /// secret for development; RS256 or ES256 (P-256) with an identity
@@ -100,6 +108,9 @@ pub struct VerifierConfig {
     pub audience: String,
     /// How far the clocks of the issuer and the gateway may disagree.
     pub leeway: Duration,
+    /// The longest a token may be good for: its `exp` may be at most this
+    /// (plus the leeway) after now, and at most this after its `iat`.
+    pub max_lifetime: Duration,
 }
 
 impl VerifierConfig {
@@ -107,8 +118,9 @@ impl VerifierConfig {
     /// (`HS256`, the default, `RS256` or `ES256`), the key as
     /// `JWT_HS256_SECRET` (HS256) or `JWT_PUBLIC_KEY` (PEM), each also as a
     /// file (`JWT_HS256_SECRET_FILE`, `JWT_PUBLIC_KEY_FILE`, as secrets are
-    /// mounted), and `JWT_LEEWAY_SECS` (default 30). Without a key the
-    /// gateway cannot check anyone, so it refuses to start.
+    /// mounted), `JWT_LEEWAY_SECS` (default 30) and `JWT_MAX_LIFETIME_SECS`
+    /// (default 86400, a day; more than 0). Without a key the gateway cannot
+    /// check anyone, so it refuses to start.
     pub fn from_env() -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let algorithm: Algorithm = var("JWT_ALGORITHM")
@@ -145,26 +157,73 @@ impl VerifierConfig {
                 .with_context(|| format!("JWT_LEEWAY_SECS={secs} is not a number of seconds"))?,
             None => 30,
         };
+        let max_lifetime_secs: u64 = match var("JWT_MAX_LIFETIME_SECS") {
+            Some(secs) => secs.parse().with_context(|| {
+                format!("JWT_MAX_LIFETIME_SECS={secs} is not a number of seconds")
+            })?,
+            None => DEFAULT_MAX_LIFETIME.as_secs(),
+        };
+        if max_lifetime_secs == 0 {
+            bail!("JWT_MAX_LIFETIME_SECS must be more than 0: no token could be accepted");
+        }
         Ok(Self {
             algorithm,
             key,
             issuer: var("JWT_ISSUER").context("JWT_ISSUER is required")?,
             audience: var("JWT_AUDIENCE").context("JWT_AUDIENCE is required")?,
             leeway: Duration::from_secs(leeway_secs),
+            max_lifetime: Duration::from_secs(max_lifetime_secs),
         })
     }
 }
 
-/// The claims read from a verified token: `iss`, `aud`, `exp` and `nbf`
-/// are checked by the validation itself, in whichever form the issuer
-/// wrote them (`aud` may be a list, RFC 7519, section 4.1.3), so they are
-/// not decoded again here. `scope` is the OAuth 2.0 space-separated list
-/// (RFC 8693, section 4.2).
+/// The claims read from a verified token: `iss`, `aud` and `nbf` are
+/// checked by the validation itself, in whichever form the issuer wrote
+/// them (`aud` may be a list, RFC 7519, section 4.1.3), so they are not
+/// decoded again here. `exp` and `iat` are, for the lifetime cap, and so
+/// that a missing `exp` is told apart from a mistyped one. `scope` is the
+/// OAuth 2.0 space-separated list (RFC 8693, section 4.2).
 #[derive(Debug, Deserialize)]
 struct VerifiedClaims {
     sub: String,
     #[serde(default)]
+    exp: NumericDate,
+    #[serde(default)]
+    iat: NumericDate,
+    #[serde(default)]
     scope: String,
+}
+
+/// A time claim (RFC 7519, section 2, "NumericDate"), read the way the
+/// validation reads `exp` and `nbf`: a non-negative number of seconds,
+/// fractions rounded. Any other JSON value is `Invalid` rather than a
+/// deserialization error, so the caller is told which claim is wrong, not
+/// that the whole token is.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum NumericDate {
+    #[default]
+    Absent,
+    Seconds(u64),
+    Invalid,
+}
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Whole(u64),
+            Fraction(f64),
+            Other(IgnoredAny),
+        }
+        Ok(match Raw::deserialize(deserializer)? {
+            Raw::Whole(secs) => Self::Seconds(secs),
+            Raw::Fraction(secs) if secs.is_finite() && secs >= 0.0 && secs < u64::MAX as f64 => {
+                Self::Seconds(secs.round() as u64)
+            }
+            Raw::Fraction(_) | Raw::Other(IgnoredAny) => Self::Invalid,
+        })
+    }
 }
 
 /// The claims a development token is minted with.
@@ -193,6 +252,10 @@ pub enum TokenError {
     WrongIssuerOrAudience,
     #[error("the token is signed with an algorithm this API does not accept")]
     WrongAlgorithm,
+    #[error("the token names critical header extensions (`crit`) this server does not support")]
+    CriticalHeader,
+    #[error("the token claims a lifetime beyond JWT_MAX_LIFETIME_SECS")]
+    LifetimeTooLong,
     #[error("the token's subject is not a valid customer id")]
     BadSubject,
     #[error("the token is malformed: {0}")]
@@ -267,12 +330,15 @@ impl Identity {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// [`VerifierConfig::max_lifetime`], in whole seconds as `exp` is.
+    max_lifetime_secs: u64,
 }
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
             .field("algorithms", &self.validation.algorithms)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
             .finish_non_exhaustive()
     }
 }
@@ -294,38 +360,123 @@ impl Verifier {
             }
             (_, algorithm) => bail!("the key does not suit {algorithm:?}"),
         };
+        let max_lifetime_secs = config.max_lifetime.as_secs();
+        if max_lifetime_secs == 0 {
+            bail!("the longest token lifetime (JWT_MAX_LIFETIME_SECS) must be at least 1 s");
+        }
         // One algorithm only: a token may not choose how it is checked
         // (no `none`, no HS256 "signed" with the public key).
         let mut validation = Validation::new(config.algorithm.jwt());
         validation.set_issuer(&[&config.issuer]);
         validation.set_audience(&[&config.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // `exp` is required too, but checked in `verify`: the validation
+        // reports a mistyped `exp` as missing. It still refuses a past or
+        // mistyped `exp` (`validate_exp` stays on).
+        validation.set_required_spec_claims(&["iss", "aud", "sub"]);
         validation.leeway = config.leeway.as_secs();
         validation.validate_nbf = true;
-        Ok(Self { key, validation })
+        Ok(Self {
+            key,
+            validation,
+            max_lifetime_secs,
+        })
     }
 
     /// The caller a token names, if it is genuine and current.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        let data = jsonwebtoken::decode::<VerifiedClaims>(token, &self.key, &self.validation)
-            .map_err(|error| match error.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
-                    TokenError::WrongIssuerOrAudience
-                }
-                ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    TokenError::Malformed(format!("the `{claim}` claim is missing"))
-                }
-                // The parser's own words may quote what the caller wrote;
-                // they are not repeated back.
-                _ => TokenError::Malformed("not a well-formed JWT".to_owned()),
-            })?;
-        let claims = data.claims;
+        let TokenData { header, claims } =
+            jsonwebtoken::decode::<VerifiedClaims>(token, &self.key, &self.validation)
+                .map_err(|error| refusal(error, token))?;
+        // RFC 7515, section 4.1.11: a recipient must refuse a token whose
+        // `crit` names an extension it does not understand, and this one
+        // understands none.
+        if header.crit.is_some() {
+            return Err(TokenError::CriticalHeader);
+        }
+        let exp = match claims.exp {
+            NumericDate::Seconds(exp) => exp,
+            NumericDate::Absent => {
+                return Err(TokenError::Malformed(
+                    "the `exp` claim is missing".to_owned(),
+                ));
+            }
+            NumericDate::Invalid => return Err(not_a_time("exp")),
+        };
+        let iat = match claims.iat {
+            NumericDate::Seconds(iat) => Some(iat),
+            NumericDate::Absent => None,
+            NumericDate::Invalid => return Err(not_a_time("iat")),
+        };
+        self.check_lifetime(exp, iat)?;
         Identity::new(&claims.sub, &claims.scope.split(' ').collect::<Vec<_>>())
     }
+
+    /// Refuses a token good for longer than the configured lifetime: by
+    /// the gateway's clock (`exp` at most the lifetime and the leeway after
+    /// now) and by the issuer's (`exp` at most the lifetime after `iat`).
+    /// Saturating, so an `exp` of 2^63 or `u64::MAX` is refused, not
+    /// wrapped round to a small number.
+    fn check_lifetime(&self, exp: u64, iat: Option<u64>) -> Result<(), TokenError> {
+        // The clock the validation has just read.
+        let latest = jsonwebtoken::get_current_timestamp()
+            .saturating_add(self.max_lifetime_secs)
+            .saturating_add(self.validation.leeway);
+        let too_long =
+            exp > latest || iat.is_some_and(|iat| exp.saturating_sub(iat) > self.max_lifetime_secs);
+        if too_long {
+            return Err(TokenError::LifetimeTooLong);
+        }
+        Ok(())
+    }
+}
+
+/// Why the validation refused a token, in words for the caller.
+fn refusal(error: jsonwebtoken::errors::Error, token: &str) -> TokenError {
+    match error.kind() {
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongIssuerOrAudience,
+        ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
+        ErrorKind::MissingRequiredClaim(claim) => {
+            TokenError::Malformed(format!("the `{claim}` claim is missing"))
+        }
+        // `exp` or `nbf`, named by the validation, not the caller.
+        ErrorKind::InvalidClaimFormat(claim) => not_a_time(claim),
+        // The validation reads `exp` and `nbf` into numbers and fails on
+        // some other shapes (an object) as on bad JSON.
+        ErrorKind::Json(_) => mistyped_time_claim(token).unwrap_or_else(malformed),
+        _ => malformed(),
+    }
+}
+
+/// The parser's own words may quote what the caller wrote; they are not
+/// repeated back.
+fn malformed() -> TokenError {
+    TokenError::Malformed("not a well-formed JWT".to_owned())
+}
+
+/// The time claim of the wrong type in `token`'s claims, if any. Only for
+/// naming the error: it reads the claims without checking the signature,
+/// and the token is refused either way.
+fn mistyped_time_claim(token: &str) -> Option<TokenError> {
+    let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+    ["exp", "nbf", "iat"]
+        .into_iter()
+        .find(|claim| {
+            claims
+                .get(claim)
+                .is_some_and(|value| !value.as_f64().is_some_and(|seconds| seconds >= 0.0))
+        })
+        .map(not_a_time)
+}
+
+/// A time claim that is there but is no NumericDate (RFC 7519, section 2):
+/// said as such, not as missing or as a malformed token.
+fn not_a_time(claim: &str) -> TokenError {
+    TokenError::Malformed(format!(
+        "the `{claim}` claim must be a number of seconds since 1970"
+    ))
 }
 
 /// Signs tokens: for development (`cargo xtask token`), the test kit and
@@ -360,7 +511,7 @@ impl Minter {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now,
-            exp: now + ttl.as_secs(),
+            exp: now.saturating_add(ttl.as_secs()),
             scope: identity.scopes.join(" "),
         };
         jsonwebtoken::encode(

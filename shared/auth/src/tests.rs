@@ -13,6 +13,7 @@ fn config(algorithm: Algorithm, key: VerificationKey) -> VerifierConfig {
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
         leeway: Duration::from_secs(30),
+        max_lifetime: DEFAULT_MAX_LIFETIME,
     }
 }
 
@@ -45,6 +46,21 @@ fn claims(exp: u64) -> Claims {
         iat: now(),
         scope: String::new(),
     }
+}
+
+/// A token with `claims` written as JSON, so they may be of any type,
+/// under `header`, signed with the tests' secret.
+fn signed_json(header: &Header, claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(SECRET)).unwrap()
+}
+
+/// Valid claims with this `exp`, as JSON, and no `iat`.
+fn json_claims(exp: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": exp})
+}
+
+fn hs256_header() -> Header {
+    Header::new(jsonwebtoken::Algorithm::HS256)
 }
 
 #[test]
@@ -250,4 +266,134 @@ fn rs256_and_es256_tokens_verify_with_the_public_key_alone() {
         );
         assert_eq!(verifier.verify(&confused), Err(TokenError::WrongAlgorithm));
     }
+}
+
+/// RFC 7515, section 4.1.11: extensions named in `crit` must be understood,
+/// and the gateway understands none.
+#[test]
+fn a_token_naming_critical_header_extensions_is_refused() {
+    let current = json_claims((now() + 60).into());
+    // {"typ":"JWT","alg":"HS256","crit":["exp"]}, correctly signed.
+    let critical = Header {
+        crit: Some(vec!["exp".into()]),
+        ..hs256_header()
+    };
+    assert_eq!(
+        hs256().verify(&signed_json(&critical, &current)),
+        Err(TokenError::CriticalHeader)
+    );
+    let empty = Header {
+        crit: Some(Vec::new()),
+        ..hs256_header()
+    };
+    assert_eq!(
+        hs256().verify(&signed_json(&empty, &current)),
+        Err(TokenError::CriticalHeader)
+    );
+    assert!(
+        hs256()
+            .verify(&signed_json(&hs256_header(), &current))
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_token_may_not_claim_a_lifetime_beyond_the_cap() {
+    let key = EncodingKey::from_secret(SECRET);
+    let hs = jsonwebtoken::Algorithm::HS256;
+    let day = DEFAULT_MAX_LIFETIME.as_secs();
+    assert!(
+        hs256()
+            .verify(&signed(&claims(now() + day), hs, &key))
+            .is_ok(),
+        "a day from its iat is within the cap"
+    );
+    for exp in [now() + day + 30 + 120, 1 << 63, u64::MAX] {
+        assert_eq!(
+            hs256().verify(&signed(&claims(exp), hs, &key)),
+            Err(TokenError::LifetimeTooLong),
+            "exp {exp}"
+        );
+    }
+    // Current by the gateway's clock, but issued two days before it ends.
+    let long_lived = Claims {
+        iat: now() - 2 * day,
+        ..claims(now() + 60)
+    };
+    assert_eq!(
+        hs256().verify(&signed(&long_lived, hs, &key)),
+        Err(TokenError::LifetimeTooLong)
+    );
+    // Without `iat`, only the gateway's clock counts; a fractional `exp`
+    // is a NumericDate too (RFC 7519, section 2).
+    let without_iat =
+        |exp: serde_json::Value| hs256().verify(&signed_json(&hs256_header(), &json_claims(exp)));
+    assert!(without_iat((now() + 3600).into()).is_ok());
+    assert_eq!(
+        without_iat(serde_json::json!(1.0e19)),
+        Err(TokenError::LifetimeTooLong)
+    );
+    // The cap is the configured one.
+    let hour = Verifier::new(&VerifierConfig {
+        max_lifetime: Duration::from_secs(3600),
+        ..config(Algorithm::Hs256, VerificationKey::Secret(SECRET.into()))
+    })
+    .unwrap();
+    let minter = Minter::hs256(SECRET, ISSUER, AUDIENCE).unwrap();
+    let two_hours = minter
+        .mint("alice", &[], Duration::from_secs(7200))
+        .unwrap();
+    assert_eq!(hour.verify(&two_hours), Err(TokenError::LifetimeTooLong));
+    let minute = minter.mint("alice", &[], Duration::from_secs(60)).unwrap();
+    assert!(hour.verify(&minute).is_ok());
+}
+
+#[test]
+fn a_zero_max_lifetime_is_refused() {
+    let zero = VerifierConfig {
+        max_lifetime: Duration::ZERO,
+        ..config(Algorithm::Hs256, VerificationKey::Secret(SECRET.into()))
+    };
+    assert!(Verifier::new(&zero).is_err());
+}
+
+/// A time claim of the wrong type is said to be so, not to be missing.
+#[test]
+fn mistyped_time_claims_are_named_and_a_missing_exp_is_missing() {
+    let not_a_time = |claim: &str| -> Result<Identity, TokenError> {
+        Err(TokenError::Malformed(format!(
+            "the `{claim}` claim must be a number of seconds since 1970"
+        )))
+    };
+    let soon = now() + 60;
+    for exp in [
+        serde_json::json!(soon.to_string()),
+        serde_json::json!({"secs": soon}),
+        serde_json::json!([soon]),
+        serde_json::json!(-1),
+        serde_json::json!(true),
+        serde_json::Value::Null,
+    ] {
+        assert_eq!(
+            hs256().verify(&signed_json(&hs256_header(), &json_claims(exp.clone()))),
+            not_a_time("exp"),
+            "exp {exp}"
+        );
+    }
+    let valid = json_claims(soon.into());
+    for claim in ["nbf", "iat"] {
+        let mut mistyped = valid.clone();
+        mistyped[claim] = serde_json::json!("yesterday");
+        assert_eq!(
+            hs256().verify(&signed_json(&hs256_header(), &mistyped)),
+            not_a_time(claim)
+        );
+    }
+
+    let mut without_exp = valid;
+    without_exp.as_object_mut().unwrap().remove("exp");
+    assert_eq!(
+        hs256().verify(&signed_json(&hs256_header(), &without_exp)),
+        Err(TokenError::Malformed("the `exp` claim is missing".into()))
+    );
 }

@@ -37,6 +37,38 @@ pub async fn connect(
     }
 }
 
+/// The status a gRPC handler answers for a failed query of `database` (a
+/// name for messages: "order", "catalog").
+///
+/// A data exception (SQLSTATE class 22: a value out of range, text that is
+/// not a valid number or timestamp) is Postgres judging a value the request
+/// carried. The database is healthy and the same request would fail the
+/// same way, so it is `INVALID_ARGUMENT`, which the callers' circuit
+/// breakers count as a healthy answer and never retry. Anything else means
+/// the database could not do its work: `UNAVAILABLE` with the code
+/// `database_unavailable`. Handlers map every query error through here, so
+/// no caller's input can pass for an outage.
+pub fn query_failed(error: &sqlx::Error, database: &str) -> tonic::Status {
+    let sqlstate = error.as_database_error().and_then(|e| e.code());
+    if sqlstate.is_some_and(|code| code.starts_with(DATA_EXCEPTION_CLASS)) {
+        tracing::warn!(%error, database, "a query refused a value of the request");
+        return shipshape_proto::error_status(
+            tonic::Code::InvalidArgument,
+            "invalid_value",
+            format!("a value of the request is out of the {database} database's range"),
+        );
+    }
+    tracing::error!(%error, database, "database query failed");
+    shipshape_proto::error_status(
+        tonic::Code::Unavailable,
+        "database_unavailable",
+        format!("{database} database unavailable"),
+    )
+}
+
+/// SQLSTATE class of data exceptions.
+const DATA_EXCEPTION_CLASS: &str = "22";
+
 pub const POOL_CONNECTIONS: &str = "shipshape_db_pool_connections";
 pub const POOL_MAX_CONNECTIONS: &str = "shipshape_db_pool_max_connections";
 
@@ -186,5 +218,81 @@ impl DatabaseConfig {
             url: crate::config::string_or("DATABASE_URL", &local)?,
             max_connections: crate::config::var_or("DATABASE_MAX_CONNECTIONS", 10)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::error::Error as StdError;
+
+    use sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::*;
+
+    /// A database error with this SQLSTATE, as Postgres would report it.
+    #[derive(Debug)]
+    struct Refused(&'static str);
+
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl StdError for Refused {}
+
+    impl DatabaseError for Refused {
+        fn message(&self) -> &str {
+            "refused"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn code_of(status: &tonic::Status) -> &str {
+        status
+            .metadata()
+            .get(shipshape_proto::ERROR_CODE_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn values_the_database_refuses_are_the_callers_fault_not_an_outage() {
+        // timestamp out of range, numeric out of range, invalid text.
+        for sqlstate in ["22008", "22003", "22P02"] {
+            let status = query_failed(&sqlx::Error::Database(Box::new(Refused(sqlstate))), "order");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{sqlstate}");
+            assert_eq!(code_of(&status), "invalid_value");
+        }
+    }
+
+    #[test]
+    fn every_other_failure_is_the_database_being_unavailable() {
+        let cases = [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::Database(Box::new(Refused("57P01"))),
+            sqlx::Error::Database(Box::new(Refused("40001"))),
+        ];
+        for error in cases {
+            let status = query_failed(&error, "order");
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{error}");
+            assert_eq!(code_of(&status), "database_unavailable");
+            assert_eq!(status.message(), "order database unavailable");
+        }
     }
 }

@@ -11,6 +11,12 @@
 //! [`propagation`] carries the W3C trace context across process boundaries:
 //! HTTP headers, gRPC metadata, Kafka headers and database rows (the outbox,
 //! and work a service resumes later).
+//!
+//! No secret reaches a log line, in either format: fields named like one
+//! (`password`, `*_secret`, `*token*`, ...) are written `***`, and URL
+//! credentials and secret `NAME=value` pairs are hidden in every text value
+//! and message ([`redact`], which other code writing logs uses too). The
+//! text format escapes control characters, so a value cannot forge a line.
 #![forbid(unsafe_code)]
 
 mod export;
@@ -18,6 +24,7 @@ pub mod grpc;
 pub mod http;
 mod logs;
 pub mod propagation;
+pub mod redact;
 
 pub use export::Telemetry;
 pub use propagation::TraceContext;
@@ -50,7 +57,10 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
             .event_format(logs::JsonLines::new(service, subscriber.clone()))
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().compact().boxed()
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .fmt_fields(logs::TextFields)
+            .boxed()
     };
     // One filter for logs and spans alike: a span below the log level is
     // not worth exporting either, and skipping it early is what keeps the

@@ -1,8 +1,22 @@
-//! One JSON object per log line: `timestamp`, `level`, `service`, `target`,
-//! `message` and the event's fields, then `trace_id` and `span_id` when the
-//! line belongs to a traced span, and `order_id` when it or a span it runs
-//! in names one.
+//! The two log formats.
+//!
+//! JSON ([`JsonLines`]): one object per line, `timestamp`, `level`,
+//! `service`, `target`, `message` and the event's fields, then `trace_id`
+//! and `span_id` when the line belongs to a traced span, and `order_id` when
+//! it or a span it runs in names one.
+//!
+//! Text ([`TextFields`], under the library's compact line layout): the
+//! message, then `name=value` for the event's fields and its spans'.
+//!
+//! In both, no secret reaches the line: a field whose name names one
+//! ([`is_secret_name`]) is written `***` (unless it is a boolean, which can
+//! only say whether a secret is set), and every text value and message
+//! has URL credentials and secret `NAME=value` pairs hidden ([`redact`]).
+//! And no value can start a line of its own: JSON escapes control
+//! characters, the text format escapes them itself
+//! ([`escape_control_chars`]).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -11,13 +25,19 @@ use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Dispatch, Event, Subscriber, dispatcher::WeakDispatch, span};
 use tracing_subscriber::Layer;
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::redact::{REDACTED, escape_control_chars, is_secret_name, redact};
+
 /// The field that ties a log line to an order.
 const ORDER_ID: &str = "order_id";
+
+/// The field `tracing` puts an event's text in.
+const MESSAGE: &str = "message";
 
 /// The line's own keys, which an event's fields may not overwrite
 /// (`message` is the event's text, moved into place).
@@ -183,37 +203,171 @@ impl Visit for OrderIdFinder {
     }
 }
 
-/// An event's fields as JSON values.
+/// An event's fields as JSON values, secrets hidden.
 struct JsonFields(Map<String, Value>);
+
+impl JsonFields {
+    /// Records `value`, or [`REDACTED`] when the field's name names a
+    /// secret (whatever the value's type: a PIN is a number; only a boolean,
+    /// which [`Visit::record_bool`] records itself, is no secret).
+    fn insert(&mut self, field: &Field, value: Value) {
+        let value = if is_secret_name(field.name()) {
+            REDACTED.into()
+        } else {
+            value
+        };
+        self.0.insert(field.name().into(), value);
+    }
+
+    /// Records a text value with its URL credentials and secret pairs
+    /// hidden.
+    fn insert_text(&mut self, field: &Field, text: &str) {
+        self.insert(field, redact(text).into_owned().into());
+    }
+}
 
 impl Visit for JsonFields {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
+        self.insert(field, value.into());
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        self.insert(field, value.into());
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        self.insert(field, value.into());
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
+        // Whether a secret is set (`admin_token = true`) is no secret.
         self.0.insert(field.name().into(), value.into());
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        self.insert_text(field, value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().into(), value.to_string().into());
+        self.insert_text(field, &value.to_string());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+        self.insert_text(field, &format!("{value:?}"));
+    }
+}
+
+/// The text format's fields (an event's, and each span's, which the line
+/// repeats): the message as it is, then `name=value` pairs, text values
+/// quoted, each separated by a space. Secrets are hidden and control
+/// characters escaped, so whatever a field holds, it stays on its line.
+///
+/// Unlike the library's default, which it otherwise follows, it writes names
+/// without ANSI styling.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TextFields;
+
+impl<'a> MakeVisitor<Writer<'a>> for TextFields {
+    type Visitor = TextVisitor<'a>;
+
+    fn make_visitor(&self, writer: Writer<'a>) -> TextVisitor<'a> {
+        TextVisitor {
+            writer,
+            empty: true,
+            result: Ok(()),
+        }
+    }
+}
+
+/// How [`TextVisitor`] writes a value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// A string: quoted, as a Rust string literal (escapes and all), as the
+    /// library's default does.
+    Quoted,
+    /// Anything else: as formatted, control characters escaped.
+    Bare,
+    /// A boolean: never hidden, even when its name names a secret, since
+    /// whether one is set (`admin_token = true`) is no secret.
+    Flag,
+}
+
+/// Writes one event's or span's fields for [`TextFields`].
+pub(crate) struct TextVisitor<'a> {
+    writer: Writer<'a>,
+    /// Nothing written yet: no separating space needed.
+    empty: bool,
+    result: fmt::Result,
+}
+
+impl TextVisitor<'_> {
+    /// Writes the field `field` with the value `text`, formatted as `shape`
+    /// says.
+    fn write_field(&mut self, field: &Field, text: &str, shape: Shape) {
+        let name = field.name();
+        // The metadata of records from the `log` crate, which the line's own
+        // target already shows; the library's default skips it too.
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        let space = if self.empty { "" } else { " " };
+        self.empty = false;
+        if name == MESSAGE {
+            let message = redact(text);
+            self.result = write!(self.writer, "{space}{}", escape_control_chars(&message));
+            return;
+        }
+        let secret = shape != Shape::Flag && is_secret_name(name);
+        let value = if secret {
+            Cow::Borrowed(REDACTED)
+        } else {
+            redact(text)
+        };
+        self.result = if shape == Shape::Quoted && !secret {
+            write!(self.writer, "{space}{name}={value:?}")
+        } else {
+            let value = escape_control_chars(&value);
+            write!(self.writer, "{space}{name}={value}")
+        };
+    }
+}
+
+impl Visit for TextVisitor<'_> {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.write_field(field, if value { "true" } else { "false" }, Shape::Flag);
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.write_field(field, value, Shape::Quoted);
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        // The error and its sources, as `{:#}` shows an `anyhow` error.
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(error) = source {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            source = error.source();
+        }
+        self.write_field(field, &text, Shape::Bare);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write_field(field, &format!("{value:?}"), Shape::Bare);
+    }
+}
+
+impl VisitOutput<fmt::Result> for TextVisitor<'_> {
+    fn finish(self) -> fmt::Result {
+        self.result
+    }
+}
+
+impl VisitFmt for TextVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        &mut self.writer
     }
 }
 
@@ -266,6 +420,81 @@ mod tests {
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
+    }
+
+    /// The text format's output of `run`, as `init` sets it up (without
+    /// colours).
+    fn text(run: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .compact()
+                .fmt_fields(TextFields)
+                .with_ansi(false)
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, run);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// An event with a secret, credentials in a URL and in a message, and
+    /// newlines meant to forge a line, in a span with a secret of its own.
+    fn leaky_event() {
+        let span = tracing::info_span!("capture", api_key = "k-123", order_id = "o-1");
+        let _span = span.enter();
+        let database = "postgres://order:pw@127.0.0.1/order";
+        let key = "k1\nINFO forged=line";
+        tracing::warn!(
+            jwt_secret = "s3cret",
+            password = 4321,
+            token_set = true,
+            database,
+            %key,
+            note = "a\r\nb",
+            "refused\nERROR forged token=t0k3n"
+        );
+    }
+
+    #[test]
+    fn text_lines_hide_secrets_and_stay_on_one_line() {
+        let output = text(leaky_event);
+        assert_eq!(output.lines().count(), 1, "{output}");
+        for secret in ["s3cret", "pw@", "k-123", "t0k3n"] {
+            assert!(!output.contains(secret), "{secret} in {output}");
+        }
+        assert!(
+            output.contains("refused\\nERROR forged token=***"),
+            "{output}"
+        );
+        assert!(
+            output.contains(" jwt_secret=*** password=*** token_set=true "),
+            "{output}"
+        );
+        assert!(
+            output.contains(r#"database="postgres://order:***@127.0.0.1/order""#),
+            "{output}"
+        );
+        assert!(output.contains("key=k1\\nINFO forged=line"), "{output}");
+        assert!(output.contains(r#"note="a\r\nb""#), "{output}");
+        assert!(output.contains("api_key=*** order_id=\"o-1\""), "{output}");
+    }
+
+    #[test]
+    fn json_lines_hide_secrets_and_stay_valid() {
+        // `lines` parses every line: a forged one would fail.
+        let lines = lines(false, leaky_event);
+        assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        assert_eq!(line["message"], "refused\nERROR forged token=***");
+        assert_eq!(line["jwt_secret"], REDACTED);
+        assert_eq!(line["password"], REDACTED);
+        assert_eq!(line["token_set"], true);
+        assert_eq!(line["database"], "postgres://order:***@127.0.0.1/order");
+        assert_eq!(line["key"], "k1\nINFO forged=line");
+        assert_eq!(line["order_id"], "o-1");
+        assert!(!line.to_string().contains("s3cret"));
     }
 
     #[test]

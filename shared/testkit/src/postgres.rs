@@ -6,8 +6,9 @@
 //! runs; databases are per run, so parallel tests never see each other's rows.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
@@ -25,7 +26,9 @@ use crate::process::{run, tail};
 pub const ADMIN_URL_VAR: &str = "SHIPSHAPE_PG_ADMIN_URL";
 
 /// The admin URL used when [`ADMIN_URL_VAR`] is unset: a local server that
-/// lets `postgres` in without a password (trust authentication).
+/// lets `postgres` in over TCP without a password (trust authentication), or
+/// with one from `PGPASSWORD` or `~/.pgpass`, which the client reads when
+/// the URL carries none.
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// How to name a superuser with a password, for servers that ask for one
@@ -70,9 +73,12 @@ pub async fn ensure_server_at(admin_url: &str, fallback: PrivateCluster) -> anyh
             redact(admin_url)
         ),
     };
-    let url = fallback.admin_url();
-    // Started by an earlier run: nothing to do.
-    if let Probe::Answers = probe(&url).await {
+    // Started by an earlier run: nothing to do. Without its password file
+    // it was never created, or was created by an older test kit with trust
+    // authentication, which `start` replaces.
+    if let Ok(url) = fallback.admin_url()
+        && let Probe::Answers = probe(&url).await
+    {
         return Ok(url);
     }
     eprintln!(
@@ -82,15 +88,16 @@ pub async fn ensure_server_at(admin_url: &str, fallback: PrivateCluster) -> anyh
         fallback.data_dir().display(),
         fallback.port,
     );
-    tokio::task::spawn_blocking(move || fallback.start())
+    let url = tokio::task::spawn_blocking(move || fallback.start())
         .await
         .context("the private cluster's start task failed")?
         .with_context(|| format!("no PostgreSQL server answers at {}", redact(admin_url)))?;
     match probe(&url).await {
         Probe::Answers => Ok(url),
-        Probe::Unreachable(reason) | Probe::Refused(reason) => {
-            bail!("the private PostgreSQL cluster started but does not answer at {url}: {reason}")
-        }
+        Probe::Unreachable(reason) | Probe::Refused(reason) => bail!(
+            "the private PostgreSQL cluster started but does not answer at {}: {reason}",
+            redact(&url)
+        ),
     }
 }
 
@@ -411,12 +418,21 @@ pub fn redact(url: &str) -> String {
 }
 
 /// A Postgres cluster of our own, for machines where PostgreSQL is installed
-/// but no server runs (or not with trust authentication).
+/// but no server answers at the admin URL.
 ///
-/// It listens on 127.0.0.1 only, trusts every local connection and runs
-/// with `fsync = off`: it holds development data only. Once started it keeps
-/// running after the caller exits, so later runs start in milliseconds; stop
-/// it with [`PrivateCluster::stop`] or `pg_ctl -D <data dir> stop`.
+/// It listens on 127.0.0.1 only and runs with `fsync = off`: it holds
+/// development data only. Yet it asks every TCP connection for a password
+/// (`scram-sha-256`), as Debian's cluster in CI and the deployed databases
+/// do, so that a service's credentials are checked in every run and a test
+/// that passes here cannot rely on a server that lets anyone in. The
+/// `postgres` superuser's password is random, made when the cluster is
+/// created and kept in [`PrivateCluster::password_path`]; its
+/// [`admin_url`](PrivateCluster::admin_url) carries it. (It has no Unix
+/// socket, so initdb's `trust` for local connections opens nothing.)
+///
+/// Once started it keeps running after the caller exits, so later runs
+/// start in milliseconds; stop it with [`PrivateCluster::stop`] or
+/// `pg_ctl -D <data dir> stop`.
 ///
 /// PostgreSQL refuses to run as root, so as root the cluster runs as the
 /// `postgres` OS user, in a directory that user owns.
@@ -453,9 +469,29 @@ impl PrivateCluster {
         Self::new(base_dir, PRIVATE_PORT)
     }
 
-    /// Its admin URL (user `postgres`, trust authentication).
-    pub fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    /// Its admin URL: user `postgres` with the password kept in
+    /// [`password_path`](Self::password_path). Fails when that cannot be
+    /// read, e.g. before [`start`](Self::start) has created the cluster.
+    pub fn admin_url(&self) -> anyhow::Result<String> {
+        let path = self.password_path();
+        let password = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the superuser's password from {}", path.display()))?;
+        let password = password.trim_end();
+        if password.is_empty() {
+            bail!("{} holds no password", path.display());
+        }
+        // Hex digits: nothing to escape in a URL.
+        Ok(format!(
+            "postgres://postgres:{password}@127.0.0.1:{}/postgres",
+            self.port
+        ))
+    }
+
+    /// Where the `postgres` superuser's password is kept: readable by its
+    /// owner only (the `postgres` OS user when we are root, who is also
+    /// the one initdb reads it as), next to the data directory.
+    pub fn password_path(&self) -> PathBuf {
+        self.base_dir.join("postgres-password")
     }
 
     /// Where its data lives.
@@ -484,11 +520,25 @@ impl PrivateCluster {
         }
         let _lock = lock_file(&self.base_dir.join(".lock"))?;
         let data_dir = self.data_dir();
+        if data_dir.join("PG_VERSION").is_file() && !self.password_path().is_file() {
+            // Made by an older test kit, with trust authentication: it
+            // holds throwaway databases only, so it is replaced rather than
+            // converted.
+            eprintln!(
+                "shipshape-testkit: the private cluster in {} lets anyone in without a \
+                 password (an older test kit made it); recreating it with password \
+                 authentication, without its databases",
+                data_dir.display()
+            );
+            self.stop()?;
+            std::fs::remove_dir_all(&data_dir)
+                .with_context(|| format!("removing {}", data_dir.display()))?;
+        }
         if !data_dir.join("PG_VERSION").is_file() {
             self.init(&tools)?;
         }
         if tools.is_running(&data_dir, &self.base_dir)? {
-            return Ok(self.admin_url());
+            return self.admin_url();
         }
         let started = run(
             tools.command(
@@ -516,11 +566,19 @@ impl PrivateCluster {
                 data_dir.display()
             );
         }
-        Ok(self.admin_url())
+        self.admin_url()
     }
 
+    /// Creates the cluster with a new random password for `postgres`,
+    /// written to [`password_path`](Self::password_path) first: initdb
+    /// reads it from there, never from its command line, which every local
+    /// user can see.
     fn init(&self, tools: &Tools) -> anyhow::Result<()> {
         let data_dir = self.data_dir();
+        let password_path = self.password_path();
+        write_secret(&password_path, &random_password()?, tools.run_as.as_ref())?;
+        let mut pwfile = OsString::from("--pwfile=");
+        pwfile.push(&password_path);
         run(
             tools.command(
                 "initdb",
@@ -529,7 +587,10 @@ impl PrivateCluster {
                     "-D".into(),
                     data_dir.clone().into_os_string(),
                     "--username=postgres".into(),
-                    "--auth=trust".into(),
+                    pwfile,
+                    // TCP, the only way in (there is no Unix socket).
+                    "--auth-host=scram-sha-256".into(),
+                    "--auth-local=trust".into(),
                     "--encoding=UTF8".into(),
                     "--no-locale".into(),
                     "--no-sync".into(),
@@ -537,11 +598,15 @@ impl PrivateCluster {
             ),
             "creating the private PostgreSQL cluster (initdb)",
         )?;
+        // password_encryption: the service roles' passwords must be stored
+        // as SCRAM verifiers to pass pg_hba's scram-sha-256; PostgreSQL 13
+        // and older store MD5 by default.
         let settings = format!(
             "\n# Added by shipshape-testkit: a private development cluster.\n\
              port = {}\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = ''\n\
+             password_encryption = 'scram-sha-256'\n\
              max_connections = 300\n\
              fsync = off\n\
              synchronous_commit = off\n\
@@ -582,6 +647,38 @@ impl PrivateCluster {
         )?;
         Ok(())
     }
+}
+
+/// 32 hex digits (128 bits) from the kernel's random number generator.
+fn random_password() -> anyhow::Result<String> {
+    let mut bytes = [0_u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the superuser's password")?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// Writes `secret` as the one line of `path`, readable by its owner only:
+/// `owner` when given (the OS user the server runs as), else us.
+fn write_secret(path: &Path, secret: &str, owner: Option<&User>) -> anyhow::Result<()> {
+    let written = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| {
+            // `mode` applies only to a new file; one left by an earlier
+            // cluster is narrowed too.
+            file.set_permissions(Permissions::from_mode(0o600))?;
+            writeln!(file, "{secret}")
+        });
+    written.with_context(|| format!("writing {}", path.display()))?;
+    if let Some(user) = owner {
+        chown(path, Some(user.uid), Some(user.gid))
+            .with_context(|| format!("handing {} to the postgres user", path.display()))?;
+    }
+    Ok(())
 }
 
 fn lock_file(path: &Path) -> anyhow::Result<Flock<File>> {
@@ -930,7 +1027,19 @@ mod tests {
         let url = ensure_server_at(&dead, guard.0.clone())
             .await
             .expect("a private cluster");
-        assert_eq!(url, guard.0.admin_url());
+        assert_eq!(url, guard.0.admin_url().expect("its admin URL"));
+        assert_ne!(redact(&url), url, "the admin URL carries a password");
+
+        // It asks for that password: the superuser without it is refused.
+        let passwordless = format!("postgres://postgres@127.0.0.1:{}/postgres", guard.0.port);
+        let error = PgConnection::connect(&passwordless)
+            .await
+            .expect_err("the private cluster let postgres in without a password");
+        assert_eq!(
+            error.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some("28P01"),
+            "refused as invalid_password: {error}"
+        );
         let db = create_service_database(&url, "shipshape_tkprivate", "shipshape_testkit")
             .await
             .expect("create on the private cluster");

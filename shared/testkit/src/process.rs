@@ -3,8 +3,10 @@
 //! (graceful) or SIGKILL, and they are always reaped, even when a test
 //! panics, because dropping a [`Process`] kills it.
 
-use std::fs::OpenOptions;
+use std::fmt::Write as _;
+use std::fs::{OpenOptions, Permissions};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -14,9 +16,15 @@ use anyhow::{Context, bail};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shipshape_telemetry::redact::{REDACTED, escape_control_chars, is_secret_name, redact};
 
 /// How often a waiting loop looks at a child again.
 const POLL: Duration = Duration::from_millis(20);
+
+/// The mode of the log files: readable by their owner only. A service's log
+/// may still hold what no redaction can recognise (a customer's data, a
+/// secret in an unusual shape).
+const LOG_MODE: u32 = 0o600;
 
 /// How a stop request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +47,8 @@ pub(crate) struct Process {
 impl Process {
     /// Starts `command` with stdin closed and stdout and stderr appended to
     /// `log_path`, after a header line that records the command and the
-    /// environment it was given (so a log shows every restart).
+    /// environment it was given (so a log shows every restart), secrets
+    /// hidden ([`describe`]). The log is readable by its owner only.
     ///
     /// With `own_process_group`, the child leads a new process group: a
     /// terminal's Ctrl-C then reaches only the caller, which stops children
@@ -51,13 +60,13 @@ impl Process {
         log_path: &Path,
         own_process_group: bool,
     ) -> anyhow::Result<Self> {
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path)
-            .with_context(|| format!("opening log file {}", log_path.display()))?;
-        writeln!(log, "--- shipshape-testkit: starting {label}: {command:?}")
-            .with_context(|| format!("writing to {}", log_path.display()))?;
+        let mut log = open_log(log_path)?;
+        writeln!(
+            log,
+            "--- shipshape-testkit: starting {label}: {}",
+            describe(&command)
+        )
+        .with_context(|| format!("writing to {}", log_path.display()))?;
         let stderr = log
             .try_clone()
             .with_context(|| format!("duplicating the handle of {}", log_path.display()))?;
@@ -198,6 +207,81 @@ impl Drop for Process {
     }
 }
 
+/// Opens the log file at `path` for appending, creating it if need be,
+/// readable by its owner only ([`LOG_MODE`]): a mode given at opening only
+/// applies to a new file, so one left by an earlier run (or an older test
+/// kit) has its mode set again.
+fn open_log(path: &Path) -> anyhow::Result<std::fs::File> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_MODE)
+        .open(path)
+        .with_context(|| format!("opening log file {}", path.display()))?;
+    let mode = log
+        .metadata()
+        .with_context(|| format!("reading the mode of {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o777 != LOG_MODE {
+        log.set_permissions(Permissions::from_mode(LOG_MODE))
+            .with_context(|| {
+                format!(
+                    "making {} readable by its owner only (mode {mode:o})",
+                    path.display()
+                )
+            })?;
+    }
+    Ok(log)
+}
+
+/// `command` as a shell would read it, with its secrets hidden, for logs
+/// and error messages: `Command`'s own `Debug` shows the environment it
+/// sets in full, a JWT secret and database passwords included.
+///
+/// The working directory (`cd DIR &&`), the variables removed (`env -u
+/// NAME`) and set (`NAME="value"`), then the program and its arguments,
+/// quoted. A variable whose name names a secret shows `***`; every value,
+/// the program and the arguments have URL credentials and secret pairs
+/// (`--password=x`) hidden.
+pub(crate) fn describe(command: &Command) -> String {
+    let mut text = String::new();
+    // Writing to a `String` cannot fail.
+    if let Some(dir) = command.get_current_dir() {
+        let _ = write!(text, "cd {:?} && ", redact(&dir.to_string_lossy()));
+    }
+    let mut set = String::new();
+    let mut removed = String::new();
+    for (name, value) in command.get_envs() {
+        let name = name.to_string_lossy();
+        let name = escape_control_chars(&name);
+        match value {
+            Some(_) if is_secret_name(&name) => {
+                let _ = write!(set, "{name}={REDACTED:?} ");
+            }
+            Some(value) => {
+                let _ = write!(set, "{name}={:?} ", redact(&value.to_string_lossy()));
+            }
+            None => {
+                let _ = write!(removed, "-u {name} ");
+            }
+        }
+    }
+    if !removed.is_empty() {
+        let _ = write!(text, "env {removed}");
+    }
+    text.push_str(&set);
+    let _ = write!(
+        text,
+        "{:?}",
+        redact(&command.get_program().to_string_lossy())
+    );
+    for arg in command.get_args() {
+        let _ = write!(text, " {:?}", redact(&arg.to_string_lossy()));
+    }
+    text
+}
+
 /// The last `lines` lines of the file at `path` (or why it cannot be read).
 pub(crate) fn tail(path: &Path, lines: usize) -> String {
     match std::fs::read(path) {
@@ -216,13 +300,14 @@ pub(crate) fn run(mut command: Command, what: &str) -> anyhow::Result<String> {
     let output = command
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("{what}: cannot run {command:?}"))?;
+        .with_context(|| format!("{what}: cannot run {}", describe(&command)))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         bail!(
-            "{what} failed ({}): {command:?}\n{}{}",
+            "{what} failed ({}): {}\n{}{}",
             output.status,
+            describe(&command),
             stdout.trim_end(),
             stderr.trim_end()
         );
@@ -321,6 +406,49 @@ mod tests {
         drop(process);
         // Reaped: the pid no longer exists (not even as a zombie).
         assert_eq!(kill(pid, None), Err(Errno::ESRCH));
+    }
+
+    #[tokio::test]
+    async fn the_log_keeps_secrets_out_and_its_owner_alone_in() {
+        let (_dir, log) = log_file("secret.log");
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .expect("the log exists")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        for earlier_mode in [None, Some(0o644)] {
+            if let Some(earlier_mode) = earlier_mode {
+                // A log an earlier run (or an older test kit) left readable.
+                std::fs::set_permissions(&log, Permissions::from_mode(earlier_mode))
+                    .expect("chmod");
+            }
+            let mut command = Command::new("true");
+            command
+                .env("JWT_HS256_SECRET", "s3cret")
+                .env("DATABASE_URL", "postgres://u:pw@127.0.0.1/db")
+                .env_remove("HTTP_PROXY")
+                .arg("--db-password=hunter2");
+            let mut process = Process::spawn("quiet", command, &log, false).expect("spawn");
+            process
+                .wait_exit(Duration::from_secs(10))
+                .await
+                .expect("wait")
+                .expect("true exits");
+            let text = std::fs::read_to_string(&log).expect("the log");
+            for secret in ["s3cret", "pw@", "hunter2"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            assert!(
+                text.ends_with(
+                    "starting quiet: env -u HTTP_PROXY DATABASE_URL=\"postgres://u:***@127.0.0.1/db\" \
+                     JWT_HS256_SECRET=\"***\" \"true\" \"--db-password=***\"\n"
+                ),
+                "{text}"
+            );
+            assert_eq!(mode(&log), 0o600, "after {earlier_mode:?}");
+        }
     }
 
     #[test]

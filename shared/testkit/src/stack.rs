@@ -544,13 +544,20 @@ impl StackOptions {
         })
     }
 
-    /// Raises the gateway's per-client rate limit far above anything a
-    /// tool sends: a tool is one client, so the limit would be what it
-    /// measures. The limiter still runs on every request.
-    pub fn with_rate_limit_out_of_reach(self) -> Self {
+    /// Raises the gateway's per-client limits (its rate limit, the requests
+    /// and connections one client may have open) far above anything a tool
+    /// sends: a tool is one client on one address, so the limits would be
+    /// what it measures. The limiters still run on every request.
+    pub fn with_client_limits_out_of_reach(self) -> Self {
         const UNREACHABLE: &str = "1000000";
         self.with_env(Service::Gateway, "RATE_LIMIT_PER_SECOND", UNREACHABLE)
             .with_env(Service::Gateway, "RATE_LIMIT_BURST", UNREACHABLE)
+            .with_env(Service::Gateway, "MAX_IN_FLIGHT_PER_CLIENT", UNREACHABLE)
+            .with_env(
+                Service::Gateway,
+                "HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+                UNREACHABLE,
+            )
     }
 
     /// Routes `link` through a fault-injection proxy. A proxy in front of

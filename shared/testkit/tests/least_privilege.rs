@@ -11,6 +11,10 @@ use sqlx::{Connection, Executor, PgConnection};
 /// lacks CONNECT on a database.
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
+/// SQLSTATE `invalid_password`: what Postgres answers a login whose password
+/// is wrong or missing, where it asks for one.
+const INVALID_PASSWORD: &str = "28P01";
+
 fn role(service: Service) -> String {
     service.role().expect("a service with a database")
 }
@@ -102,6 +106,64 @@ async fn a_database_left_open_by_an_earlier_run_is_closed_when_created_again() -
         postgres::create_service_database(&admin, &order_db, &order).await?;
         assert_can_connect(&admin, &order_db, &order).await?;
         assert_refused(&admin, &order_db, &inventory).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Connects over TCP to `url`, which must be refused as [`INVALID_PASSWORD`].
+async fn assert_password_refused(url: &str, what: &str) -> anyhow::Result<()> {
+    let error = match PgConnection::connect(url).await {
+        Ok(connection) => {
+            connection.close().await?;
+            anyhow::bail!(
+                "{what} was let in: the server does not ask for passwords over TCP \
+                 (trust authentication?)"
+            )
+        }
+        Err(e) => e,
+    };
+    let code = error.as_database_error().and_then(|e| e.code());
+    if code.as_deref() != Some(INVALID_PASSWORD) {
+        anyhow::bail!(
+            "{what} failed, but not with SQLSTATE {INVALID_PASSWORD} (invalid_password): {error}"
+        );
+    }
+    Ok(())
+}
+
+/// A role's password is what keeps it out of other services' data on a
+/// shared server: a server that trusts TCP connections (as the test kit's
+/// private cluster once did) would let every test here pass while checking
+/// no credentials at all.
+#[tokio::test]
+async fn a_service_role_needs_its_password_over_tcp() -> anyhow::Result<()> {
+    let admin = postgres::ensure_server().await?;
+    // The services reach Postgres over TCP; that is the authentication this
+    // proves, so an admin URL naming a Unix socket fails the test.
+    let address = postgres::tcp_address(&admin)?;
+    let prefix = test_database_prefix();
+    let order = role(Service::Order);
+    let order_db = format!("{prefix}_order");
+    then_drop(&admin, std::slice::from_ref(&order_db), async {
+        postgres::create_service_database(&admin, &order_db, &order).await?;
+        // With its own password it gets in, so the refusals below are about
+        // the password, not a missing role or database.
+        assert_can_connect(&admin, &order_db, &order).await?;
+
+        let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
+        assert_password_refused(
+            &format!("postgres://{order}:{wrong}@{address}/{order_db}"),
+            &format!("{order} with a wrong password"),
+        )
+        .await?;
+        // No password in the URL. (The client would take one from
+        // PGPASSWORD or ~/.pgpass, which never hold a service role's.)
+        assert_password_refused(
+            &format!("postgres://{order}@{address}/{order_db}"),
+            &format!("{order} without a password"),
+        )
+        .await?;
         Ok(())
     })
     .await

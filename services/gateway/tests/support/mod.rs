@@ -7,7 +7,9 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use shipshape_auth::{Algorithm, Minter, VerificationKey, VerifierConfig};
-use shipshape_gateway::{AppState, Config, router};
+use shipshape_gateway::request_body::BodyLimits;
+use shipshape_gateway::serve::ConnectionLimits;
+use shipshape_gateway::{AppState, Config, MAX_BODY_BYTES, router};
 use shipshape_resilience::ResilienceConfig;
 
 /// Port 1 (tcpmux) is privileged and unused, so a connection is refused at
@@ -29,6 +31,17 @@ pub fn config(upstream: &str) -> Config {
         rate_limit_burst: NonZeroU32::new(200).expect("non-zero"),
         load_shed_enabled: true,
         max_in_flight: NonZeroUsize::new(256).expect("non-zero"),
+        max_in_flight_per_client: NonZeroUsize::new(64).expect("non-zero"),
+        body: BodyLimits {
+            max_bytes: MAX_BODY_BYTES,
+            timeout: Duration::from_secs(10),
+            min_bytes_per_sec: 1024,
+        },
+        connections: ConnectionLimits {
+            max_connections: NonZeroUsize::new(4096).expect("non-zero"),
+            max_per_address: NonZeroUsize::new(256).expect("non-zero"),
+            header_timeout: Duration::from_secs(10),
+        },
         auth: auth(),
         trust_client_trace_context: false,
     }
@@ -54,6 +67,7 @@ pub fn auth() -> VerifierConfig {
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
         leeway: Duration::from_secs(30),
+        max_lifetime: shipshape_auth::DEFAULT_MAX_LIFETIME,
     }
 }
 

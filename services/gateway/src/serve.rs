@@ -1,0 +1,297 @@
+//! Serving the API over TCP, with limits on connections: how many are open
+//! at once, overall and from one address, and how long one may take to send
+//! a request's head. `axum::serve` has neither: it gives hyper no timer, so
+//! a connection that sends nothing, or a header byte a second, is kept
+//! forever, and 2,000 idle connections from one address were all kept.
+//!
+//! Every request must name one host ([`crate::host`]).
+//!
+//! A connection beyond a cap is closed as soon as it is accepted, before a
+//! byte is read. Within the caps, hyper closes a connection that has not
+//! sent a complete request head within [`ConnectionLimits::header_timeout`]
+//! of opening or of its previous response: that bounds slowloris clients
+//! and idle keep-alive connections alike.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use shipshape_runtime::CancellationToken;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
+
+use crate::client::{Held, PerClient, address_key};
+use crate::host;
+
+/// Pause after a failed `accept` that is not the peer's doing (out of file
+/// descriptors, say): retrying at once would spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// How many connections, and how slow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once.
+    pub max_connections: NonZeroUsize,
+    /// Connections open at once from one address (an IPv6 /64).
+    pub max_per_address: NonZeroUsize,
+    /// Time to send a complete request head, from the connection's opening
+    /// or its previous response.
+    pub header_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops
+/// accepting and lets open connections finish their requests. Each request
+/// carries `ConnectInfo<SocketAddr>`, the peer's address.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let open = Arc::new(Semaphore::new(
+        limits.max_connections.get().min(Semaphore::MAX_PERMITS),
+    ));
+    let per_address = PerClient::new(limits.max_per_address);
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(connection) = open.clone().try_acquire_owned() else {
+            refuse(stream, "all");
+            continue;
+        };
+        let Some(address) = per_address.admit(address_key(peer.ip())) else {
+            refuse(stream, "address");
+            continue;
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let router = router.clone();
+            async move {
+                if let Err(refusal) = host::check(&request) {
+                    return Ok::<_, Infallible>(refusal.into_response());
+                }
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.oneshot(request.map(Body::new)).await
+            }
+        });
+        let watched = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let open = OpenConnection::start(connection, address);
+        tokio::spawn(async move {
+            if let Err(error) = watched.await {
+                tracing::debug!(%error, %peer, "connection ended");
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Binds `addr`, naming it in the error.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding HTTP_ADDR {addr}"))
+}
+
+fn refuse(stream: tokio::net::TcpStream, limit: &'static str) {
+    metrics::counter!("shipshape_http_connections_refused_total", "limit" => limit).increment(1);
+    tracing::debug!(limit, "connection refused: too many open");
+    drop(stream);
+}
+
+/// An accepted connection's places under both caps, and the gauge.
+struct OpenConnection {
+    _connection: OwnedSemaphorePermit,
+    _address: Held<IpAddr>,
+}
+
+impl OpenConnection {
+    fn start(connection: OwnedSemaphorePermit, address: Held<IpAddr>) -> Self {
+        metrics::gauge!("shipshape_http_connections_open").increment(1.0);
+        Self {
+            _connection: connection,
+            _address: address,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("shipshape_http_connections_open").decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    fn non_zero(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).expect("non-zero")
+    }
+
+    /// A server on a free loopback port with these limits.
+    async fn server(limits: ConnectionLimits) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(listener, router, limits, shutdown.clone()));
+        (addr, shutdown)
+    }
+
+    /// Reads until the server closes the connection (or the test's bound).
+    async fn closed_after(stream: &mut TcpStream) -> Option<Duration> {
+        let started = Instant::now();
+        let mut buffer = [0; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+        read.await.ok().map(|()| started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn idle_and_slow_header_connections_are_closed_after_the_header_timeout() {
+        let limits = ConnectionLimits {
+            max_connections: non_zero(100),
+            max_per_address: non_zero(100),
+            header_timeout: Duration::from_millis(300),
+        };
+        let (addr, shutdown) = server(limits).await;
+
+        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+        let trickle = async {
+            for byte in b"GET / HTTP/1.1\r\nHost: x\r\n" {
+                if slow.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            closed_after(&mut slow).await
+        };
+        let (idle_closed, slow_closed) = tokio::join!(closed_after(&mut idle), trickle);
+        let idle_closed = idle_closed.expect("the idle connection was closed");
+        assert!(idle_closed < Duration::from_secs(2), "{idle_closed:?}");
+        assert!(
+            slow_closed.is_some(),
+            "the slow header connection was closed"
+        );
+
+        // A prompt request is answered, and its connection kept alive
+        // until it idles past the timeout.
+        let mut prompt = TcpStream::connect(addr).await.expect("connect");
+        prompt
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = [0; 256];
+        let n = prompt.read(&mut answer).await.expect("read");
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &answer[..n]
+        );
+        assert!(closed_after(&mut prompt).await.is_some());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_request_without_one_host_is_refused_on_the_wire() {
+        let limits = ConnectionLimits {
+            max_connections: non_zero(100),
+            max_per_address: non_zero(100),
+            header_timeout: Duration::from_secs(30),
+        };
+        let (addr, shutdown) = server(limits).await;
+        for head in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET http://elsewhere/ HTTP/1.1\r\nHost: shop\r\n\r\n",
+        ] {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(head.as_bytes()).await.expect("write");
+            let mut answer = [0; 512];
+            let n = stream.read(&mut answer).await.expect("read");
+            let answer = String::from_utf8_lossy(&answer[..n]);
+            assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+            assert!(answer.contains("invalid_host"), "{answer}");
+        }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_an_address_cap_are_closed_at_once() {
+        let limits = ConnectionLimits {
+            max_connections: non_zero(100),
+            max_per_address: non_zero(3),
+            header_timeout: Duration::from_secs(30),
+        };
+        let (addr, shutdown) = server(limits).await;
+        let mut kept = Vec::new();
+        for _ in 0..3 {
+            kept.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        let mut refused = TcpStream::connect(addr).await.expect("connect");
+        let closed = closed_after(&mut refused).await.expect("closed");
+        assert!(closed < Duration::from_secs(1), "{closed:?}");
+
+        // The kept ones still work.
+        let first = &mut kept[0];
+        first
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = [0; 256];
+        let n = first.read(&mut answer).await.expect("read");
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+
+        // A place freed is a place taken again.
+        drop(kept.pop());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut again = TcpStream::connect(addr).await.expect("connect");
+        again
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let n = again.read(&mut answer).await.expect("read");
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+        shutdown.cancel();
+    }
+}
