@@ -146,6 +146,7 @@ impl Shop {
         .await?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(shipshape_testkit::http::POOL_IDLE_TIMEOUT)
             .build()?;
         let token = stack.token(SHOPPER, &[])?;
         Ok(Self {

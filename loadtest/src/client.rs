@@ -197,6 +197,10 @@ impl Gateway {
             // Connections are reused across checkouts; no cap, because an
             // open-model run may have hundreds of requests in flight.
             .pool_max_idle_per_host(usize::MAX)
+            // Less than the gateway keeps an idle connection (its header
+            // timeout, 10 s by default): a connection is never reused just
+            // as the gateway closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
             .user_agent(USER_AGENT)
             // A proxy from the environment would be measured too.
             .no_proxy()

@@ -13,6 +13,9 @@ use tokio::time::Instant;
 
 pub const REQUESTS: &str = "shipshape_http_requests_total";
 pub const DURATION: &str = "shipshape_http_request_duration_seconds";
+pub const CONNECTIONS_OPEN: &str = "shipshape_http_connections_open";
+pub const CONNECTIONS_REFUSED: &str = "shipshape_http_connections_refused_total";
+pub const BODIES_REFUSED: &str = "shipshape_http_bodies_refused_total";
 
 /// Registers the help text of the API's metrics.
 pub fn describe() {
@@ -24,6 +27,15 @@ pub fn describe() {
         DURATION,
         metrics::Unit::Seconds,
         "Time from an HTTP request's arrival to its response headers, by route pattern, method and status"
+    );
+    metrics::describe_gauge!(CONNECTIONS_OPEN, "TCP connections the API has open");
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections closed as soon as accepted, by the limit they were over (all, address)"
+    );
+    metrics::describe_counter!(
+        BODIES_REFUSED,
+        "Request bodies refused before a handler saw them, by error code (body_timeout, payload_too_large, invalid_body, unauthenticated)"
     );
 }
 

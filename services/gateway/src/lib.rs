@@ -93,8 +93,9 @@ pub struct Config {
     /// `HTTP_BODY_MIN_BYTES_PER_SEC` or faster (default 1024). See
     /// [`request_body`].
     pub body: BodyLimits,
-    /// Connections open at once (`HTTP_MAX_CONNECTIONS`, default 4096) and
-    /// from one address (`HTTP_MAX_CONNECTIONS_PER_ADDRESS`, default 256),
+    /// Connections open at once (`HTTP_MAX_CONNECTIONS`, default 10000) and
+    /// from one address (`HTTP_MAX_CONNECTIONS_PER_ADDRESS`, default 128:
+    /// 78 addresses to fill the gateway rather than 16),
     /// and the time to send a request head, which also closes idle
     /// keep-alive connections (`HTTP_HEADER_TIMEOUT_MS`, default 10000).
     /// See [`serve`].
@@ -116,8 +117,8 @@ impl Config {
         const RATE_LIMIT_BURST: NonZeroU32 = NonZeroU32::new(200).expect("non-zero");
         const MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
         const MAX_IN_FLIGHT_PER_CLIENT: NonZeroUsize = NonZeroUsize::new(64).expect("non-zero");
-        const MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
-        const MAX_CONNECTIONS_PER_ADDRESS: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
+        const MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(10_000).expect("non-zero");
+        const MAX_CONNECTIONS_PER_ADDRESS: NonZeroUsize = NonZeroUsize::new(128).expect("non-zero");
         Ok(Self {
             http_addr: config::addr_or("HTTP_ADDR", "0.0.0.0:8080")?,
             ops_addr: config::addr_or("OPS_ADDR", "0.0.0.0:9100")?,

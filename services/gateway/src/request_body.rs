@@ -11,7 +11,8 @@
 //! [`BodyLimits::min_bytes_per_sec`] on average. A body announced larger
 //! than [`BodyLimits::max_bytes`] is refused with `413` before a byte of it
 //! is read, so a client that sent `Expect: 100-continue` gets the `413`
-//! instead of `100 Continue`.
+//! instead of `100 Continue`. Every route that takes a body needs a caller,
+//! so an anonymous request with one is answered `401` at once.
 
 use std::time::Duration;
 
@@ -24,7 +25,10 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
+use shipshape_auth::Identity;
+
 use crate::error::ApiError;
+use crate::http_metrics;
 
 /// Time a body has before the minimum rate applies: enough for the first
 /// packets of any honest client, however slow its start.
@@ -61,6 +65,8 @@ enum BodyError {
     TooSlow,
     /// The connection failed or the framing was invalid.
     Broken,
+    /// No caller to read it for.
+    Anonymous,
 }
 
 /// Middleware: reads the body within [`BodyLimits`] and hands the request
@@ -69,6 +75,12 @@ pub async fn read_body(State(limits): State<BodyLimits>, request: Request, next:
     let (parts, body) = request.into_parts();
     if !has_body(&parts.headers) {
         return next.run(Request::from_parts(parts, body)).await;
+    }
+    // Every route that takes a body needs a caller: an anonymous one is
+    // refused before a byte of it is read, as it was before bodies were
+    // read here.
+    if parts.extensions.get::<Identity>().is_none() {
+        return refusal(BodyError::Anonymous, &limits);
     }
     let announced = parts
         .headers
@@ -133,8 +145,9 @@ fn refusal(error: BodyError, limits: &BodyLimits) -> Response {
             ),
         ),
         BodyError::Broken => ApiError::bad_request("invalid_body", "the request body is malformed"),
+        BodyError::Anonymous => ApiError::unauthenticated(None),
     };
-    metrics::counter!("shipshape_http_bodies_refused_total", "code" => api_error.code().to_owned())
+    metrics::counter!(http_metrics::BODIES_REFUSED, "code" => api_error.code().to_owned())
         .increment(1);
     let mut response = api_error.into_response();
     // The rest of the body may still be on its way: the connection cannot
@@ -200,8 +213,13 @@ mod tests {
             Some(length) => Request::post("/").header(CONTENT_LENGTH, length),
             None => Request::post("/").header(TRANSFER_ENCODING, "chunked"),
         };
-        let request = builder.body(Body::new(Chunks(receiver))).expect("request");
+        let mut request = builder.body(Body::new(Chunks(receiver))).expect("request");
+        request.extensions_mut().insert(caller());
         (request, sender)
+    }
+
+    fn caller() -> Identity {
+        Identity::new("alice", &[]).expect("identity")
     }
 
     async fn text(response: Response) -> String {
@@ -273,6 +291,18 @@ mod tests {
         }
         let response = router().oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_anonymous_body_is_refused_before_it_is_read() {
+        let (mut request, sender) = streamed(Some(10));
+        request.extensions_mut().remove::<Identity>();
+        let response = router().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            sender.send(Bytes::from_static(b"x")).is_err(),
+            "body dropped unread"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -32,7 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::client::{Held, PerClient, address_key};
-use crate::host;
+use crate::{host, http_metrics};
 
 /// Pause after a failed `accept` that is not the peer's doing (out of file
 /// descriptors, say): retrying at once would spin.
@@ -72,6 +72,9 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                // The peer gave up before we took the connection: nothing
+                // is wrong here.
+                Err(error) if is_peers_doing(&error) => continue,
                 Err(error) => {
                     tracing::warn!(%error, "accepting a connection failed");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -119,8 +122,19 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding HTTP_ADDR {addr}"))
 }
 
+/// Whether a failed `accept` was the peer's doing (it reset or aborted the
+/// connection), rather than ours (out of file descriptors, say).
+fn is_peers_doing(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
 fn refuse(stream: tokio::net::TcpStream, limit: &'static str) {
-    metrics::counter!("shipshape_http_connections_refused_total", "limit" => limit).increment(1);
+    metrics::counter!(http_metrics::CONNECTIONS_REFUSED, "limit" => limit).increment(1);
     tracing::debug!(limit, "connection refused: too many open");
     drop(stream);
 }
@@ -133,7 +147,7 @@ struct OpenConnection {
 
 impl OpenConnection {
     fn start(connection: OwnedSemaphorePermit, address: Held<IpAddr>) -> Self {
-        metrics::gauge!("shipshape_http_connections_open").increment(1.0);
+        metrics::gauge!(http_metrics::CONNECTIONS_OPEN).increment(1.0);
         Self {
             _connection: connection,
             _address: address,
@@ -143,7 +157,7 @@ impl OpenConnection {
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        metrics::gauge!("shipshape_http_connections_open").decrement(1.0);
+        metrics::gauge!(http_metrics::CONNECTIONS_OPEN).decrement(1.0);
     }
 }
 

@@ -9,6 +9,12 @@ use anyhow::Context;
 pub use reqwest::StatusCode;
 use serde_json::Value;
 
+/// How long an idle pooled connection is kept: less than the gateway keeps
+/// one (`HTTP_HEADER_TIMEOUT_MS`, 10 s by default), so a client never
+/// reuses a connection just as the gateway closes it (the request would
+/// fail without having been sent).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A client for the local stack: no proxy, 10 s per request.
 ///
 /// Build one per test rather than sharing one across tests: a client's
@@ -17,6 +23,7 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build()
         .context("building an HTTP client")
 }

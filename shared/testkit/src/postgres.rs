@@ -660,24 +660,28 @@ fn random_password() -> anyhow::Result<String> {
 
 /// Writes `secret` as the one line of `path`, readable by its owner only:
 /// `owner` when given (the OS user the server runs as), else us.
+///
+/// The folder may belong to that user, so it could have put a link where
+/// the file goes: the file is opened without following links, and its
+/// owner and mode are changed through the open file, never by path.
 fn write_secret(path: &Path, secret: &str, owner: Option<&User>) -> anyhow::Result<()> {
     let written = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .and_then(|mut file| {
             // `mode` applies only to a new file; one left by an earlier
             // cluster is narrowed too.
             file.set_permissions(Permissions::from_mode(0o600))?;
+            if let Some(user) = owner {
+                std::os::unix::fs::fchown(&file, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
+            }
             writeln!(file, "{secret}")
         });
-    written.with_context(|| format!("writing {}", path.display()))?;
-    if let Some(user) = owner {
-        chown(path, Some(user.uid), Some(user.gid))
-            .with_context(|| format!("handing {} to the postgres user", path.display()))?;
-    }
+    written.with_context(|| format!("writing {} for the postgres user", path.display()))?;
     Ok(())
 }
 

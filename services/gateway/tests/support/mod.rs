@@ -38,8 +38,8 @@ pub fn config(upstream: &str) -> Config {
             min_bytes_per_sec: 1024,
         },
         connections: ConnectionLimits {
-            max_connections: NonZeroUsize::new(4096).expect("non-zero"),
-            max_per_address: NonZeroUsize::new(256).expect("non-zero"),
+            max_connections: NonZeroUsize::new(10_000).expect("non-zero"),
+            max_per_address: NonZeroUsize::new(128).expect("non-zero"),
             header_timeout: Duration::from_secs(10),
         },
         auth: auth(),
