@@ -26,9 +26,20 @@ pub mod poison;
 /// A message as it was published: topic (on the broker), key, payload.
 pub type Published = (String, Vec<u8>, Vec<u8>);
 
+/// A message as it was published, with the partition it is on: messages
+/// keep their order within a partition only.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The topic's name on the broker.
+    pub topic: String,
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
 /// Every message on `topics` (their names on the broker), in partition
 /// order, read from the beginning with no group offsets moved.
-fn read_all(brokers: &str, topics: &[String]) -> anyhow::Result<Vec<Published>> {
+fn read_all(brokers: &str, topics: &[String]) -> anyhow::Result<Vec<Record>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("e2e-reader-{}", Uuid::new_v4()))
@@ -52,11 +63,12 @@ fn read_all(brokers: &str, topics: &[String]) -> anyhow::Result<Vec<Published>> 
     while messages.len() < expected && std::time::Instant::now() < deadline {
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             let m = message?;
-            messages.push((
-                m.topic().to_owned(),
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            ));
+            messages.push(Record {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                key: m.key().unwrap_or_default().to_vec(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            });
         }
     }
     anyhow::ensure!(
@@ -287,6 +299,83 @@ impl Shop {
         })
     }
 
+    /// Makes the pending order `order_id`'s deadline pass now, as the clock
+    /// would: the order service's deadline sweep cancels it (`timed_out`)
+    /// within a sweep interval, through the same code as a deadline that ran
+    /// out. Tests whose path depends on what the deadline meets run with a
+    /// deadline no order reaches and call this once that has happened,
+    /// instead of racing the clock.
+    pub async fn pass_deadline(&self, order_id: &str) -> anyhow::Result<()> {
+        let passed = sqlx::query(
+            "UPDATE orders SET deadline_at = now() WHERE order_id = $1 AND status = 'PENDING'",
+        )
+        .bind(Uuid::parse_str(order_id)?)
+        .execute(self.db(Service::Order))
+        .await?
+        .rows_affected();
+        anyhow::ensure!(
+            passed == 1,
+            "order {order_id} is no longer pending: its deadline cannot pass"
+        );
+        Ok(())
+    }
+
+    /// Once the PSP has charged `order_id` (it charges `tok_slow` on arrival
+    /// and answers later), passes the order's deadline
+    /// ([`Shop::pass_deadline`]), then waits until the payment service learns
+    /// of the cancellation and checks that the PSP's answer was still out:
+    /// the path of a capture that completes late, whatever the machine's
+    /// speed. Left to the clock, the deadline could come before the capture
+    /// (the payment is voided) or after its answer (captured, then refunded
+    /// as any cancelled order's).
+    pub async fn cancel_during_the_capture(
+        &self,
+        order_id: &str,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let id = Uuid::parse_str(order_id)?;
+        let give_up = tokio::time::Instant::now() + within;
+        loop {
+            let payment: Option<Uuid> =
+                sqlx::query_scalar("SELECT payment_id FROM payments WHERE order_id = $1")
+                    .bind(id)
+                    .fetch_optional(self.db(Service::Payment))
+                    .await?;
+            if let Some(payment) = payment
+                && self.ledger().await?.for_payment(payment).0 == 1
+            {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < give_up,
+                "the PSP never charged order {order_id}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.pass_deadline(order_id).await?;
+        loop {
+            // One row read, so both hold at once.
+            let (status, compensate): (String, bool) =
+                sqlx::query_as("SELECT status, compensate FROM payments WHERE order_id = $1")
+                    .bind(id)
+                    .fetch_one(self.db(Service::Payment))
+                    .await?;
+            if compensate {
+                anyhow::ensure!(
+                    status == "CAPTURE_PENDING",
+                    "the cancellation reached the payment after the PSP's answer (payment \
+                     {status}): not the path of a late capture"
+                );
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < give_up,
+                "the payment never learned that order {order_id} was cancelled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The payment provider's ledger.
     pub async fn ledger(&self) -> anyhow::Result<Ledger> {
         self.checker
@@ -358,6 +447,16 @@ impl Shop {
     /// Every message on `topics` (named as the services name them), in
     /// partition order: its topic on the broker, key and payload.
     pub async fn published(&self, topics: &[&str]) -> anyhow::Result<Vec<Published>> {
+        let records = self.published_records(topics).await?;
+        Ok(records
+            .into_iter()
+            .map(|r| (r.topic, r.key, r.payload))
+            .collect())
+    }
+
+    /// Every message on `topics` (named as the services name them), with
+    /// the partition it is on, in partition order.
+    pub async fn published_records(&self, topics: &[&str]) -> anyhow::Result<Vec<Record>> {
         let brokers = self.stack.broker_address();
         let topics: Vec<String> = topics.iter().map(|t| self.stack.topic(t)).collect();
         tokio::task::spawn_blocking(move || read_all(&brokers, &topics)).await?

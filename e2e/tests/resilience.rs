@@ -1,15 +1,19 @@
 //! Every resilience pattern against the real stack, each with the fault it
 //! exists for: a slow payment provider (circuit breaker), a slow order
 //! service (bulkhead), inventory down (stale catalog), bursts (rate limit,
-//! load shedding), the broker cut off (outbox and consumers catch up) and a
-//! garbage message (dead letters).
+//! load shedding) and the broker cut off (outbox and consumers catch up).
+//! Garbage messages (dead letters) are `poison_events.rs`'s.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures_util::future::join_all;
+use prost::Message as _;
 use reqwest::StatusCode;
 use serde_json::Value;
 use shipshape_e2e::{Outcome, Shop, order_body};
+use shipshape_proto::events::Envelope;
 use shipshape_testkit::{Fault, Link, Service, StackOptions};
 
 const PSP_BREAKER: &str = r#"shipshape_breaker_state{downstream="psp"}"#;
@@ -35,6 +39,11 @@ fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples.sort();
     let rank = ((samples.len() as f64) * q).ceil() as usize;
     samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// The `error.code` of a gateway answer; empty when it has none.
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
 }
 
 /// Times `count` sequential catalog reads; fails on any non-200.
@@ -130,9 +139,10 @@ async fn a_slow_provider_opens_the_payment_breaker_until_it_recovers() -> anyhow
 /// The order service answers 2 s late; the gateway lets only 4 order calls
 /// wait on it (the bulkhead) and fails the rest fast, so they never take
 /// the request slots the catalog needs: every catalog call is answered and
-/// its p99 rises by less than a tenth of the order service's delay.
+/// none of them waits for the order service.
 #[tokio::test]
 async fn a_slow_order_service_does_not_slow_the_catalog() -> anyhow::Result<()> {
+    let delay = Duration::from_secs(2);
     let options = StackOptions::for_tests()?
         .with_proxy(Link::GatewayToOrder)
         .with_env(Service::Gateway, "ORDER_BULKHEAD_MAX_CONCURRENT", "4")
@@ -145,7 +155,7 @@ async fn a_slow_order_service_does_not_slow_the_catalog() -> anyhow::Result<()> 
 
     shop.stack
         .fault(Link::GatewayToOrder)?
-        .set(Fault::Latency(Duration::from_secs(2)));
+        .set(Fault::Latency(delay));
     let body = order_body(&[("SKU-0008", 1)], "tok_visa", "DE");
     let stop = Instant::now() + Duration::from_secs(6);
     // More shoppers than the gateway admits requests at once, each waiting
@@ -176,35 +186,54 @@ async fn a_slow_order_service_does_not_slow_the_catalog() -> anyhow::Result<()> 
     eprintln!("catalog p99: {normal_p99:?} normally, {slow_p99:?} with the order service slow");
 
     let answers: Vec<(StatusCode, Duration, Value)> = answers?.into_iter().flatten().collect();
-    let refused: Vec<_> = answers
-        .iter()
-        .filter(|(status, ..)| *status == StatusCode::SERVICE_UNAVAILABLE)
-        .collect();
-    assert!(!refused.is_empty(), "no order call was refused");
-    let mut refusal_latency: Vec<Duration> = refused.iter().map(|(_, took, _)| *took).collect();
-    let refusal_p99 = quantile(&mut refusal_latency, 0.99);
-    eprintln!(
-        "{} order calls, {} refused fast (p99 {refusal_p99:?})",
-        answers.len(),
-        refused.len()
-    );
-    assert!(
-        refusal_p99 < Duration::from_millis(250),
-        "refusals were slow: {refusal_p99:?}"
-    );
     for (status, _, body) in &answers {
         assert!(
             *status == StatusCode::ACCEPTED || *status == StatusCode::SERVICE_UNAVAILABLE,
             "{status} {body}"
         );
     }
+    // Only the bulkhead's own refusals count. A 503 may also be the gateway
+    // shedding load (`overloaded`: six requests in flight), which it does
+    // with no bulkhead at all.
+    let mut refusal_latency: Vec<Duration> = answers
+        .iter()
+        .filter(|(status, _, body)| {
+            *status == StatusCode::SERVICE_UNAVAILABLE && error_code(body) == "bulkhead_full"
+        })
+        .map(|(_, took, _)| *took)
+        .collect();
+    let shed = answers
+        .iter()
+        .filter(|(_, _, body)| error_code(body) == "overloaded")
+        .count();
+    assert!(
+        !refusal_latency.is_empty(),
+        "the bulkhead refused no order call ({shed} of {} were shed as overloaded)",
+        answers.len()
+    );
+    let refused = refusal_latency.len();
+    let refusal_p99 = quantile(&mut refusal_latency, 0.99);
+    eprintln!(
+        "{} order calls, {refused} refused by the bulkhead (p99 {refusal_p99:?}), {shed} shed",
+        answers.len()
+    );
+    // A refusal that had waited for the order service would take its whole
+    // delay; under half of it is "at once" with room for a busy machine (a
+    // bound of 250 ms measured the machine as much as the gateway).
+    assert!(
+        refusal_p99 < delay / 2,
+        "refusals waited for the order service: p99 {refusal_p99:?}"
+    );
     // Without the bulkhead, the shoppers' order calls would hold every
-    // request slot for 2 s: catalog calls would be shed with 503 (failing
-    // `catalog_latencies`) or wait seconds. The margin is a tenth of that
-    // delay, because eight shoppers on a 2-core machine also cost the catalog
-    // CPU time: a relative bound (twice the normal p99) failed CI with
-    // 23 ms -> 60 ms while every call was served.
-    let bound = normal_p99 + Duration::from_millis(200);
+    // request slot for the order service's delay: catalog calls would be
+    // shed with 503 (failing `catalog_latencies`) or wait seconds. A catalog
+    // call that waited for an order call would take the whole delay, so half
+    // of it above the normal p99 still tells the two apart, and leaves room
+    // for the CPU time eight shoppers on a 2-core machine cost the catalog:
+    // a relative bound (twice the normal p99) failed CI with 23 ms -> 60 ms
+    // while every call was served, and a tenth of the delay was still a bet
+    // on the machine's speed.
+    let bound = normal_p99 + delay / 2;
     assert!(
         slow_p99 <= bound,
         "catalog p99 {slow_p99:?} above {bound:?} (normal {normal_p99:?})"
@@ -264,17 +293,32 @@ async fn the_catalog_is_served_stale_while_inventory_is_down() -> anyhow::Result
     Ok(())
 }
 
-/// One client above its rate gets 429 with `Retry-After`.
+/// One client above its rate gets 429 with `Retry-After`: of a run of
+/// sequential reads, the burst and what refilled meanwhile are served and
+/// no more, and once the client has waited as long as `Retry-After` says, it
+/// is served again.
+///
+/// The rate is one a second, so that what refills while the reads run
+/// (timed, not assumed) stays small beside the burst on any machine: the
+/// bounds hold however long the reads take, and prove a limit unless 30
+/// reads take 20 s.
 #[tokio::test]
 async fn a_burst_above_the_rate_limit_gets_429() -> anyhow::Result<()> {
+    const PER_SECOND: u32 = 1;
+    const BURST: usize = 10;
+    const READS: usize = 30;
     let options = StackOptions::for_tests()?
-        .with_env(Service::Gateway, "RATE_LIMIT_PER_SECOND", "5")
-        .with_env(Service::Gateway, "RATE_LIMIT_BURST", "10");
+        .with_env(
+            Service::Gateway,
+            "RATE_LIMIT_PER_SECOND",
+            PER_SECOND.to_string(),
+        )
+        .with_env(Service::Gateway, "RATE_LIMIT_BURST", BURST.to_string());
     let shop = Shop::start_with(options).await?;
 
     let started = Instant::now();
     let mut statuses = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..READS {
         let (status, headers, body) = shop.get_with_headers("/api/v1/products").await?;
         if status == StatusCode::TOO_MANY_REQUESTS {
             assert_eq!(body["error"]["code"], "rate_limited", "{body}");
@@ -289,14 +333,45 @@ async fn a_burst_above_the_rate_limit_gets_429() -> anyhow::Result<()> {
         .iter()
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
-    // The burst, plus what refilled at 5/s while the 30 requests ran.
-    let refilled = (took.as_secs_f64() * 5.0).ceil() as usize;
+    assert_eq!(allowed + limited, READS, "{statuses:?}");
+    // The bucket starts full and only these reads spend it: the whole burst
+    // is served. Tokens come back continuously, so between the first read
+    // and the last at most `took` times the rate of them did (saturating:
+    // however slow the machine, no more reads than were sent).
+    let refilled = (took.as_secs_f64() * f64::from(PER_SECOND)).floor() as usize;
+    let most = BURST.saturating_add(refilled).min(READS);
     assert!(
-        (10..=10 + refilled).contains(&allowed),
-        "{allowed} allowed in {took:?}: {statuses:?}"
+        (BURST..=most).contains(&allowed),
+        "{allowed} allowed in {took:?}, at most {most}: {statuses:?}"
     );
-    assert!(limited >= 30 - 10 - refilled, "{statuses:?}");
-    assert_eq!(allowed + limited, 30, "{statuses:?}");
+    assert!(
+        limited > 0,
+        "no read was limited: {READS} reads took {took:?}, time for {refilled} tokens to refill"
+    );
+
+    // The last refusal's `Retry-After` is what the client must wait: read on
+    // until one comes (a token may have come back meanwhile), wait that
+    // long, and the next read is served. Nothing else spends this client's
+    // tokens, so the wait is enough on any machine.
+    let mut retry_after = None;
+    for _ in 0..READS {
+        let (status, headers, body) = shop.get_with_headers("/api/v1/products").await?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = Some(Duration::from_secs(
+                headers["retry-after"].to_str()?.parse()?,
+            ));
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let retry_after = retry_after.context("no read was refused again")?;
+    tokio::time::sleep(retry_after).await;
+    let (status, _, body) = shop.get_with_headers("/api/v1/products").await?;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "after waiting {retry_after:?}: {body}"
+    );
     Ok(())
 }
 
@@ -338,11 +413,21 @@ async fn overload_is_shed_with_503_instead_of_queueing() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The broker is cut off for 10 s while orders are placed: outboxes hold the
-/// events, consumers wait, and afterwards every order completes exactly
-/// once.
+/// How long the broker stays cut off: a third of the consumers' session
+/// timeout (set below), long enough for every client to lose its
+/// connections and retry them a few times.
+const OUTAGE: Duration = Duration::from_secs(10);
+
+/// Orders placed before, during and after the broker is cut off for
+/// [`OUTAGE`]. First the cut is proved: the order service's outbox, which
+/// published everything written before it, holds the OrderPlaced of every
+/// order placed during it, for as long as it lasts. Then every order
+/// completes exactly once, and the held events caught up in order: on each
+/// partition the orders' OrderPlaced come in the order the orders were
+/// placed, each before its OrderConfirmed.
 #[tokio::test]
 async fn a_broker_outage_loses_no_order() -> anyhow::Result<()> {
+    const ORDERS: usize = 10;
     let mut options = StackOptions::for_tests()?
         .with_proxy(Link::Broker)
         .with_env(Service::Order, "SAGA_DEADLINE_MS", "90000");
@@ -357,22 +442,64 @@ async fn a_broker_outage_loses_no_order() -> anyhow::Result<()> {
     }
     let shop = Shop::start_with(options).await?;
     let broker = shop.stack.fault(Link::Broker)?;
+    let order_db = shop.db(Service::Order);
 
+    // Before the cut the relay publishes what the order service writes: the
+    // outbox lets go of every row written up to the last of these orders.
+    // The same outbox holding rows below is then the cut's doing.
     let mut ids = Vec::new();
-    for i in 0..30 {
-        if i == 10 {
-            broker.set(Fault::Drop);
-        }
-        if i == 20 {
-            broker.clear();
-        }
+    for _ in 0..ORDERS {
         ids.push(shop.place(&[("SKU-0009", 1)], "tok_visa", "DE").await?);
-        if (10..20).contains(&i) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
+    let written: i64 = sqlx::query_scalar("SELECT last_value FROM outbox_id_seq")
+        .fetch_one(order_db)
+        .await?;
+    eventually(
+        Duration::from_secs(20),
+        "the outbox published the rows written before the cut",
+        || async {
+            let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE id <= $1")
+                .bind(written)
+                .fetch_one(order_db)
+                .await?;
+            Ok((waiting == 0).then_some(()))
+        },
+    )
+    .await?;
+
+    broker.set(Fault::Drop);
+    let cut = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..ORDERS {
+        held.push(shop.place(&[("SKU-0009", 1)], "tok_visa", "DE").await?);
+    }
+    // Each of these orders wrote its OrderPlaced and nothing else can
+    // happen to it without the broker: the outbox holds exactly those rows,
+    // at once and for the whole outage.
+    loop {
+        let holding: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_key = ANY($1)")
+                .bind(&held)
+                .fetch_one(order_db)
+                .await?;
+        assert_eq!(
+            holding,
+            held.len() as i64,
+            "the outbox holds the OrderPlaced of every order placed during the cut, \
+             {:?} into it",
+            cut.elapsed()
+        );
+        if cut.elapsed() >= OUTAGE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    broker.clear();
+    ids.extend(held);
+    for _ in 0..ORDERS {
+        ids.push(shop.place(&[("SKU-0009", 1)], "tok_visa", "DE").await?);
+    }
+
     for id in &ids {
         let order = shop.wait_terminal(id, Duration::from_secs(90)).await?;
         assert_eq!(order["status"], "CONFIRMED", "{order}");
@@ -380,54 +507,45 @@ async fn a_broker_outage_loses_no_order() -> anyhow::Result<()> {
     shop.wait_quiet(Duration::from_secs(60)).await?;
     assert_eq!(shop.violations().await?, Vec::<String>::new());
     assert_eq!(shop.available("SKU-0009").await?, 500 - ids.len() as i64);
-    Ok(())
-}
 
-/// Bytes that are no event, on a topic three services consume: each of them
-/// dead-letters it with the reason in headers, and orders keep flowing.
-#[tokio::test]
-async fn a_garbage_message_is_dead_lettered_and_orders_still_flow() -> anyhow::Result<()> {
-    let shop = Shop::start().await?;
-    shop.publish_raw(
-        "order.events",
-        "garbage",
-        b"\xde\xad\xbe\xef not an envelope",
-    )
-    .await?;
-    let letters = eventually(Duration::from_secs(30), "three dead letters", || async {
-        let letters = shop.dead_letters().await?;
-        Ok((letters.len() >= 3).then_some(letters))
-    })
-    .await?;
-    let mut groups: Vec<&str> = letters
+    // Caught up in order. The relay publishes rows in id order and the
+    // producer keeps that order per partition; each order was committed
+    // before the next was placed, so its OrderPlaced row came first.
+    let placed_as: HashMap<&str, usize> = ids
         .iter()
-        .map(|h| h["dlq.consumer.group"].as_str())
+        .enumerate()
+        .map(|(index, id)| (id.as_str(), index))
         .collect();
-    groups.sort();
-    let expected: Vec<String> = ["inventory", "payment", "shipping"]
-        .map(|service| shop.stack.topic(&format!("shipshape-{service}")))
-        .to_vec();
-    assert_eq!(groups, expected);
-    let topic = shop.stack.topic("order.events");
-    for headers in &letters {
-        assert_eq!(headers["dlq.source.topic"], topic);
-        assert!(
-            headers["dlq.error"].contains("not an event envelope"),
-            "{headers:?}"
-        );
+    let mut events: HashMap<String, Vec<String>> = HashMap::new();
+    let mut last_placed: HashMap<i32, usize> = HashMap::new();
+    for record in shop.published_records(&["order.events"]).await? {
+        let envelope = Envelope::decode(record.payload.as_slice())?;
+        let seen = events.entry(envelope.order_id.clone()).or_default();
+        if seen.contains(&envelope.event_type) {
+            // Published again (at least once: a batch whose acknowledgement
+            // was lost is sent again); consumers skip it by its event id.
+            continue;
+        }
+        seen.push(envelope.event_type.clone());
+        if envelope.event_type != "OrderPlaced" {
+            continue;
+        }
+        let Some(&index) = placed_as.get(envelope.order_id.as_str()) else {
+            anyhow::bail!("OrderPlaced of an order this test did not place: {envelope:?}");
+        };
+        if let Some(previous) = last_placed.insert(record.partition, index) {
+            assert!(
+                previous < index,
+                "partition {}: the OrderPlaced of order {index} came after that of order \
+                 {previous} (10 placed before the cut, 10 during, 10 after)",
+                record.partition
+            );
+        }
     }
-    for service in [Service::Inventory, Service::Payment, Service::Shipping] {
-        let count = shop
-            .metric(
-                service,
-                &format!(r#"shipshape_dead_letters_total{{topic="{topic}"}}"#),
-            )
-            .await?;
-        assert_eq!(count, Some(1.0), "{service}");
+    for id in &ids {
+        let seen = events.get(id).cloned().unwrap_or_default();
+        assert_eq!(seen, ["OrderPlaced", "OrderConfirmed"], "order {id}");
     }
-    let id = shop.place(&[("SKU-0010", 1)], "tok_visa", "DE").await?;
-    shop.assert_outcome(&id, Outcome::confirmed()).await?;
-    shop.wait_quiet(Duration::from_secs(30)).await?;
     Ok(())
 }
 
@@ -437,9 +555,14 @@ async fn a_garbage_message_is_dead_lettered_and_orders_still_flow() -> anyhow::R
 /// `circuit_open`, instead of holding a request for seconds.
 #[tokio::test]
 async fn an_open_breaker_fails_fast_instead_of_waiting_for_timeouts() -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(300);
     let options = StackOptions::for_tests()?
         .with_proxy(Link::GatewayToInventory)
-        .with_env(Service::Gateway, "INVENTORY_TIMEOUT_MS", "300");
+        .with_env(
+            Service::Gateway,
+            "INVENTORY_TIMEOUT_MS",
+            timeout.as_millis().to_string(),
+        );
     let shop = Shop::start_with(options).await?;
     let breaker = r#"shipshape_breaker_state{downstream="inventory"}"#;
     assert_eq!(shop.metric(Service::Gateway, breaker).await?, Some(0.0));
@@ -479,11 +602,14 @@ async fn an_open_breaker_fails_fast_instead_of_waiting_for_timeouts() -> anyhow:
         waited.len(),
         open.len()
     );
+    assert!(waited_median >= timeout, "{waited_median:?}");
+    // Failing fast is failing well before the timeout every read waited
+    // for until the breaker opened: under half of it. A fixed 50 ms
+    // measured the machine as much as the breaker.
     assert!(
-        waited_median >= Duration::from_millis(300),
-        "{waited_median:?}"
+        open_p99 < timeout / 2,
+        "open breaker p99 {open_p99:?}, timeout {timeout:?}"
     );
-    assert!(open_p99 < Duration::from_millis(50), "{open_p99:?}");
     Ok(())
 }
 
@@ -496,7 +622,9 @@ async fn an_open_breaker_fails_fast_instead_of_waiting_for_timeouts() -> anyhow:
 async fn a_hanging_inventory_behind_the_order_service_fails_orders_fast() -> anyhow::Result<()> {
     let options = StackOptions::for_tests()?
         .with_proxy(Link::OrderToInventory)
-        .with_env(Service::Order, "INVENTORY_BREAKER_OPEN_MS", "2000");
+        .with_env(Service::Order, "INVENTORY_BREAKER_OPEN_MS", "2000")
+        // The gateway's default, named: what "fast" is measured against.
+        .with_env(Service::Gateway, "ORDER_TIMEOUT_MS", "3000");
     let shop = Shop::start_with(options).await?;
     let placed = shop.place(&[("SKU-0011", 1)], "tok_visa", "DE").await?;
 
@@ -504,14 +632,22 @@ async fn a_hanging_inventory_behind_the_order_service_fails_orders_fast() -> any
         .fault(Link::OrderToInventory)?
         .set(Fault::Blackhole);
     let body = order_body(&[("SKU-0011", 1)], "tok_visa", "DE");
+    // "Fast" is before the gateway's own 3 s timeout, and the answer says
+    // so without a clock: the order service's `inventory_unavailable`, not
+    // the gateway's `timeout` (which would also open its breaker for
+    // `order`). The time is printed, not bounded: a bound would measure the
+    // machine. The race between the two services' timers is why this test
+    // runs alone (.config/nextest.toml).
+    let mut took = Vec::new();
     for _ in 0..12 {
         let started = Instant::now();
         let (status, headers, error) = shop.post_order(&body, None).await?;
-        let took = started.elapsed();
+        took.push(started.elapsed());
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+        assert_eq!(error_code(&error), "inventory_unavailable", "{error}");
         assert!(headers.contains_key("retry-after"));
-        assert!(took < Duration::from_secs(3), "took {took:?}: {error}");
     }
+    eprintln!("orders refused in {took:?}");
     let order_breaker = r#"shipshape_breaker_state{downstream="order"}"#;
     assert_eq!(
         shop.metric(Service::Gateway, order_breaker).await?,

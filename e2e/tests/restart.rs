@@ -7,6 +7,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use shipshape_e2e::Shop;
 use shipshape_testkit::{Service, StackOptions};
+use uuid::Uuid;
 
 /// The services' event topics.
 const TOPICS: [&str; 4] = [
@@ -51,25 +52,68 @@ fn end_offsets(brokers: &str, topics: &[String]) -> anyhow::Result<i64> {
     Ok(total)
 }
 
+/// Every capture is under way when the payment service dies: the PSP
+/// charges the slow card on arrival but answers only after a minute, and a
+/// call gives up only after 20 s, so once the PSP's ledger holds every
+/// order's charge, the kill comes before any call has ended. That is checked
+/// after the kill, on what the restarted service finds: every payment
+/// charged, its lease still held, no answer recorded. The restarted service
+/// must wait for each lease to expire, take the call over and capture again
+/// under the same key (the PSP replays its answer at once); nobody is
+/// charged twice.
 #[tokio::test]
 async fn payment_killed_mid_flight_every_order_still_completes_charged_once() -> anyhow::Result<()>
 {
-    // A deadline far beyond the restart, so every order should confirm.
-    let options = StackOptions::for_tests()?.with_env(Service::Order, "SAGA_DEADLINE_MS", "120000");
+    let options = StackOptions::for_tests()?
+        // A deadline far beyond the takeover, so every order should confirm.
+        .with_env(Service::Order, "SAGA_DEADLINE_MS", "120000")
+        .with_env(Service::Psp, "PSP_SLOW_CARD_DELAY_MS", "60000")
+        // One attempt of at most 20 s: a lease of 22 s (the longest call
+        // plus 2 s), which the takeover waits out.
+        .with_env(Service::Payment, "PSP_TIMEOUT_MS", "20000")
+        .with_env(Service::Payment, "PSP_RETRY_ENABLED", "false");
     let mut shop = Shop::start_with(options).await?;
-    // Slow captures keep calls in flight when the process dies.
-    shop.psp_faults(300, 0.0).await?;
     let skus = ["SKU-0010", "SKU-0011", "SKU-0012", "SKU-0013"];
     let mut orders = Vec::new();
     for i in 0..20 {
         orders.push(
-            shop.place(&[(skus[i % skus.len()], 1)], "tok_visa", "NL")
+            shop.place(&[(skus[i % skus.len()], 1)], "tok_slow", "NL")
                 .await?,
         );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let charged = shop.ledger().await?.approved_captures.len();
+        if charged == orders.len() {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < give_up,
+            "the PSP charged {charged} of {} orders",
+            orders.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     shop.stack.kill(Service::Payment)?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Charged, the answer not recorded, the dead process's lease held: the
+    // calls the restarted service has to take over.
+    let ledger = shop.ledger().await?;
+    let unanswered: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT payment_id, attempts FROM payments \
+         WHERE status = 'CAPTURE_PENDING' AND claimed_until > now()",
+    )
+    .fetch_all(shop.db(Service::Payment))
+    .await?;
+    let in_flight: Vec<(Uuid, i32)> = unanswered
+        .into_iter()
+        .filter(|(payment, _)| ledger.for_payment(*payment) == (1, 0))
+        .collect();
+    assert_eq!(
+        in_flight.len(),
+        orders.len(),
+        "every order's capture was charged and unanswered when payment died"
+    );
     shop.stack.start_service(Service::Payment).await?;
 
     for id in &orders {
@@ -78,11 +122,33 @@ async fn payment_killed_mid_flight_every_order_still_completes_charged_once() ->
     }
     shop.wait_quiet(Duration::from_secs(60)).await?;
     assert_eq!(shop.violations().await?, Vec::<String>::new());
+    let ledger = shop.ledger().await?;
     assert_eq!(
-        shop.ledger().await?.approved_captures.len(),
+        ledger.approved_captures.len(),
         orders.len(),
         "one capture per order"
     );
+    // The dead process can record nothing, and another claim can only be
+    // taken once its lease expired: a capture recorded under a later claim
+    // is the takeover's.
+    for (payment, attempts_at_kill) in &in_flight {
+        let (status, attempts): (String, i32) =
+            sqlx::query_as("SELECT status, attempts FROM payments WHERE payment_id = $1")
+                .bind(*payment)
+                .fetch_one(shop.db(Service::Payment))
+                .await?;
+        assert_eq!(status, "CAPTURED", "payment {payment}");
+        assert!(
+            attempts > *attempts_at_kill,
+            "payment {payment} was recorded without a claim after the kill \
+             ({attempts} attempts, {attempts_at_kill} at the kill)"
+        );
+        assert_eq!(
+            ledger.for_payment(*payment),
+            (1, 0),
+            "payment {payment} charged once"
+        );
+    }
     Ok(())
 }
 

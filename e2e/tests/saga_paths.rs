@@ -8,6 +8,11 @@ use shipshape_testkit::{Service, StackOptions};
 
 const SAGA: Duration = Duration::from_secs(30);
 
+/// A saga deadline (`SAGA_DEADLINE_MS`) no test reaches: the tests whose
+/// path depends on what the deadline meets pass it themselves
+/// (`Shop::pass_deadline`) once that has happened, instead of racing the clock.
+const NEVER: &str = "3600000";
+
 #[tokio::test]
 async fn happy_path_confirms_with_stock_taken_one_capture_and_one_shipment() -> anyhow::Result<()> {
     let shop = Shop::start().await?;
@@ -90,16 +95,23 @@ async fn unserved_destination_refunds_the_capture_and_releases_the_stock() -> an
     Ok(())
 }
 
-/// The PSP answers `tok_slow` after 2 s; the saga gives up after 1 s. The
-/// capture that completes late is refunded and the shipment called off.
+/// The PSP charges `tok_slow` on arrival and answers 5 s later. The deadline
+/// passes once the charge is in the PSP's ledger, so the cancellation meets
+/// a capture under way: the capture that completes late is refunded and the
+/// shipment called off. With the deadline left to the clock, a busy machine
+/// could cancel before the capture started (the payment is voided) or after
+/// its answer (captured, then refunded as any cancelled order's).
 #[tokio::test]
 async fn deadline_cancels_timed_out_and_a_late_capture_refunds_itself() -> anyhow::Result<()> {
     let options = StackOptions::for_tests()?
-        .with_env(Service::Order, "SAGA_DEADLINE_MS", "1000")
+        .with_env(Service::Order, "SAGA_DEADLINE_MS", NEVER)
         .with_env(Service::Order, "SAGA_SWEEP_INTERVAL_MS", "100")
-        .with_env(Service::Psp, "PSP_SLOW_CARD_DELAY_MS", "2000");
+        .with_env(Service::Psp, "PSP_SLOW_CARD_DELAY_MS", "5000")
+        // The answer, not a timeout, ends the call.
+        .with_env(Service::Payment, "PSP_TIMEOUT_MS", "15000");
     let shop = Shop::start_with(options).await?;
     let id = shop.place(&[("SKU-0005", 1)], "tok_slow", "DE").await?;
+    shop.cancel_during_the_capture(&id, SAGA).await?;
     shop.assert_outcome(
         &id,
         Outcome {
@@ -148,11 +160,12 @@ async fn deadline_voids_a_payment_the_provider_never_processed() -> anyhow::Resu
 /// whether the card was charged. When the deadline cancels the order it must
 /// not void blindly: the order waits in CANCELLING (stock already released)
 /// until the provider answers a lookup by the capture's key, which proves
-/// nothing was charged.
+/// nothing was charged. The deadline passes once a capture attempt has been
+/// made: before one, nothing can have been charged and voiding is right.
 #[tokio::test]
 async fn an_unanswered_capture_is_looked_up_before_the_payment_is_voided() -> anyhow::Result<()> {
     let options = StackOptions::for_tests()?
-        .with_env(Service::Order, "SAGA_DEADLINE_MS", "1500")
+        .with_env(Service::Order, "SAGA_DEADLINE_MS", NEVER)
         .with_env(Service::Order, "SAGA_SWEEP_INTERVAL_MS", "100")
         .with_env(Service::Payment, "PSP_TIMEOUT_MS", "300")
         // The timeouts open the PSP breaker; the lookup after the provider
@@ -166,6 +179,23 @@ async fn an_unanswered_capture_is_looked_up_before_the_payment_is_voided() -> an
         .await?;
 
     let deadline = tokio::time::Instant::now() + SAGA;
+    // Set as a capture attempt is claimed, before the call is made.
+    loop {
+        let uncertain: Option<bool> =
+            sqlx::query_scalar("SELECT capture_uncertain FROM payments WHERE order_id = $1::uuid")
+                .bind(&id)
+                .fetch_optional(shop.db(Service::Payment))
+                .await?;
+        if uncertain == Some(true) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no capture of order {id} was ever attempted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shop.pass_deadline(&id).await?;
     loop {
         let (_, order) = shop.get(&format!("/api/v1/orders/{id}")).await?;
         let uncertain: Option<bool> =

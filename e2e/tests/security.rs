@@ -154,7 +154,15 @@ async fn the_services_refuse_calls_without_a_forwarded_identity() -> anyhow::Res
             .insert("x-shipshape-subject", subject.parse().expect("ascii"));
         request
     };
-    assert!(orders.get_order(as_caller(SHOPPER)).await.is_ok());
+    let found = orders.get_order(as_caller(SHOPPER)).await?.into_inner();
+    assert_eq!(found.order_id, id);
+    assert_eq!(found.customer_id, SHOPPER);
+    let lines: Vec<_> = found
+        .lines
+        .iter()
+        .map(|line| (line.sku.as_str(), line.quantity))
+        .collect();
+    assert_eq!(lines, [("SKU-0002", 1)]);
     let other = orders
         .get_order(as_caller("mallory"))
         .await

@@ -23,12 +23,13 @@ const SPANS_ARRIVE: Duration = Duration::from_secs(15);
 /// Two batch delays: long enough for any span still on its way.
 const LATE_SPANS: Duration = Duration::from_millis(300);
 
-/// A stack exporting to `collector`. The deadline is long enough for every
-/// other path to finish well within it even on a busy machine, and short
-/// enough that `tok_slow` (answered after 9 s) misses it.
+/// A stack exporting to `collector`. No order reaches the deadline by
+/// itself, so no path depends on the machine's speed: the test passes the
+/// `tok_slow` order's deadline (`Shop::cancel_during_the_capture`) while the PSP
+/// holds its answer (9 s, well within the payment's 15 s timeout).
 async fn traced_shop(collector: &Collector) -> anyhow::Result<Shop> {
     let mut options = StackOptions::for_tests()?
-        .with_env(Service::Order, "SAGA_DEADLINE_MS", "6000")
+        .with_env(Service::Order, "SAGA_DEADLINE_MS", "3600000")
         .with_env(Service::Order, "SAGA_SWEEP_INTERVAL_MS", "100")
         .with_env(Service::Psp, "PSP_SLOW_CARD_DELAY_MS", "9000")
         .with_env(Service::Payment, "PSP_TIMEOUT_MS", "15000");
@@ -286,6 +287,11 @@ async fn every_saga_path_is_one_connected_trace_across_all_services() -> anyhow:
             place(&shop, expected.items, expected.card, expected.country).await?;
         placed.push((order_id, trace_id, expected));
     }
+    let (slow_order, _, _) = placed
+        .iter()
+        .find(|(_, _, expected)| expected.card == "tok_slow")
+        .context("no tok_slow path")?;
+    shop.cancel_during_the_capture(slow_order, SAGA).await?;
     for (order_id, _, expected) in &placed {
         let order = shop
             .wait_terminal(order_id, SAGA)

@@ -1668,13 +1668,49 @@ mod tests {
         assert!(message.contains("cargo xtask test"), "{message}");
     }
 
+    /// Set in the copy of [`a_test_binary_finds_the_profile_directory`]
+    /// that runs without [`BIN_DIR_VAR`].
+    const PROFILE_PROBE_VAR: &str = "SHIPSHAPE_TESTKIT_PROFILE_PROBE";
+
+    /// `cargo xtask test` sets [`BIN_DIR_VAR`], which bypasses the lookup
+    /// from the test binary's path, so the lookup runs in a copy of this
+    /// test started without it: the test checks both branches wherever it
+    /// runs, and there is no environment it passes in without checking.
     #[test]
     fn a_test_binary_finds_the_profile_directory() {
-        if std::env::var_os(BIN_DIR_VAR).is_some() {
-            return; // set explicitly by `cargo xtask test`
+        let exe = std::env::current_exe().expect("the test binary's path");
+        if std::env::var_os(PROFILE_PROBE_VAR).is_some() {
+            // The copy: `<profile>/deps/<this binary>` gives `<profile>`.
+            assert!(std::env::var_os(BIN_DIR_VAR).is_none());
+            let dir = default_bin_dir().expect("bin dir");
+            assert!(!dir.ends_with("deps"), "{}", dir.display());
+            let name = exe.file_name().expect("the test binary's file name");
+            assert_eq!(dir.join("deps").join(name), exe, "{}", dir.display());
+        } else {
+            // The variable wins when it is set.
+            if let Some(set) = std::env::var_os(BIN_DIR_VAR) {
+                assert_eq!(default_bin_dir().expect("bin dir"), PathBuf::from(set));
+            }
+            let module = module_path!();
+            let name = module.split_once("::").map_or(module, |(_, path)| path);
+            let name = format!("{name}::a_test_binary_finds_the_profile_directory");
+            let output = Command::new(&exe)
+                .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+                .env_remove(BIN_DIR_VAR)
+                .env(PROFILE_PROBE_VAR, "1")
+                .output()
+                .expect("running the test binary again");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                output.status.success(),
+                "the copy without {BIN_DIR_VAR} failed:\n{stdout}\n{stderr}"
+            );
+            // A filter that matched nothing would pass with 0 tests run.
+            assert!(
+                stdout.contains("1 passed"),
+                "the copy did not run {name}:\n{stdout}\n{stderr}"
+            );
         }
-        let dir = default_bin_dir().expect("bin dir");
-        assert!(!dir.ends_with("deps"), "{}", dir.display());
-        assert!(dir.join("deps").is_dir(), "{}", dir.display());
     }
 }
