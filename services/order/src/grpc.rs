@@ -135,7 +135,8 @@ impl OrderApi {
         if stored != fingerprint {
             return Err(OrderApiError::KeyReused);
         }
-        let order = store::load_order(&self.pool, order_id)
+        let mut conn = self.pool.acquire().await?;
+        let order = store::load_order(&mut conn, order_id)
             .await?
             .ok_or_else(|| OrderApiError::NotFound(order_id.to_string()))?;
         Ok(Some(CreateOrderResponse {
@@ -206,11 +207,14 @@ impl OrderApi {
         }
         let placed = Event::OrderPlaced(order_placed(&request, &lines, total));
         outbox::enqueue(&mut tx, PRODUCER, order_id, &placed).await?;
-        tx.commit().await?;
-        tracing::info!(%order_id, total = total.amount_minor, "order placed");
-        let order = store::load_order(&self.pool, order_id)
+        // Read back before the commit: the answer shows the order as placed.
+        // Read after it, a busy process could answer with whatever state the
+        // saga had reached by then (a first answer already CONFIRMED).
+        let order = store::load_order(&mut tx, order_id)
             .await?
             .ok_or_else(|| OrderApiError::NotFound(order_id.to_string()))?;
+        tx.commit().await?;
+        tracing::info!(%order_id, total = total.amount_minor, "order placed");
         Ok(CreateOrderResponse {
             order: Some(order),
             replayed: false,
@@ -259,7 +263,8 @@ impl OrderService for OrderApi {
             .map_err(OrderApiError::Invalid)?;
         // Another customer's order is answered exactly like a missing one,
         // so order ids cannot be probed for.
-        match store::load_order(&self.pool, order_id)
+        let mut conn = self.pool.acquire().await.map_err(OrderApiError::from)?;
+        match store::load_order(&mut conn, order_id)
             .await
             .map_err(OrderApiError::from)?
         {

@@ -114,12 +114,15 @@ const ORDER_COLUMNS: &str = "order_id, customer_id, status, cancellation_reason,
 type LineRow = (String, i64, i64);
 
 /// The order as the API shows it.
-pub async fn load_order(pool: &PgPool, order_id: OrderId) -> sqlx::Result<Option<order::Order>> {
+pub async fn load_order(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+) -> sqlx::Result<Option<order::Order>> {
     let row: Option<OrderRow> = sqlx::query_as(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
     ))
     .bind(order_id.as_uuid())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else {
         return Ok(None);
@@ -128,7 +131,7 @@ pub async fn load_order(pool: &PgPool, order_id: OrderId) -> sqlx::Result<Option
         "SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY position",
     )
     .bind(row.0)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(Some(shown(row, lines)))
 }
