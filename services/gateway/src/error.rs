@@ -155,35 +155,38 @@ impl ApiError {
     /// `429`: the client sent more than its share; it may retry after
     /// `retry_after_secs`.
     pub fn rate_limited(retry_after_secs: u32) -> Self {
-        let mut error = Self::new(
+        Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             "too many requests from this client; retry after the time in Retry-After",
-        );
-        error.retry_after_secs = Some(retry_after_secs);
-        error
+        )
+        .retrying_after(retry_after_secs)
     }
 
     /// `429`: the client has as many requests in flight as one client may.
     pub fn too_many_in_flight() -> Self {
-        let mut error = Self::new(
+        Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_in_flight",
             "this client has too many requests in flight; wait for an answer before sending more",
-        );
-        error.retry_after_secs = Some(RETRY_AFTER_SECS);
-        error
+        )
+        .retrying_after(RETRY_AFTER_SECS)
     }
 
     /// `503`: the gateway is working on as many requests as it takes at once.
     pub fn overloaded() -> Self {
-        let mut error = Self::new(
+        Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
             "the service is at capacity; retry shortly",
-        );
-        error.retry_after_secs = Some(RETRY_AFTER_SECS);
-        error
+        )
+        .retrying_after(RETRY_AFTER_SECS)
+    }
+
+    /// The same error with `Retry-After: secs`.
+    fn retrying_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn status(&self) -> StatusCode {

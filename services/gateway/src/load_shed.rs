@@ -133,6 +133,18 @@ mod tests {
         (router, started, release)
     }
 
+    /// The `error.code` of a refusal's JSON body.
+    async fn error_code(response: Response) -> String {
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        json["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     fn request() -> Request {
         Request::get("/").body(Body::empty()).expect("request")
     }
@@ -156,11 +168,7 @@ mod tests {
                 .expect("infallible");
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers()[RETRY_AFTER], "1");
-        let body = axum::body::to_bytes(refused.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(json["error"]["code"], "overloaded");
+        assert_eq!(error_code(refused).await, "overloaded");
 
         release.add_permits(n);
         for request in held {
@@ -205,11 +213,7 @@ mod tests {
         let refused = router.clone().oneshot(request()).await.expect("infallible");
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(refused.headers()[RETRY_AFTER], "1");
-        let body = axum::body::to_bytes(refused.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(json["error"]["code"], "too_many_in_flight");
+        assert_eq!(error_code(refused).await, "too_many_in_flight");
 
         release.add_permits(1);
         assert_eq!(

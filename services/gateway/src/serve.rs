@@ -185,6 +185,17 @@ mod tests {
         (addr, shutdown)
     }
 
+    /// A plain `GET /`, named by a host.
+    const GET: &str = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    /// Sends `request` on `stream`; returns the start of the answer.
+    async fn exchange(stream: &mut TcpStream, request: &str) -> String {
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = [0; 512];
+        let n = stream.read(&mut answer).await.expect("read");
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    }
+
     /// Reads until the server closes the connection (or the test's bound).
     async fn closed_after(stream: &mut TcpStream) -> Option<Duration> {
         let started = Instant::now();
@@ -231,17 +242,8 @@ mod tests {
         // A prompt request is answered, and its connection kept alive
         // until it idles past the timeout.
         let mut prompt = TcpStream::connect(addr).await.expect("connect");
-        prompt
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let mut answer = [0; 256];
-        let n = prompt.read(&mut answer).await.expect("read");
-        assert!(
-            answer[..n].starts_with(b"HTTP/1.1 200"),
-            "{:?}",
-            &answer[..n]
-        );
+        let answer = exchange(&mut prompt, GET).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
         assert!(closed_after(&mut prompt).await.is_some());
         shutdown.cancel();
     }
@@ -260,10 +262,7 @@ mod tests {
             "GET http://elsewhere/ HTTP/1.1\r\nHost: shop\r\n\r\n",
         ] {
             let mut stream = TcpStream::connect(addr).await.expect("connect");
-            stream.write_all(head.as_bytes()).await.expect("write");
-            let mut answer = [0; 512];
-            let n = stream.read(&mut answer).await.expect("read");
-            let answer = String::from_utf8_lossy(&answer[..n]);
+            let answer = exchange(&mut stream, head).await;
             assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
             assert!(answer.contains("invalid_host"), "{answer}");
         }
@@ -287,25 +286,17 @@ mod tests {
         assert!(closed < Duration::from_secs(1), "{closed:?}");
 
         // The kept ones still work.
-        let first = &mut kept[0];
-        first
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let mut answer = [0; 256];
-        let n = first.read(&mut answer).await.expect("read");
-        assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+        assert!(
+            exchange(&mut kept[0], GET)
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
 
         // A place freed is a place taken again.
         drop(kept.pop());
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut again = TcpStream::connect(addr).await.expect("connect");
-        again
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let n = again.read(&mut answer).await.expect("read");
-        assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+        assert!(exchange(&mut again, GET).await.starts_with("HTTP/1.1 200"));
         shutdown.cancel();
     }
 }
