@@ -22,11 +22,11 @@
 # binary needs any other library. The build stage is Debian bookworm to match
 # debian12's glibc.
 #
-# Health checks without a shell: `shipshape-healthcheck` is a 150-line,
-# standard-library-only Rust program (deploy/healthcheck/main.rs, built here
-# with rustc, not part of the workspace) that GETs /readyz on the ops port and
-# exits 0 on 200. It serves this image's HEALTHCHECK and Compose's
-# healthchecks. Kubernetes ignores HEALTHCHECK and probes over HTTP itself.
+# Health checks without a shell: `shipshape-healthcheck` is a 150-line Rust
+# program (deploy/healthcheck/main.rs, the standard library and clap, built
+# here with the services) that GETs /readyz on the ops port and exits 0 on
+# 200. It serves this image's HEALTHCHECK and Compose's healthchecks.
+# Kubernetes ignores HEALTHCHECK and probes over HTTP itself.
 # The alternatives were worse: a curl/busybox runtime brings a shell and
 # tools into every container, and a distroless image without any probe leaves
 # Compose unable to order start-up by health.
@@ -82,13 +82,11 @@ RUN --mount=type=cache,id=shipshape-cargo-registry,target=/usr/local/cargo/regis
         --package shipshape-payment \
         --package shipshape-shipping \
         --package shipshape-psp-simulator \
+        --package shipshape-healthcheck \
     && mkdir -p /out/usr/local/bin \
-    && for service in gateway order inventory payment shipping psp-simulator; do \
-        cp "target/release/shipshape-$service" /out/usr/local/bin/; \
+    && for binary in gateway order inventory payment shipping psp-simulator healthcheck; do \
+        cp "target/release/shipshape-$binary" /out/usr/local/bin/; \
     done
-
-RUN rustc --edition 2024 -C opt-level=s -C strip=symbols \
-        -o /out/usr/local/bin/shipshape-healthcheck deploy/healthcheck/main.rs
 
 # zlib for the runtime image, and a guard: every binary must need nothing
 # beyond what distroless/cc provides plus that zlib.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds deploy/healthcheck/main.rs exactly as the Dockerfile does (rustc,
-# no cargo) and checks its contract against small local servers: exit 0 on
-# 200, 1 on any other status, a refused connection, a non-HTTP answer or a
-# server that never answers (within its 2 s timeout); the port comes from the
-# argument or from OPS_ADDR.
+# Builds the health probe (deploy/healthcheck) exactly as the Dockerfile does
+# (cargo build --release) and checks its contract against small local
+# servers: exit 0 on 200, 1 on any other status, a refused connection, a
+# non-HTTP answer or a server that never answers (within its 2 s timeout), 2
+# on a usage error; the port comes from the argument or from OPS_ADDR.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,8 +15,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-probe="$work/shipshape-healthcheck"
-rustc --edition 2024 -C opt-level=s -C strip=symbols -o "$probe" "$repo/deploy/healthcheck/main.rs"
+cargo build --release --locked --quiet --manifest-path "$repo/Cargo.toml" \
+    --package shipshape-healthcheck
+# Cargo's target directory, wherever CARGO_TARGET_DIR or its configuration
+# puts it.
+target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+probe="$target_dir/release/shipshape-healthcheck"
 
 # One process, three listeners: HTTP (200 on /readyz and /ok, 503 on /fail,
 # 404 otherwise), a TCP server that answers garbage, one that never answers.

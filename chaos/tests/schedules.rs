@@ -145,14 +145,16 @@ fn the_long_schedule_places_ten_thousand_orders_under_every_fault_of_the_main_ci
 }
 
 #[test]
-fn the_readme_example_schedule_is_valid() {
-    let readme =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .expect("README.md");
-    let section = &readme[readme.find("### Schedules").expect("a Schedules section")..];
+fn the_documented_example_schedule_is_valid() {
+    let page = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/fault-injection.md"),
+    )
+    .expect("docs/fault-injection.md");
+    let section = &page[page.find("## Schedules").expect("a Schedules section")..];
     let start = section.find("```toml\n").expect("a TOML example") + "```toml\n".len();
     let example = &section[start..start + section[start..].find("```").expect("its end")];
-    let schedule = Schedule::parse(example, "readme").expect("the README's example parses");
+    let schedule = Schedule::parse(example, "docs-example")
+        .expect("the example in docs/fault-injection.md parses");
     assert_eq!(schedule.name, "mine");
     assert_eq!(
         schedule.kinds(),

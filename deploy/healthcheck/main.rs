@@ -4,15 +4,14 @@
 //! need it: the kubelet probes `/healthz` and `/readyz` over HTTP itself.
 //!
 //! The runtime image has no shell, curl or wget, so this is a small program of
-//! its own: standard library only, built with `rustc` in the image's build
-//! stage (it is not a workspace member and has no dependencies).
+//! its own: the standard library and clap (without colour or terminal
+//! probing), built with the services in the image's build stage.
 //!
-//! Usage: `shipshape-healthcheck [PORT] [PATH]`
-//!
-//! Sends `GET PATH` (default `/readyz`) to the process's ops server and exits
-//! 0 on `200`, 1 otherwise, printing one line that says why. The port is, in
-//! order: `PORT`; the port of `OPS_ADDR`, the variable the service itself
-//! reads; the default ops port of the service running as PID 1 (README:
+//! `shipshape-healthcheck [PORT] [PATH]` sends `GET PATH` (default
+//! `/readyz`) to the process's ops server and exits 0 on `200`, 1 otherwise,
+//! printing one line that says why. The port is, in order: `PORT`; the port
+//! of `OPS_ADDR`, the variable the service itself reads; the default ops port
+//! of the service running as PID 1 (docs/configuration.md, `OPS_ADDR`:
 //! gateway 9100, order 9101, inventory 9102, payment 9103, shipping 9104,
 //! PSP simulator 9105).
 #![forbid(unsafe_code)]
@@ -21,6 +20,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
+
+use clap::Parser;
 
 /// Each of connect, write and read must finish within this; Docker's own
 /// `--timeout` bounds the whole probe as well.
@@ -38,14 +39,24 @@ const DEFAULT_OPS_PORTS: [(&str, u16); 6] = [
     ("shipshape-psp-simulator", 9105),
 ];
 
+/// Sends `GET PATH` to the ops server of the service in this container and
+/// exits 0 on `200`, 1 otherwise, printing one line that says why.
+#[derive(Debug, Parser)]
+#[command(name = "shipshape-healthcheck")]
+struct Cli {
+    /// The ops server's port on 127.0.0.1 [default: the address in OPS_ADDR,
+    /// else the default ops port of the service running as PID 1]
+    // Text, not a number: a PORT that is no port fails the probe (exit 1,
+    // "unhealthy") like any other reason, rather than as a usage error.
+    port: Option<String>,
+    /// The path to GET
+    #[arg(default_value = DEFAULT_PATH)]
+    path: String,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() > 2 || args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: shipshape-healthcheck [PORT] [PATH]  (PATH defaults to {DEFAULT_PATH})");
-        return ExitCode::from(2);
-    }
-    let path = args.get(1).map_or(DEFAULT_PATH, String::as_str);
-    let result = target(args.first().map(String::as_str)).and_then(|addr| probe(addr, path));
+    let cli = Cli::parse();
+    let result = target(cli.port.as_deref()).and_then(|addr| probe(addr, &cli.path));
     match result {
         Ok(line) => {
             println!("healthy: {line}");
@@ -142,5 +153,45 @@ fn probe(addr: SocketAddr, path: &str) -> Result<String, String> {
         _ => Err(format!(
             "GET http://{addr}{path}: not an HTTP answer: {status_line:?}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("shipshape-healthcheck").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn port_and_path_are_optional_positionals() {
+        let cli = parse(&[]).expect("no arguments");
+        assert_eq!((cli.port, cli.path.as_str()), (None, DEFAULT_PATH));
+        let cli = parse(&["9101"]).expect("a port");
+        assert_eq!(
+            (cli.port.as_deref(), cli.path.as_str()),
+            (Some("9101"), DEFAULT_PATH)
+        );
+        let cli = parse(&["9101", "/healthz"]).expect("a port and a path");
+        assert_eq!(
+            (cli.port.as_deref(), cli.path.as_str()),
+            (Some("9101"), "/healthz")
+        );
+        assert!(parse(&["9101", "/a", "/b"]).is_err());
+    }
+
+    #[test]
+    fn a_port_that_is_no_number_fails_the_probe_not_the_command_line() {
+        let cli = parse(&["ops"]).expect("any text");
+        let error = target(cli.port.as_deref()).expect_err("not a port");
+        assert!(error.contains("is not a port number"), "{error}");
     }
 }

@@ -10,10 +10,6 @@ use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 const SAGA: Duration = Duration::from_secs(30);
 
@@ -65,6 +61,102 @@ async fn eventually(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Before the first order, every counter a dashboard or alert reads already
+/// exists, at 0: a rate over a series that appears only with its first event
+/// reads as "no data", which hides a broken panel until the first incident.
+#[tokio::test]
+async fn every_counter_exists_at_zero_before_the_first_order() -> anyhow::Result<()> {
+    let shop = Shop::start().await?;
+    let zero = |text: &str, name: &str, labels: &[(&str, &str)]| {
+        assert_eq!(
+            sum(text, name, labels),
+            Some(0.0),
+            "{name} {labels:?}:\n{text}"
+        );
+    };
+
+    let gateway = shop.metrics(Service::Gateway).await?;
+    for downstream in ["order", "inventory"] {
+        for counter in [
+            "shipshape_retries_total",
+            "shipshape_retry_budget_exhausted_total",
+            "shipshape_call_timeouts_total",
+            "shipshape_breaker_rejections_total",
+            "shipshape_bulkhead_rejections_total",
+        ] {
+            zero(&gateway, counter, &[("downstream", downstream)]);
+        }
+        zero(
+            &gateway,
+            "shipshape_breaker_transitions_total",
+            &[
+                ("downstream", downstream),
+                ("from", "closed"),
+                ("to", "open"),
+            ],
+        );
+    }
+    zero(&gateway, "shipshape_http_shed_total", &[("scope", "all")]);
+    zero(
+        &gateway,
+        "shipshape_http_shed_total",
+        &[("scope", "client")],
+    );
+    zero(&gateway, "shipshape_http_rate_limited_total", &[]);
+    zero(&gateway, "shipshape_http_connections_refused_total", &[]);
+    zero(
+        &gateway,
+        "shipshape_http_bodies_refused_total",
+        &[("code", "payload_too_large")],
+    );
+    zero(
+        &gateway,
+        "shipshape_catalog_stale_responses_total",
+        &[("route", "/api/v1/products")],
+    );
+
+    // The consumers register their counters once they have subscribed,
+    // which readiness does not wait for.
+    for service in EVENT_DRIVEN {
+        let text = eventually(&shop, service, "the consumer's counters", |text| {
+            sum(text, "shipshape_events_handled_total", &[]).is_some()
+        })
+        .await?;
+        zero(&text, "shipshape_events_handled_total", &[]);
+        zero(&text, "shipshape_events_failed_total", &[]);
+        zero(&text, "shipshape_dead_letters_total", &[]);
+    }
+    let order = shop.metrics(Service::Order).await?;
+    zero(
+        &order,
+        "shipshape_events_handled_total",
+        &[("type", "PaymentCaptured")],
+    );
+    zero(
+        &order,
+        "shipshape_saga_outcomes_total",
+        &[("status", "CANCELLED"), ("reason", "timed_out")],
+    );
+    zero(
+        &order,
+        "shipshape_saga_outcomes_total",
+        &[("status", "CONFIRMED"), ("reason", "none")],
+    );
+    zero(
+        &order,
+        "shipshape_retries_total",
+        &[("downstream", "inventory")],
+    );
+    let payment = shop.metrics(Service::Payment).await?;
+    zero(
+        &payment,
+        "shipshape_events_handled_total",
+        &[("type", "OrderPlaced")],
+    );
+    zero(&payment, "shipshape_breaker_rejections_total", &[]);
+    Ok(())
 }
 
 #[tokio::test]
@@ -214,6 +306,35 @@ async fn every_service_exports_red_saga_consumer_outbox_and_pool_metrics() -> an
     Ok(())
 }
 
+/// The services a server lists over one version of gRPC reflection
+/// (`v1` or `v1alpha`, whose types differ only in their module), sorted.
+macro_rules! list_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new($channel)
+            .server_reflection_info(futures_util::stream::iter([request]))
+            .await?
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(listed)) = answers
+            .message()
+            .await?
+            .and_then(|answer| answer.message_response)
+        else {
+            anyhow::bail!("no list of services over {}", stringify!($version));
+        };
+        let mut listed: Vec<String> = listed.service.into_iter().map(|s| s.name).collect();
+        listed.sort();
+        listed
+    }};
+}
+
 #[tokio::test]
 async fn grpc_servers_answer_health_checks_and_reflection() -> anyhow::Result<()> {
     let shop = Shop::start().await?;
@@ -249,32 +370,19 @@ async fn grpc_servers_answer_health_checks_and_reflection() -> anyhow::Result<()
             .expect_err("an unknown service has no health");
         assert_eq!(unknown.code(), tonic::Code::NotFound);
 
-        // Reflection names every service the server offers.
-        let mut reflection = ServerReflectionClient::new(channel);
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut answers = reflection
-            .server_reflection_info(futures_util::stream::iter([request]))
-            .await?
-            .into_inner();
-        let Some(MessageResponse::ListServicesResponse(listed)) = answers
-            .message()
-            .await?
-            .and_then(|answer| answer.message_response)
-        else {
-            anyhow::bail!("{service:?}: no list of services");
-        };
-        let mut listed: Vec<String> = listed.service.into_iter().map(|s| s.name).collect();
-        listed.sort();
+        // Reflection, in both versions clients speak, names every service
+        // the server offers.
         let mut expected = vec![
             name,
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
         ];
         expected.sort();
-        assert_eq!(listed, expected, "{service:?}");
+        let listed = list_services!(v1, channel.clone());
+        assert_eq!(listed, expected, "{service:?} over v1");
+        let listed = list_services!(v1alpha, channel);
+        assert_eq!(listed, expected, "{service:?} over v1alpha");
     }
     Ok(())
 }

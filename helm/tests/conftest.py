@@ -26,7 +26,7 @@ KUBE_VERSION = os.environ.get("KUBE_VERSION", "1.31.0")
 SERVICES = ["gateway", "order", "inventory", "payment", "shipping"]
 ALL = SERVICES + ["psp-simulator"]
 WITH_DATABASE = ["order", "inventory", "payment", "shipping"]
-# README: ports.
+# docs/configuration.md: ports (GRPC_ADDR, HTTP_ADDR, OPS_ADDR).
 OPS_PORT = {"gateway": 9100, "order": 9101, "inventory": 9102, "payment": 9103,
             "shipping": 9104, "psp-simulator": 9105}
 API_PORT = {"gateway": 8080, "order": 50051, "inventory": 50052, "psp-simulator": 8090}

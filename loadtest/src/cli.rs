@@ -1,17 +1,19 @@
-//! The command line: parsed into a [`Command`] without doing anything, so
-//! every flag is tested without a gateway.
+//! The command line: parsed by clap into a [`Cli`], then turned into a
+//! [`Command`] without doing anything, so every flag is tested without a
+//! gateway.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use clap::builder::RangedU64ValueParser;
+use clap::{Args, Parser, Subcommand};
 
 use crate::baseline::BaselineOptions;
 use crate::capacity::{Slo, Steps};
 use crate::client::Secret;
 use crate::procstat::Watch;
 use crate::run::{Load, RunOptions};
+use crate::scenario::{Mix, Popularity};
 use crate::schedule::{Rate, Schedule};
 use crate::sequential;
 
@@ -38,45 +40,237 @@ impl TokensFromEnv {
     }
 }
 
-pub const USAGE: &str = "\
-Usage: shipshape-loadtest <command> [options]
+const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
 
-Commands:
-  run        drive checkouts through the gateway and report
-             --rate R [--ramp-secs S] [--duration-secs D]   open model (default 10/s, 60 s)
-             --users N [--duration-secs D]                  closed model instead
-  capacity   step the arrival rate up until the SLO breaks, report the highest
-             sustainable rate
-             [--start R (10)] [--step R (10)] [--max R (500)] [--step-secs S (30)]
-             [--refine N (2)] [--slo-p99-ms MS (250)] [--max-error-rate F (0.001)]
-             [--half-rate-secs D (0)]   then run D s at half the rate found
-  baseline   the one-transaction baseline: pgbench runs a checkout's writes in
-             one transaction in a scratch database it creates and drops
-             --database-url URL [--duration-secs D (30)] [--clients C (8)]
-  sequential place orders one at a time [--orders N (200)] [--poll-ms MS (1)]
+/// Drives the checkout through the public gateway API at a fixed arrival
+/// rate and reports latencies, outcomes, capacity and a one-transaction
+/// baseline.
+#[derive(Debug, Parser)]
+// A repeated option takes its last value, as the command line always has.
+#[command(name = "shipshape-loadtest", args_override_self = true)]
+pub struct Cli {
+    // Without a command, the help, on stdout.
+    #[command(subcommand)]
+    command: Option<CommandArgs>,
+}
 
-Options of run and capacity:
-  --gateway URL            the gateway (default http://127.0.0.1:8080)
-  --token T                a customer's bearer token (or $SHIPSHAPE_TOKEN): the
-                           orders are placed and read as that customer
-  --admin-token T          a bearer token with the admin scope (or
-                           $SHIPSHAPE_ADMIN_TOKEN): restock through the admin
-                           API before and during the run
-  --mix SPEC               valid=90,declined=5,unsupported_country=3,out_of_stock=2
-  --popularity P           uniform (default) or zipf:S, e.g. zipf:1.1
-  --poll-ms MS             poll an order every MS until terminal (50)
-  --order-timeout-secs S   an order not terminal S after it was placed fails (60)
-  --request-timeout-ms MS  a request without an answer after MS fails (10000)
-  --max-in-flight N        checkouts in flight before arrivals count as
-                           generator_overloaded (10000)
-  --stock-target N         units each product is kept near when restocking (20000)
-  --quiet                  no progress line
-  --out DIR                write report.json, report.txt and report.svg into DIR
-  --watch NAME=PID         report the memory and CPU of this process (repeatable)
-  --watch-postgres PREFIX  ... and of the Postgres backends of databases PREFIX*
-  --baseline-database-url URL   run the baseline afterwards and compare
-  --baseline-secs D, --baseline-clients C
-";
+#[derive(Debug, Subcommand)]
+enum CommandArgs {
+    /// Drive checkouts through the gateway and report
+    Run(RunArgs),
+    /// Step the arrival rate up until the SLO breaks and report the highest
+    /// sustainable rate
+    Capacity(CapacityArgs),
+    /// The one-transaction baseline: pgbench runs a checkout's writes in one
+    /// transaction in a scratch database it creates and drops
+    Baseline(BaselineArgs),
+    /// Place orders one at a time
+    Sequential(SequentialArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Checkouts per second (the open model)
+    #[arg(long, value_name = "R", default_value = "10")]
+    rate: Rate,
+    /// Shoppers, each starting a checkout when its last one ended (the
+    /// closed model, instead of --rate)
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "rate",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    users: Option<u32>,
+    /// Seconds over which the rate rises linearly from 0
+    #[arg(long, value_name = "S", default_value = "0", value_parser = seconds)]
+    ramp_secs: Duration,
+    /// Seconds the load lasts
+    #[arg(long, value_name = "D", default_value = "60", value_parser = seconds)]
+    duration_secs: Duration,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Debug, Args)]
+struct CapacityArgs {
+    /// The first step's rate, checkouts per second
+    #[arg(long, value_name = "R", default_value = "10")]
+    start: Rate,
+    /// What each step adds to the rate
+    #[arg(long, value_name = "R", default_value = "10")]
+    step: Rate,
+    /// The highest rate tried
+    #[arg(long, value_name = "R", default_value = "500")]
+    max: Rate,
+    /// Seconds each step runs
+    #[arg(long, value_name = "S", default_value = "30", value_parser = seconds)]
+    step_secs: Duration,
+    /// Bisections between the last rate that held and the first that broke
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    refine: u32,
+    /// The SLO's bound on the p99 of placed to terminal, milliseconds
+    #[arg(long, value_name = "MS", default_value_t = Slo::default().saga_p99_ms)]
+    slo_p99_ms: f64,
+    /// The SLO's bound on failed checkouts per arrival, a fraction between 0
+    /// and 1
+    #[arg(
+        long,
+        value_name = "F",
+        default_value_t = Slo::default().max_error_rate,
+        value_parser = fraction
+    )]
+    max_error_rate: f64,
+    /// After the search, run this many seconds at half the rate found (0:
+    /// no such run)
+    #[arg(long, value_name = "D", default_value = "0", value_parser = seconds)]
+    half_rate_secs: Duration,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// The options `run` and `capacity` share.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// The gateway's base URL
+    #[arg(long, value_name = "URL", default_value = DEFAULT_GATEWAY)]
+    gateway: String,
+    /// A customer's bearer token: the orders are placed and read as that
+    /// customer [default: $SHIPSHAPE_TOKEN]
+    #[arg(long, value_name = "T")]
+    token: Option<String>,
+    /// A bearer token with the admin scope: restock through the admin API
+    /// before and during the run [default: $SHIPSHAPE_ADMIN_TOKEN]
+    #[arg(long, value_name = "T")]
+    admin_token: Option<String>,
+    /// How often each saga path is taken, NAME=WEIGHT,...
+    #[arg(long, value_name = "SPEC", default_value_t = Mix::default())]
+    mix: Mix,
+    /// How often each product is bought: uniform, or zipf:S (e.g. zipf:1.1)
+    #[arg(long, value_name = "P", default_value_t = Popularity::Uniform)]
+    popularity: Popularity,
+    /// Poll an order every MS milliseconds until it is terminal
+    #[arg(long, value_name = "MS", default_value = "50", value_parser = millis)]
+    poll_ms: Duration,
+    /// An order not terminal S seconds after it was placed fails
+    #[arg(long, value_name = "S", default_value = "60", value_parser = seconds)]
+    order_timeout_secs: Duration,
+    /// A request without an answer after MS milliseconds fails
+    #[arg(long, value_name = "MS", default_value = "10000", value_parser = millis)]
+    request_timeout_ms: Duration,
+    /// Checkouts in flight before arrivals count as generator_overloaded
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10_000,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    max_in_flight: usize,
+    /// Units each product is kept near when restocking
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20_000,
+        value_parser = clap::value_parser!(i64).range(1..=1_000_000)
+    )]
+    stock_target: i64,
+    /// No progress line
+    #[arg(long)]
+    quiet: bool,
+    /// Write report.json, report.txt and report.svg into DIR
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Report the memory and CPU of this process too (repeatable)
+    #[arg(long, value_name = "NAME=PID", value_parser = watched_process)]
+    watch: Vec<(String, u32)>,
+    /// Report the memory and CPU of the Postgres backends of the databases
+    /// named PREFIX..., and of the server's own processes
+    #[arg(long, value_name = "PREFIX")]
+    watch_postgres: Option<String>,
+    /// Run the baseline afterwards on this Postgres (a role that may create
+    /// databases) and compare
+    #[arg(long, value_name = "URL")]
+    baseline_database_url: Option<String>,
+    /// Seconds the baseline runs
+    #[arg(
+        long,
+        value_name = "D",
+        default_value = "30",
+        value_parser = seconds,
+        requires = "baseline_database_url"
+    )]
+    baseline_secs: Duration,
+    /// The baseline's concurrent connections (pgbench -c)
+    #[arg(
+        long,
+        value_name = "C",
+        default_value_t = 8,
+        requires = "baseline_database_url"
+    )]
+    baseline_clients: u32,
+}
+
+#[derive(Debug, Args)]
+struct BaselineArgs {
+    /// A Postgres URL of a role that may create databases; the scratch
+    /// database is created on the same server
+    #[arg(long, value_name = "URL")]
+    database_url: String,
+    /// Seconds pgbench runs
+    #[arg(long, value_name = "D", default_value = "30", value_parser = seconds)]
+    duration_secs: Duration,
+    /// Concurrent connections (pgbench -c)
+    #[arg(long, value_name = "C", default_value_t = 8)]
+    clients: u32,
+    /// Write baseline.json into DIR
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SequentialArgs {
+    /// The gateway's base URL
+    #[arg(long, value_name = "URL", default_value = DEFAULT_GATEWAY)]
+    gateway: String,
+    /// A customer's bearer token: the orders are placed as that customer
+    /// [default: $SHIPSHAPE_TOKEN]
+    #[arg(long, value_name = "T")]
+    token: Option<String>,
+    /// Orders to place
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    orders: usize,
+    /// Poll an order every MS milliseconds until it is terminal
+    #[arg(long, value_name = "MS", default_value = "1", value_parser = millis)]
+    poll_ms: Duration,
+}
+
+/// Seconds, with a fraction if need be (`0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.parse()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("`{text}` is not a number of seconds"))
+}
+
+fn millis(text: &str) -> Result<Duration, String> {
+    text.parse()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("`{text}` is not a whole number of milliseconds"))
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    text.parse()
+        .ok()
+        .filter(|value| (0.0..=1.0).contains(value))
+        .ok_or_else(|| format!("`{text}` is not a fraction between 0 and 1, e.g. 0.001"))
+}
+
+/// `gateway=4242`: a process to watch, by the name the report gives it.
+fn watched_process(spec: &str) -> Result<(String, u32), String> {
+    let (name, pid) = spec.split_once('=').ok_or("expected NAME=PID")?;
+    let pid = pid.parse().map_err(|_| format!("`{pid}` is not a pid"))?;
+    Ok((name.to_owned(), pid))
+}
 
 /// What to do.
 #[derive(Debug)]
@@ -107,297 +301,127 @@ pub struct CapacityCommand {
     pub half_rate: Option<Duration>,
 }
 
-/// `--flag value` and `--flag=value` pairs, in order.
-struct Flags {
-    pairs: Vec<(String, Option<String>)>,
-}
-
-/// Flags that take no value.
-const SWITCHES: [&str; 1] = ["--quiet"];
-
-impl Flags {
-    fn parse(args: &[String]) -> anyhow::Result<Self> {
-        let mut pairs = Vec::new();
-        let mut rest = args.iter();
-        while let Some(arg) = rest.next() {
-            if !arg.starts_with("--") {
-                bail!("unexpected argument `{arg}`");
-            }
-            if let Some((flag, value)) = arg.split_once('=') {
-                pairs.push((flag.to_owned(), Some(value.to_owned())));
-            } else if SWITCHES.contains(&arg.as_str()) {
-                pairs.push((arg.clone(), None));
-            } else {
-                let value = rest
-                    .next()
-                    .with_context(|| format!("{arg} needs a value"))?;
-                pairs.push((arg.clone(), Some(value.clone())));
-            }
-        }
-        Ok(Self { pairs })
-    }
-
-    /// Removes and returns every value of `flag`.
-    fn all(&mut self, flag: &str) -> Vec<String> {
-        let mut values = Vec::new();
-        self.pairs.retain(|(name, value)| {
-            if name == flag {
-                values.extend(value.clone());
-                false
-            } else {
-                true
-            }
-        });
-        values
-    }
-
-    /// The (last) value of `flag`, parsed.
-    fn value<T>(&mut self, flag: &str) -> anyhow::Result<Option<T>>
-    where
-        T: FromStr,
-        T::Err: std::fmt::Display,
-    {
-        match self.all(flag).pop() {
-            Some(raw) => raw
-                .parse()
-                .map(Some)
-                .map_err(|e| anyhow::anyhow!("{flag} {raw}: {e}")),
-            None => Ok(None),
-        }
-    }
-
-    fn switch(&mut self, flag: &str) -> bool {
-        let before = self.pairs.len();
-        self.pairs.retain(|(name, _)| name != flag);
-        self.pairs.len() != before
-    }
-
-    fn secs(&mut self, flag: &str) -> anyhow::Result<Option<Duration>> {
-        Ok(self.value::<f64>(flag)?.map(Duration::from_secs_f64))
-    }
-
-    fn millis(&mut self, flag: &str) -> anyhow::Result<Option<Duration>> {
-        Ok(self.value::<u64>(flag)?.map(Duration::from_millis))
-    }
-
-    /// Fails on any flag nobody asked for.
-    fn finish(self) -> anyhow::Result<()> {
-        match self.pairs.first() {
-            Some((flag, _)) => bail!("unknown or misplaced option {flag}"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Parses the arguments after the program name, with the tokens `env`
-/// holds.
-pub fn parse(args: &[String], env: TokensFromEnv) -> anyhow::Result<Command> {
-    let Some((command, rest)) = args.split_first() else {
-        return Ok(Command::Help);
-    };
-    if rest.iter().any(|a| a == "--help" || a == "-h") {
-        return Ok(Command::Help);
-    }
-    let mut flags = Flags::parse(rest)?;
-    let command = match command.as_str() {
-        "run" => Command::Run(load_command(&mut flags, env, true)?),
-        "capacity" => {
-            let load = load_command(&mut flags, env, false)?;
-            let default = Slo::default();
-            let steps = Steps {
-                start: flags
-                    .value::<Rate>("--start")?
-                    .map_or(10.0, Rate::per_second),
-                step: flags
-                    .value::<Rate>("--step")?
-                    .map_or(10.0, Rate::per_second),
-                max: flags
-                    .value::<Rate>("--max")?
-                    .map_or(500.0, Rate::per_second),
-                refine: flags.value("--refine")?.unwrap_or(2),
-            };
-            let max_error_rate: f64 = flags
-                .value("--max-error-rate")?
-                .unwrap_or(default.max_error_rate);
-            if !(0.0..=1.0).contains(&max_error_rate) {
-                bail!("--max-error-rate is a fraction between 0 and 1, e.g. 0.001");
-            }
-            Command::Capacity(CapacityCommand {
-                load,
-                steps,
-                step_duration: flags
-                    .secs("--step-secs")?
-                    .unwrap_or(Duration::from_secs(30)),
-                slo: Slo {
-                    saga_p99_ms: flags.value("--slo-p99-ms")?.unwrap_or(default.saga_p99_ms),
-                    max_error_rate,
-                    ..default
-                },
-                half_rate: flags.secs("--half-rate-secs")?.filter(|d| !d.is_zero()),
-            })
-        }
-        "baseline" => {
-            let url: String = flags
-                .value("--database-url")?
-                .context("baseline needs --database-url (a role that may create databases)")?;
-            let mut options = BaselineOptions::new(url);
-            if let Some(duration) = flags.secs("--duration-secs")? {
-                options.duration = duration;
-            }
-            if let Some(clients) = flags.value("--clients")? {
-                options.clients = clients;
-            }
-            Command::Baseline(options, flags.value("--out")?)
-        }
-        "sequential" => Command::Sequential(sequential::Options {
-            gateway: flags
-                .value("--gateway")?
-                .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned()),
-            token: flags
-                .value::<String>("--token")?
-                .or(env.token)
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
-            orders: flags.value("--orders")?.unwrap_or(200),
-            poll_interval: flags
-                .millis("--poll-ms")?
-                .unwrap_or(Duration::from_millis(1)),
-            order_timeout: Duration::from_secs(60),
-        }),
-        "help" => Command::Help,
-        other => bail!("unknown command `{other}`"),
-    };
-    flags.finish()?;
-    Ok(command)
-}
-
-fn load_command(
-    flags: &mut Flags,
-    env: TokensFromEnv,
-    with_load: bool,
-) -> anyhow::Result<LoadCommand> {
-    let gateway = flags
-        .value("--gateway")?
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
-    let mut ramp = Duration::ZERO;
-    let load = if with_load {
-        let duration = flags
-            .secs("--duration-secs")?
-            .unwrap_or(Duration::from_secs(60));
-        let rate: Option<Rate> = flags.value("--rate")?;
-        let users: Option<u32> = flags.value("--users")?;
-        ramp = flags.secs("--ramp-secs")?.unwrap_or(Duration::ZERO);
-        match (rate, users) {
-            (Some(_), Some(_)) => {
-                bail!("--rate (open model) and --users (closed model) exclude each other")
-            }
-            (None, Some(0)) => bail!("--users must be at least 1"),
-            (None, Some(users)) => Load::Closed { users, duration },
-            (rate, None) => {
-                let rate = match rate {
-                    Some(rate) => rate,
-                    None => Rate::new(10.0)?,
+impl Cli {
+    /// What the command line asks for, with the bearer tokens `env` holds
+    /// where no flag gives one.
+    pub fn into_command(self, env: TokensFromEnv) -> anyhow::Result<Command> {
+        let Some(command) = self.command else {
+            return Ok(Command::Help);
+        };
+        Ok(match command {
+            CommandArgs::Run(run) => {
+                let load = match run.users {
+                    Some(users) => Load::Closed {
+                        users,
+                        duration: run.duration_secs,
+                    },
+                    None => {
+                        Load::Open(Schedule::ramped(run.rate, run.ramp_secs, run.duration_secs))
+                    }
                 };
-                Load::Open(Schedule::ramped(rate, ramp, duration))
+                Command::Run(run.load.into_command(load, run.ramp_secs, env))
             }
-        }
-    } else {
-        // The capacity search builds each step's load itself.
-        Load::Open(Schedule::constant(Rate::new(1.0)?, Duration::from_secs(1)))
-    };
-    let mut options = RunOptions::new(gateway, load);
-    options.ramp = ramp;
-    if let Some(mix) = flags.value("--mix")? {
-        options.mix = mix;
+            CommandArgs::Capacity(capacity) => {
+                // The capacity search builds each step's load itself.
+                let load = Load::Open(Schedule::constant(Rate::new(1.0)?, Duration::from_secs(1)));
+                Command::Capacity(CapacityCommand {
+                    load: capacity.load.into_command(load, Duration::ZERO, env),
+                    steps: Steps {
+                        start: capacity.start.per_second(),
+                        step: capacity.step.per_second(),
+                        max: capacity.max.per_second(),
+                        refine: capacity.refine,
+                    },
+                    step_duration: capacity.step_secs,
+                    slo: Slo {
+                        saga_p99_ms: capacity.slo_p99_ms,
+                        max_error_rate: capacity.max_error_rate,
+                        ..Slo::default()
+                    },
+                    half_rate: Some(capacity.half_rate_secs).filter(|d| !d.is_zero()),
+                })
+            }
+            CommandArgs::Baseline(baseline) => {
+                let mut options = BaselineOptions::new(baseline.database_url);
+                options.duration = baseline.duration_secs;
+                options.clients = baseline.clients;
+                Command::Baseline(options, baseline.out)
+            }
+            CommandArgs::Sequential(args) => Command::Sequential(sequential::Options {
+                gateway: args.gateway,
+                token: bearer(args.token, env.token),
+                orders: args.orders,
+                poll_interval: args.poll_ms,
+                order_timeout: Duration::from_secs(60),
+            }),
+        })
     }
-    if let Some(popularity) = flags.value("--popularity")? {
-        options.popularity = popularity;
-    }
-    if let Some(poll) = flags.millis("--poll-ms")? {
-        options.poll_interval = poll;
-    }
-    if let Some(timeout) = flags.secs("--order-timeout-secs")? {
-        options.order_timeout = timeout;
-    }
-    if let Some(timeout) = flags.millis("--request-timeout-ms")? {
-        options.request_timeout = timeout;
-    }
-    if let Some(max) = flags.value::<usize>("--max-in-flight")? {
-        anyhow::ensure!(max > 0, "--max-in-flight must be at least 1");
-        options.max_in_flight = max;
-    }
-    if let Some(target) = flags.value::<i64>("--stock-target")? {
-        anyhow::ensure!(
-            (1..=1_000_000).contains(&target),
-            "--stock-target must be 1 to 1000000"
-        );
-        options.stock_target = target;
-    }
-    options.admin_token = flags
-        .value::<String>("--admin-token")?
-        .or(env.admin_token)
-        .filter(|t| !t.is_empty())
-        .map(Secret::new);
-    options.token = flags
-        .value::<String>("--token")?
-        .or(env.token)
-        .filter(|t| !t.is_empty())
-        .map(Secret::new);
-    options.progress = !flags.switch("--quiet");
+}
 
-    let mut watch = Watch {
-        this_process: true,
-        ..Watch::default()
-    };
-    for spec in flags.all("--watch") {
-        let (name, pid) = spec
-            .split_once('=')
-            .with_context(|| format!("--watch {spec}: expected NAME=PID"))?;
-        let pid = pid
-            .parse()
-            .with_context(|| format!("--watch {spec}: `{pid}` is not a pid"))?;
-        watch.pids.push((name.to_owned(), pid));
-    }
-    watch.postgres_prefix = flags.value("--watch-postgres")?;
-
-    let baseline = match flags.value::<String>("--baseline-database-url")? {
-        Some(url) => {
+impl LoadArgs {
+    fn into_command(self, load: Load, ramp: Duration, env: TokensFromEnv) -> LoadCommand {
+        let mut options = RunOptions::new(self.gateway, load);
+        options.ramp = ramp;
+        options.mix = self.mix;
+        options.popularity = self.popularity;
+        options.poll_interval = self.poll_ms;
+        options.order_timeout = self.order_timeout_secs;
+        options.request_timeout = self.request_timeout_ms;
+        options.max_in_flight = self.max_in_flight;
+        options.stock_target = self.stock_target;
+        options.admin_token = bearer(self.admin_token, env.admin_token);
+        options.token = bearer(self.token, env.token);
+        options.progress = !self.quiet;
+        let baseline = self.baseline_database_url.map(|url| {
             let mut baseline = BaselineOptions::new(url);
-            if let Some(duration) = flags.secs("--baseline-secs")? {
-                baseline.duration = duration;
-            }
-            if let Some(clients) = flags.value("--baseline-clients")? {
-                baseline.clients = clients;
-            }
-            Some(baseline)
+            baseline.duration = self.baseline_secs;
+            baseline.clients = self.baseline_clients;
+            baseline
+        });
+        LoadCommand {
+            options,
+            out: self.out,
+            watch: Watch {
+                pids: self.watch,
+                postgres_prefix: self.watch_postgres,
+                this_process: true,
+            },
+            baseline,
         }
-        None => None,
-    };
-    Ok(LoadCommand {
-        options,
-        out: flags.value("--out")?,
-        watch,
-        baseline,
-    })
+    }
+}
+
+/// The flag's token, else the environment's; an empty one is none.
+fn bearer(flag: Option<String>, env: Option<String>) -> Option<Secret> {
+    flag.or(env).filter(|t| !t.is_empty()).map(Secret::new)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::scenario::{Mix, Popularity};
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
 
-    fn args(line: &str) -> Vec<String> {
-        line.split_whitespace().map(str::to_owned).collect()
+    use super::*;
+
+    fn cli(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("shipshape-loadtest").chain(line.split_whitespace()))
+    }
+
+    fn parse(line: &str, env: TokensFromEnv) -> anyhow::Result<Command> {
+        cli(line)?.into_command(env)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn run_takes_an_open_model_with_a_ramp() {
         let Command::Run(run) = parse(
-            &args(
-                "run --gateway http://gw:8080 --rate 50 --ramp-secs 10 --duration-secs 120 \
-                 --mix valid=1 --popularity zipf:1.1 --watch gateway=42 --watch order=43 \
-                 --out /tmp/r --quiet",
-            ),
+            "run --gateway http://gw:8080 --rate 50 --ramp-secs 10 --duration-secs 120 \
+             --mix valid=1 --popularity zipf:1.1 --watch gateway=42 --watch order=43 \
+             --out /tmp/r --quiet",
             TokensFromEnv::default(),
         )
         .expect("parsed") else {
@@ -419,25 +443,69 @@ mod tests {
             run.watch.pids,
             [("gateway".to_owned(), 42), ("order".to_owned(), 43)]
         );
+        assert!(run.watch.this_process);
         assert_eq!(run.out, Some(PathBuf::from("/tmp/r")));
         assert!(run.baseline.is_none());
     }
 
     #[test]
-    fn users_make_a_closed_model_and_exclude_a_rate() {
+    fn what_cargo_xtask_loadtest_and_the_docs_pass_parses() {
+        // `cargo xtask loadtest` puts its own flags first, then the user's,
+        // which may repeat one of them: the last value wins.
         let Command::Run(run) = parse(
-            &args("run --users 8 --duration-secs 5"),
+            "run --gateway http://127.0.0.1:41234 --out /tmp/lt --watch gateway=7 \
+             --watch broker=9 --watch-postgres shipshape_lt0a1b2c3d_ \
+             --baseline-database-url postgres://postgres@127.0.0.1/postgres \
+             --rate 20 --duration-secs 5 --out /tmp/mine",
             TokensFromEnv::default(),
         )
         .expect("parsed") else {
+            panic!("not run");
+        };
+        assert_eq!(run.out, Some(PathBuf::from("/tmp/mine")));
+        assert_eq!(
+            run.watch.postgres_prefix.as_deref(),
+            Some("shipshape_lt0a1b2c3d_")
+        );
+        assert!(run.baseline.is_some());
+        assert!(matches!(
+            parse(
+                "sequential --gateway http://127.0.0.1:41234 --orders 3",
+                TokensFromEnv::default()
+            ),
+            Ok(Command::Sequential(_))
+        ));
+        assert!(matches!(
+            parse(
+                "baseline --database-url postgres://postgres@127.0.0.1/postgres --out /tmp/lt",
+                TokensFromEnv::default()
+            ),
+            Ok(Command::Baseline(_, Some(_)))
+        ));
+        // As docs/load-testing.md shows it against a deployed gateway.
+        for line in [
+            "run --gateway https://shop.example.com --rate 20 --ramp-secs 30 \
+             --duration-secs 600 --out report/",
+            "capacity --gateway https://shop.example.com --step-secs 60",
+            "baseline --database-url postgres://admin@db:5432/postgres",
+        ] {
+            assert!(parse(line, TokensFromEnv::default()).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn users_make_a_closed_model_and_exclude_a_rate() {
+        let Command::Run(run) =
+            parse("run --users 8 --duration-secs 5", TokensFromEnv::default()).expect("parsed")
+        else {
             panic!("not run");
         };
         assert!(matches!(
             run.options.load,
             Load::Closed { users: 8, duration } if duration == Duration::from_secs(5)
         ));
-        assert!(parse(&args("run --users 8 --rate 3"), TokensFromEnv::default()).is_err());
-        assert!(parse(&args("run --users 0"), TokensFromEnv::default()).is_err());
+        assert!(parse("run --users 8 --rate 3", TokensFromEnv::default()).is_err());
+        assert!(parse("run --users 0", TokensFromEnv::default()).is_err());
     }
 
     #[test]
@@ -447,7 +515,7 @@ mod tests {
                 admin_token: env.map(str::to_owned),
                 token: None,
             };
-            match parse(&args(line), env) {
+            match parse(line, env) {
                 Ok(Command::Run(run)) => run.options.admin_token.map(|t| t.expose().to_owned()),
                 other => panic!("{other:?}"),
             }
@@ -464,7 +532,7 @@ mod tests {
     #[test]
     fn capacity_has_the_documented_defaults() {
         let Command::Capacity(capacity) =
-            parse(&args("capacity"), TokensFromEnv::default()).expect("parsed")
+            parse("capacity", TokensFromEnv::default()).expect("parsed")
         else {
             panic!("not capacity");
         };
@@ -482,11 +550,9 @@ mod tests {
         assert_eq!(capacity.half_rate, None);
 
         let Command::Capacity(capacity) = parse(
-            &args(
-                "capacity --start 20 --step 5 --max 80 --step-secs 15 --slo-p99-ms 100 \
-                 --max-error-rate 0.01 --half-rate-secs 60 --baseline-database-url \
-                 postgres://postgres@127.0.0.1/postgres --baseline-secs 20",
-            ),
+            "capacity --start 20 --step 5 --max 80 --step-secs 15 --slo-p99-ms 100 \
+             --max-error-rate 0.01 --half-rate-secs 60 --baseline-database-url \
+             postgres://postgres@127.0.0.1/postgres --baseline-secs 20",
             TokensFromEnv::default(),
         )
         .expect("parsed") else {
@@ -498,12 +564,54 @@ mod tests {
         assert_eq!(capacity.half_rate, Some(Duration::from_secs(60)));
         let baseline = capacity.load.baseline.expect("baseline");
         assert_eq!(baseline.duration, Duration::from_secs(20));
-        assert!(
-            parse(
-                &args("capacity --max-error-rate 2"),
-                TokensFromEnv::default()
-            )
-            .is_err()
+        assert!(parse("capacity --max-error-rate 2", TokensFromEnv::default()).is_err());
+    }
+
+    #[test]
+    fn the_defaults_are_those_of_the_library() {
+        let Command::Run(run) = parse("run", TokensFromEnv::default()).expect("parsed") else {
+            panic!("not run");
+        };
+        let library = RunOptions::new(DEFAULT_GATEWAY, run.options.load.clone());
+        let o = &run.options;
+        assert_eq!(o.gateway, library.gateway);
+        assert_eq!(o.mix, library.mix);
+        assert_eq!(o.popularity, library.popularity);
+        assert_eq!(o.poll_interval, library.poll_interval);
+        assert_eq!(o.order_timeout, library.order_timeout);
+        assert_eq!(o.request_timeout, library.request_timeout);
+        assert_eq!(o.max_in_flight, library.max_in_flight);
+        assert_eq!(o.stock_target, library.stock_target);
+        assert_eq!(o.progress, library.progress);
+        let Load::Open(schedule) = &o.load else {
+            panic!("not open");
+        };
+        assert_eq!(schedule.peak(), 10.0);
+        assert_eq!(schedule.duration(), Duration::from_secs(60));
+
+        let library = BaselineOptions::new("postgres://p@h/db");
+        let Command::Run(run) = parse(
+            "run --baseline-database-url postgres://p@h/db",
+            TokensFromEnv::default(),
+        )
+        .expect("parsed") else {
+            panic!("not run");
+        };
+        let baseline = run.baseline.expect("baseline");
+        assert_eq!(
+            (baseline.duration, baseline.clients),
+            (library.duration, library.clients)
+        );
+        let Command::Baseline(options, _) = parse(
+            "baseline --database-url postgres://p@h/db",
+            TokensFromEnv::default(),
+        )
+        .expect("parsed") else {
+            panic!("not baseline");
+        };
+        assert_eq!(
+            (options.duration, options.clients),
+            (library.duration, library.clients)
         );
     }
 
@@ -512,33 +620,37 @@ mod tests {
         for line in [
             "run --rate",
             "run --rate fast",
+            "run --rate -1",
             "run --colour blue",
             "run stray",
             "run --watch gateway",
+            "run --watch gateway=me",
+            "run --ramp-secs -1",
+            "run --max-in-flight 0",
+            "run --stock-target 1000001",
+            "run --baseline-secs 20",
             "capacity --rate 5",
             "capacity --duration-secs 5",
+            "sequential --quiet",
             "baseline",
             "fly",
         ] {
-            assert!(
-                parse(&args(line), TokensFromEnv::default()).is_err(),
-                "{line}"
-            );
+            assert!(parse(line, TokensFromEnv::default()).is_err(), "{line}");
         }
         assert!(matches!(
-            parse(&[], TokensFromEnv::default()),
+            parse("", TokensFromEnv::default()),
             Ok(Command::Help)
         ));
-        assert!(matches!(
-            parse(&args("run --help"), TokensFromEnv::default()),
-            Ok(Command::Help)
-        ));
+        for line in ["run --help", "help", "help capacity", "capacity -h"] {
+            let error = cli(line).expect_err(line);
+            assert_eq!(error.kind(), ErrorKind::DisplayHelp, "{line}");
+        }
     }
 
     #[test]
     fn baseline_and_sequential_parse() {
         let Command::Baseline(options, out) = parse(
-            &args("baseline --database-url postgres://p@h/db --duration-secs 5 --clients 4"),
+            "baseline --database-url postgres://p@h/db --duration-secs 5 --clients 4",
             TokensFromEnv::default(),
         )
         .expect("parsed") else {
@@ -548,7 +660,7 @@ mod tests {
         assert_eq!(options.duration, Duration::from_secs(5));
         assert_eq!(out, None);
         let Command::Sequential(options) = parse(
-            &args("sequential --orders 3 --poll-ms 2"),
+            "sequential --orders 3 --poll-ms 2",
             TokensFromEnv::default(),
         )
         .expect("parsed") else {

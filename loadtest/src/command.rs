@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use clap::CommandFactory;
+
 use crate::baseline::{self, BaselineOptions};
 use crate::capacity::{self, CapacityReport};
-use crate::cli::{CapacityCommand, Command, LoadCommand, USAGE};
+use crate::cli::{CapacityCommand, Cli, Command, LoadCommand};
 use crate::procstat::Sampler;
 use crate::report::{BaselineComparison, Machine, Report};
 use crate::run::{self, Load, RunReport};
@@ -17,7 +19,7 @@ use crate::sequential;
 /// warnings to stderr.
 pub async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Help => print!("{USAGE}"),
+        Command::Help => Cli::command().print_help()?,
         Command::Sequential(options) => {
             print!("{}", sequential::run(&options).await?.render());
         }

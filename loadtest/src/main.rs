@@ -1,15 +1,15 @@
 use std::process::ExitCode;
 
-use shipshape_loadtest::cli::{self, TokensFromEnv, USAGE};
+use clap::Parser;
+use shipshape_loadtest::cli::{Cli, TokensFromEnv};
 use shipshape_loadtest::command;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match cli::parse(&args, TokensFromEnv::read()) {
+    let command = match Cli::parse().into_command(TokensFromEnv::read()) {
         Ok(command) => command,
         Err(error) => {
-            eprint!("error: {error:#}\n\n{USAGE}");
+            eprintln!("error: {error:#}");
             return ExitCode::from(2);
         }
     };

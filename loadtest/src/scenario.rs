@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 /// The saga path a checkout is meant to take, chosen by what it orders and
-/// how it pays (see the README's "Reaching every path on purpose").
+/// how it pays (see "Reaching every path on purpose" in docs/saga.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Path {

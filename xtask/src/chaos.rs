@@ -8,6 +8,7 @@
 //!    `chaos/schedules/ci.toml`), its report in `--out DIR` (default
 //!    `<target>/chaos/<UTC timestamp>/`); exits with its exit code.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -17,28 +18,41 @@ use tokio::process::Command;
 use crate::run_tests::exit_code;
 use crate::workspace::Workspace;
 
-pub async fn run(mut args: Vec<String>) -> anyhow::Result<ExitCode> {
+/// Which schedule, and where its report goes.
+#[derive(Debug, PartialEq, clap::Args)]
+pub struct Args {
+    /// The load and the faults [default: chaos/schedules/ci.toml;
+    /// chaos/schedules/long.toml is 10 000 orders]
+    #[arg(value_name = "SCHEDULE.toml")]
+    schedule: Option<PathBuf>,
+    /// Where the report and the logs go [default: <target>/chaos/<UTC time>]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// No line per fault while the run goes
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let workspace = Workspace::load().await?;
     let kafka = broker::Installation::install()?;
     workspace.build_binaries(true, false).await?;
     let bin_dir = workspace.bin_dir(true);
-    let names_schedule = args
-        .iter()
-        .enumerate()
-        .any(|(i, arg)| !arg.starts_with('-') && (i == 0 || args[i - 1] != "--out"));
-    if !names_schedule {
-        let default = workspace.root.join("chaos/schedules/ci.toml");
-        args.insert(0, default.display().to_string());
-    }
-    if !args.iter().any(|arg| arg == "--out") {
-        let out = workspace
+    let schedule = args
+        .schedule
+        .unwrap_or_else(|| workspace.root.join("chaos/schedules/ci.toml"));
+    let out = args.out.unwrap_or_else(|| {
+        workspace
             .target_dir
             .join("chaos")
-            .join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
-        args.extend(["--out".to_owned(), out.display().to_string()]);
+            .join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string())
+    });
+    let mut chaos = Command::new(bin_dir.join("shipshape-chaos"));
+    chaos.arg(&schedule).arg("--out").arg(&out);
+    if args.quiet {
+        chaos.arg("--quiet");
     }
-    let status = Command::new(bin_dir.join("shipshape-chaos"))
-        .args(&args)
+    let status = chaos
         .arg("--bin-dir")
         .arg(&bin_dir)
         .env(broker::KAFKA_LIBS_VAR, kafka.libs())
@@ -46,4 +60,38 @@ pub async fn run(mut args: Vec<String>) -> anyhow::Result<ExitCode> {
         .await
         .context("running shipshape-chaos")?;
     Ok(exit_code(status.code()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Args, clap::Error> {
+        match crate::parse(&format!("chaos {line}"))? {
+            crate::Command::Chaos(args) => Ok(args),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_schedule_an_out_dir_and_quiet_are_optional() {
+        assert_eq!(
+            parse("").expect("none"),
+            Args {
+                schedule: None,
+                out: None,
+                quiet: false,
+            }
+        );
+        assert_eq!(
+            parse("--out /tmp/c chaos/schedules/long.toml --quiet").expect("all"),
+            Args {
+                schedule: Some(PathBuf::from("chaos/schedules/long.toml")),
+                out: Some(PathBuf::from("/tmp/c")),
+                quiet: true,
+            }
+        );
+        assert!(parse("a.toml b.toml").is_err());
+        assert!(parse("--out").is_err());
+    }
 }

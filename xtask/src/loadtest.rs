@@ -40,43 +40,77 @@ use crate::workspace::Workspace;
 /// How long the load test's tokens are valid.
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// What `cargo xtask loadtest` takes for itself; the rest goes to
-/// `shipshape-loadtest`.
-#[derive(Debug, PartialEq)]
-struct Args {
+/// What `cargo xtask loadtest` takes for itself, before the load test's
+/// first argument; the rest goes to `shipshape-loadtest COMMAND`.
+#[derive(Debug, PartialEq, clap::Args)]
+pub struct Args {
+    /// Run the pgbench baseline afterwards, on the same Postgres, into the
+    /// same report
+    #[arg(long)]
     baseline: bool,
+    /// Whether the services export traces during the load
+    #[arg(long, value_enum, default_value_t = Tracing::Off)]
     tracing: Tracing,
-    /// `--replicas 1,2`: a run per count, each with that many replicas of
-    /// every saga service on a fresh stack (default one run with 1).
-    replicas: Vec<usize>,
+    /// Replicas of each saga service, from 1 to 8; with a list such as 1,2
+    /// the command runs once per count, each on a fresh stack, and the
+    /// reports are printed side by side
+    // Spelled out so that clap takes the list as one value, not as one value
+    // per occurrence of the flag.
+    #[arg(long, value_name = "N[,M...]", default_value = "1", value_parser = parse_replicas)]
+    replicas: std::vec::Vec<usize>,
+    /// Where the report and the stack's logs go [default:
+    /// <target>/loadtest/<UTC time>]
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    command: String,
+    /// What shipshape-loadtest runs
+    #[arg(value_enum, default_value_t = LoadCommand::Run)]
+    command: LoadCommand,
+    /// Passed on to shipshape-loadtest COMMAND (see shipshape-loadtest COMMAND
+    /// --help)
+    // From the first, every argument is the load test's, --help included.
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     rest: Vec<String>,
 }
 
-/// Whether the services export traces during the load (`--tracing`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Tracing {
-    /// No `OTEL_EXPORTER_OTLP_ENDPOINT`: no exporter runs (the default).
-    Off,
-    /// Every span is exported to an OTLP collector in this process.
-    On,
-    /// The same command twice, off then on, each on a fresh stack, and
-    /// the two compared: the overhead of tracing.
-    Compare,
+/// What `cargo xtask loadtest` has `shipshape-loadtest` do.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+enum LoadCommand {
+    /// Drive checkouts through the gateway and report
+    Run,
+    /// Step the arrival rate up until the SLO breaks
+    Capacity,
+    /// Place orders one at a time
+    Sequential,
+    /// The one-transaction baseline with pgbench
+    Baseline,
 }
 
-impl std::str::FromStr for Tracing {
-    type Err = anyhow::Error;
-
-    fn from_str(value: &str) -> anyhow::Result<Self> {
-        match value {
-            "off" => Ok(Self::Off),
-            "on" => Ok(Self::On),
-            "compare" => Ok(Self::Compare),
-            _ => bail!("--tracing takes off, on or compare, not `{value}`"),
+impl LoadCommand {
+    /// Its name on `shipshape-loadtest`'s command line.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Capacity => "capacity",
+            Self::Sequential => "sequential",
+            Self::Baseline => "baseline",
         }
     }
+}
+
+/// Whether the services export traces during the load (`--tracing`).
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+enum Tracing {
+    /// No exporter runs in the services
+    Off,
+    /// Every span is exported to an OTLP collector in xtask
+    On,
+    /// The run command twice, off then on, each on a fresh stack, compared:
+    /// the overhead of tracing
+    Compare,
 }
 
 /// The most replicas of a service a load test runs.
@@ -91,75 +125,55 @@ fn parse_replicas(list: &str) -> anyhow::Result<Vec<usize>> {
             .parse()
             .ok()
             .filter(|n| (1..=MAX_REPLICAS).contains(n))
-            .with_context(|| {
-                format!("--replicas takes counts from 1 to {MAX_REPLICAS}, not {item:?}")
-            })?;
+            .with_context(|| format!("expected counts from 1 to {MAX_REPLICAS}, not {item:?}"))?;
         if counts.contains(&count) {
-            bail!("--replicas names {count} twice");
+            bail!("{count} is named twice");
         }
         counts.push(count);
     }
     Ok(counts)
 }
 
-fn parse(args: Vec<String>) -> anyhow::Result<Args> {
-    let mut baseline = false;
-    let mut tracing = Tracing::Off;
-    let mut replicas = vec![1];
-    let mut out = None;
-    let mut command = None;
-    let mut rest = Vec::new();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--baseline" => baseline = true,
-            "--tracing" => {
-                tracing = args
-                    .next()
-                    .context("--tracing needs off, on or compare")?
-                    .parse()?
-            }
-            "--replicas" => {
-                replicas =
-                    parse_replicas(&args.next().context("--replicas needs a list such as 1,2")?)?
-            }
-            "--out" => {
-                out = Some(PathBuf::from(
-                    args.next().context("--out needs a directory")?,
-                ))
-            }
-            _ if arg.starts_with("--out=") => out = Some(PathBuf::from(&arg["--out=".len()..])),
-            _ if command.is_none() && !arg.starts_with('-') => command = Some(arg),
-            _ => rest.push(arg),
+/// This command's own flags, which the load test does not take.
+const OWN_FLAGS: [&str; 4] = ["--baseline", "--tracing", "--replicas", "--out"];
+
+impl Args {
+    /// Fails on flags that clap takes one by one but that do not go
+    /// together.
+    fn check(&self) -> anyhow::Result<()> {
+        let command = self.command.name();
+        // Before clap, these were taken anywhere on the line; after the
+        // load test's first argument they would now reach the load test,
+        // which fails only after the build and the start-up (or, for --out,
+        // writes the report away from the logs).
+        if let Some(flag) = self.rest.iter().find_map(|arg| {
+            OWN_FLAGS.into_iter().find(|flag| {
+                arg.strip_prefix(flag)
+                    .is_some_and(|v| v.is_empty() || v.starts_with('='))
+            })
+        }) {
+            bail!("{flag} is an option of `cargo xtask loadtest`: put it before `{command}`");
         }
+        let comparing = self.replicas.len() > 1;
+        if comparing && !matches!(self.command, LoadCommand::Run | LoadCommand::Capacity) {
+            bail!(
+                "--replicas with several counts compares `run` or `capacity` reports, not `{command}`"
+            );
+        }
+        if self.tracing == Tracing::Compare
+            && (self.command != LoadCommand::Run || self.baseline || comparing)
+        {
+            bail!(
+                "--tracing compare runs `run` twice; it takes no other command, no --baseline and \
+                 one replica count"
+            );
+        }
+        Ok(())
     }
-    let command = command.unwrap_or_else(|| "run".to_owned());
-    if !["run", "capacity", "sequential", "baseline"].contains(&command.as_str()) {
-        bail!("`cargo xtask loadtest` runs run, capacity, sequential or baseline, not `{command}`");
-    }
-    if replicas.len() > 1 && !["run", "capacity"].contains(&command.as_str()) {
-        bail!(
-            "--replicas with several counts compares `run` or `capacity` reports, not `{command}`"
-        );
-    }
-    if tracing == Tracing::Compare && (command != "run" || baseline || replicas.len() > 1) {
-        bail!(
-            "--tracing compare runs `run` twice; it takes no other command, no --baseline and one \
-             replica count"
-        );
-    }
-    Ok(Args {
-        baseline,
-        tracing,
-        replicas,
-        out,
-        command,
-        rest,
-    })
 }
 
-pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let args = parse(args)?;
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    args.check()?;
     let workspace = Workspace::load().await?;
     workspace.build_binaries(true, false).await?;
     let bin_dir = workspace.bin_dir(true);
@@ -174,7 +188,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let admin_url = postgres::ensure_server().await?;
 
-    if args.command == "baseline" {
+    if args.command == LoadCommand::Baseline {
         let status = Command::new(&loadtest)
             .arg("baseline")
             .args(["--database-url", &admin_url])
@@ -228,7 +242,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(name, report)| (name.as_str(), report.clone()))
             .collect();
-        let comparison = compare(&named, rows_for(&args.command));
+        let comparison = compare(&named, rows_for(args.command));
         println!("{comparison}");
         std::fs::write(out.join("replicas.txt"), &comparison).context("writing replicas.txt")?;
         return Ok(ExitCode::SUCCESS);
@@ -310,7 +324,7 @@ async fn run_once(
     let minter = auth::minter(&stack_secret)?;
     let mut command = Command::new(bin_dir.join("shipshape-loadtest"));
     command
-        .arg(&args.command)
+        .arg(args.command.name())
         .args(["--gateway", &stack.gateway_url()])
         .env(
             "SHIPSHAPE_ADMIN_TOKEN",
@@ -320,7 +334,7 @@ async fn run_once(
             "SHIPSHAPE_TOKEN",
             minter.mint("loadtest-customer", &[], TOKEN_TTL)?,
         );
-    if args.command != "sequential" {
+    if args.command != LoadCommand::Sequential {
         command.arg("--out").arg(out);
         for replica in stack.replicas() {
             if let Some(pid) = stack.pid(replica) {
@@ -338,7 +352,7 @@ async fn run_once(
     command.args(&args.rest);
     eprintln!(
         "running shipshape-loadtest {} against {}",
-        args.command,
+        args.command.name(),
         stack.gateway_url()
     );
     let mut child = command.spawn().context("starting shipshape-loadtest")?;
@@ -394,8 +408,8 @@ const CAPACITY_ROWS: &[(&str, &str)] = &[
 ];
 
 /// The rows that compare reports of `command`.
-fn rows_for(command: &str) -> &'static [(&'static str, &'static str)] {
-    if command == "capacity" {
+fn rows_for(command: LoadCommand) -> &'static [(&'static str, &'static str)] {
+    if command == LoadCommand::Capacity {
         CAPACITY_ROWS
     } else {
         RUN_ROWS
@@ -430,52 +444,91 @@ mod tests {
         line.split_whitespace().map(str::to_owned).collect()
     }
 
+    /// `cargo xtask loadtest LINE`, checked.
+    fn parse(line: &str) -> anyhow::Result<Args> {
+        match crate::parse(&format!("loadtest {line}"))? {
+            crate::Command::Loadtest(args) => {
+                args.check()?;
+                Ok(args)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn xtask_flags_are_taken_out_and_the_rest_passed_on() {
+    fn xtask_flags_come_first_and_the_rest_is_passed_on() {
         assert_eq!(
-            parse(args(
-                "--baseline capacity --step 20 --out /tmp/x --half-rate-secs 60"
-            ))
-            .expect("args"),
+            parse("--baseline --out /tmp/x capacity --step 20 --half-rate-secs 60").expect("args"),
             Args {
                 baseline: true,
                 tracing: Tracing::Off,
                 replicas: vec![1],
                 out: Some(PathBuf::from("/tmp/x")),
-                command: "capacity".to_owned(),
+                command: LoadCommand::Capacity,
                 rest: args("--step 20 --half-rate-secs 60"),
             }
         );
-        let defaults = parse(Vec::new()).expect("args");
-        assert_eq!(defaults.command, "run");
-        assert!(!defaults.baseline);
-        assert!(parse(args("explode")).is_err());
-        assert!(parse(args("run --out")).is_err());
+        // As README.md and docs/ show it.
+        let run = parse("run --rate 20 --ramp-secs 10 --duration-secs 120").expect("args");
+        assert_eq!(run.command, LoadCommand::Run);
         assert_eq!(
-            parse(args("--tracing compare run --rate 10"))
+            run.rest,
+            args("--rate 20 --ramp-secs 10 --duration-secs 120")
+        );
+        let capacity = parse("--baseline capacity --half-rate-secs 60").expect("args");
+        assert!(capacity.baseline);
+        assert_eq!(capacity.rest, args("--half-rate-secs 60"));
+        // Right after the command, xtask's flags are still its own.
+        let run = parse("run --out=/tmp/x --baseline --rate 5").expect("args");
+        assert_eq!(run.out, Some(PathBuf::from("/tmp/x")));
+        assert!(run.baseline);
+        assert_eq!(run.rest, args("--rate 5"));
+        // After the load test's first argument, --help is the load test's.
+        assert_eq!(
+            parse("run --rate 5 --help").expect("args").rest,
+            args("--rate 5 --help")
+        );
+
+        let defaults = parse("").expect("args");
+        assert_eq!(defaults.command, LoadCommand::Run);
+        assert!(!defaults.baseline);
+        assert!(defaults.rest.is_empty());
+        assert!(parse("explode").is_err());
+        assert!(parse("--out").is_err());
+        // xtask's own flags after the load test's would reach the load test.
+        for line in [
+            "--baseline capacity --step 20 --out /tmp/x --half-rate-secs 60",
+            "run --rate 5 --out=/tmp/x",
+            "capacity --step 20 --baseline",
+            "run --rate 5 --tracing on",
+            "run --rate 5 --replicas 2",
+        ] {
+            let error = parse(line).expect_err(line).to_string();
+            assert!(error.contains("put it before"), "{line}: {error}");
+        }
+        assert_eq!(
+            parse("--tracing compare run --rate 10")
                 .expect("args")
                 .tracing,
             Tracing::Compare
         );
-        assert!(parse(args("--tracing sometimes")).is_err());
-        assert!(parse(args("--tracing compare capacity")).is_err());
-        assert!(parse(args("--tracing compare --baseline run")).is_err());
-        assert!(parse(args("--tracing compare --replicas 1,2 run")).is_err());
+        assert!(parse("--tracing sometimes").is_err());
+        assert!(parse("--tracing compare capacity").is_err());
+        assert!(parse("--tracing compare --baseline run").is_err());
+        assert!(parse("--tracing compare --replicas 1,2 run").is_err());
     }
 
     #[test]
     fn replica_counts_are_a_list_of_small_distinct_numbers() {
-        assert_eq!(
-            parse(args("--replicas 1,2 --baseline capacity"))
-                .expect("args")
-                .replicas,
-            [1, 2]
-        );
-        assert_eq!(parse(Vec::new()).expect("args").replicas, [1]);
+        let compared = parse("--replicas 1,2 --baseline capacity --start 10 --step 10 --max 200")
+            .expect("args");
+        assert_eq!(compared.replicas, [1, 2]);
+        assert_eq!(parse("").expect("args").replicas, [1]);
         for bad in ["0", "9", "1,1", "1,,2", "two"] {
             assert!(parse_replicas(bad).is_err(), "{bad}");
+            assert!(parse(&format!("--replicas {bad}")).is_err(), "{bad}");
         }
-        assert!(parse(args("--replicas 1,2 sequential")).is_err());
-        assert!(parse(args("--replicas 2 sequential")).is_ok());
+        assert!(parse("--replicas 1,2 sequential").is_err());
+        assert!(parse("--replicas 2 sequential").is_ok());
     }
 }

@@ -1,5 +1,5 @@
 //! `cargo xtask`: the developer entry point. This file only parses the
-//! command line; each command lives in its own module.
+//! command line; each command lives in its own module, with its options.
 #![forbid(unsafe_code)]
 
 mod chaos;
@@ -12,54 +12,10 @@ mod workspace;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-Usage: cargo xtask <command>
+use clap::{Parser, Subcommand};
 
-Commands:
-  up [--release] [--replicas N]
-                   build the services and run the whole stack locally on the
-                   standard ports (gateway http://127.0.0.1:8080) until Ctrl-C;
-                   N (1-10) processes of each of order, inventory, payment and
-                   shipping, the Nth on ports 10 x (N-1) above the first's
-  test [ARGS...]   build the services, start one Kafka broker the tests share
-                   (each under a topic prefix of its own), then run every
-                   test with `cargo nextest run --workspace --no-fail-fast
-                   ARGS...`
-  loadtest [--baseline] [--tracing off|on|compare] [--replicas N[,M...]] [--out DIR] [COMMAND [ARGS...]]
-                   build release binaries, start the stack on free ports with
-                   fresh databases, run `shipshape-loadtest COMMAND ARGS...`
-                   (run, capacity, sequential or baseline; default run)
-                   against it with every process's memory and CPU watched,
-                   then stop it; --baseline adds the pgbench baseline;
-                   --tracing on exports every span to a collector in xtask,
-                   compare runs `run` with tracing off, then on, and prints
-                   both; --replicas runs N of each saga service, and with a
-                   list runs the command once per count on a fresh stack
-                   and prints them side by side. The report goes to DIR
-                   (default <target>/loadtest/<timestamp>)
-  schemathesis [--schemathesis PATH] [--max-examples N] [--seed N] [--out DIR] [-- ARGS...]
-                   build the services, start the stack on free ports with
-                   fresh databases, run schemathesis against the gateway's
-                   /openapi.json (as an admin over every operation, then as
-                   a customer over the admin ones), print how many test
-                   cases ran, then stop it; fails on any 5xx or response
-                   that does not match the document. The binary is PATH,
-                   else $SHIPSHAPE_SCHEMATHESIS, else `schemathesis` (see
-                   ci/schemathesis.sh); ARGS go to `schemathesis run`
-  chaos [SCHEDULE.toml] [--out DIR] [--quiet]
-                   build the release binaries,
-                   then run the checkout load on a stack of its own while
-                   applying the schedule's faults (default
-                   chaos/schedules/ci.toml; chaos/schedules/long.toml is
-                   10 000 orders), wait until it is quiet and check the
-                   saga's invariants; fails on any violation. The report
-                   goes to DIR (default <target>/chaos/<timestamp>)
-  token --subject ID [--scope S]... [--ttl-secs N]
-                   print a development bearer token for the gateway of
-                   `up` (e.g. --scope admin for restocking), signed with the
-                   secret in ~/.cache/shipshape/dev-jwt-secret
-  help             print this message
-
+/// What every command reads from the environment; clap lists only options.
+const ENVIRONMENT: &str = "\
 Environment:
   SHIPSHAPE_PG_ADMIN_URL   Postgres superuser URL
                            (default postgres://postgres@127.0.0.1:5432/postgres)
@@ -68,34 +24,60 @@ Environment:
   SHIPSHAPE_KAFKA_HEAP     the broker's heap (default 512m)
   JAVA_HOME                the Java (17 or later) the broker runs on
   SHIPSHAPE_SCHEMATHESIS   the schemathesis binary of `schemathesis`
-  CARGO_TARGET_DIR         honoured as usual
-";
+  CARGO_TARGET_DIR         honoured as usual";
+
+/// The developer entry point: run the stack, the tests, the load test, the
+/// chaos run and schemathesis, and mint development tokens.
+#[derive(Debug, Parser)]
+// A repeated option takes its last value, as the command line always has.
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    args_override_self = true,
+    after_help = ENVIRONMENT
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the services and run the whole stack locally on the standard
+    /// ports (gateway http://127.0.0.1:8080) until Ctrl-C
+    Up(up::Args),
+    /// Build the services, start one Kafka broker the tests share (each under
+    /// a topic prefix of its own), then run every test with `cargo nextest
+    /// run --workspace --no-fail-fast NEXTEST_ARGS...`
+    Test(run_tests::Args),
+    /// Build release binaries, start the stack on free ports with fresh
+    /// databases, run `shipshape-loadtest COMMAND ARGS...` against it with
+    /// every process's memory and CPU watched, then stop it
+    Loadtest(loadtest::Args),
+    /// Build the services, start the stack on free ports with fresh
+    /// databases, and run schemathesis against the gateway's /openapi.json
+    ///
+    /// It runs as an admin over every operation, then as a customer over the
+    /// admin ones, prints how many test cases ran, then stops the stack;
+    /// fails on any 5xx or response that does not match the document.
+    Schemathesis(schemathesis::Args),
+    /// Build the release binaries, run the checkout load on a stack of its
+    /// own while applying a schedule's faults, wait until it is quiet and
+    /// check the saga's invariants; fails on any violation
+    Chaos(chaos::Args),
+    /// Print a development bearer token for the gateway of cargo xtask up,
+    /// signed with the secret in ~/.cache/shipshape/dev-jwt-secret
+    Token(token::Args),
+}
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let command = args.next();
-    let rest: Vec<String> = args.collect();
-    let wants_help = rest.iter().any(|arg| arg == "--help" || arg == "-h");
-    let outcome = match command.as_deref() {
-        Some("up") if !wants_help => block_on(up::run(rest)),
-        Some("test") if !wants_help => block_on(run_tests::run(rest)),
-        Some("loadtest") if !wants_help => block_on(loadtest::run(rest)),
-        Some("schemathesis") if !wants_help => block_on(schemathesis::run(rest)),
-        Some("chaos") if !wants_help => block_on(chaos::run(rest)),
-        Some("token") if !wants_help => token::run(rest),
-        Some("help" | "--help" | "-h")
-        | Some("up" | "test" | "loadtest" | "schemathesis" | "chaos" | "token") => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => {
-            eprint!("unknown command `{other}`\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-        None => {
-            eprint!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let outcome = match Cli::parse().command {
+        Command::Up(args) => block_on(up::run(args)),
+        Command::Test(args) => block_on(run_tests::run(args)),
+        Command::Loadtest(args) => block_on(loadtest::run(args)),
+        Command::Schemathesis(args) => block_on(schemathesis::run(args)),
+        Command::Chaos(args) => block_on(chaos::run(args)),
+        Command::Token(args) => token::run(args),
     };
     match outcome {
         Ok(code) => code,
@@ -111,4 +93,42 @@ fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(task: F) -> anyhow::Re
         .enable_all()
         .build()?
         .block_on(task)
+}
+
+/// The command `cargo xtask LINE` names, for the modules' tests.
+#[cfg(test)]
+fn parse(line: &str) -> Result<Command, clap::Error> {
+    Cli::try_parse_from(std::iter::once("xtask").chain(line.split_whitespace()))
+        .map(|cli| cli.command)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_is_asked_for_or_given_when_no_command_is() {
+        for line in ["help", "--help", "-h", "help up", "up --help", "token -h"] {
+            let error = parse(line).expect_err(line);
+            assert_eq!(error.kind(), ErrorKind::DisplayHelp, "{line}");
+            assert_eq!(error.exit_code(), 0, "{line}");
+        }
+        let error = parse("").expect_err("no command");
+        assert_eq!(
+            error.kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        assert_eq!(error.exit_code(), 2);
+        let error = parse("explode").expect_err("no such command");
+        assert_eq!(error.kind(), ErrorKind::InvalidSubcommand);
+        assert_eq!(error.exit_code(), 2);
+    }
 }

@@ -1,5 +1,6 @@
-//! `cargo xtask test`: the one test command (README documents it, CI runs
-//! it). Prepares what the end-to-end tests need, then hands over to nextest:
+//! `cargo xtask test`: the one test command (README.md and docs/testing.md
+//! document it, CI runs it). Prepares what the end-to-end tests need, then
+//! hands over to nextest:
 //!
 //! 0. installs the pinned cargo-nextest into `~/.cache/shipshape/tools` when
 //!    no cargo-nextest is on PATH (once per machine, a few minutes);
@@ -25,9 +26,24 @@ use shipshape_testkit::{broker, postgres};
 
 use crate::workspace::{Workspace, cargo};
 
-/// Runs the tests; `args` go to nextest unchanged (`--release` also selects
-/// the release binaries).
-pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
+/// What `cargo xtask test` hands to nextest.
+#[derive(Debug, PartialEq, clap::Args)]
+pub struct Args {
+    /// Passed on to cargo nextest run unchanged, e.g. -E 'binary(replicas)'
+    /// --no-capture; --release also selects the release binaries. A leading
+    /// -- is taken as the end of cargo xtask's options: write -- -- to pass
+    /// one on
+    // Every argument is nextest's, even one such as --help after the first.
+    #[arg(
+        value_name = "NEXTEST_ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    nextest: Vec<String>,
+}
+
+/// Runs the tests with nextest.
+pub async fn run(Args { nextest: args }: Args) -> anyhow::Result<ExitCode> {
     let release = args.iter().any(|arg| arg == "--release");
     let workspace = Workspace::load().await?;
     let path = nextest_path().await?;
@@ -168,6 +184,37 @@ pub(crate) fn exit_code(code: Option<i32>) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(line: &str) -> Result<Vec<String>, clap::Error> {
+        match crate::parse(&format!("test {line}"))? {
+            crate::Command::Test(args) => Ok(args.nextest),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_argument_goes_to_nextest() {
+        assert_eq!(parse("").expect("none"), Vec::<String>::new());
+        // As README.md and docs/ show it.
+        assert_eq!(
+            parse("-E binary(replicas) --no-capture").expect("a filter"),
+            ["-E", "binary(replicas)", "--no-capture"]
+        );
+        assert_eq!(
+            parse("--release --no-fail-fast -j 1").expect("flags"),
+            ["--release", "--no-fail-fast", "-j", "1"]
+        );
+        assert_eq!(
+            parse("stack --help").expect("a filter, then nextest's --help"),
+            ["stack", "--help"]
+        );
+        assert_eq!(
+            parse("-- -- --exact").expect("test binary arguments"),
+            ["--", "--exact"]
+        );
+        let help = parse("--help").expect_err("help first is xtask's");
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+    }
 
     #[test]
     fn nextest_exit_codes_are_passed_on() {

@@ -54,58 +54,52 @@ const CUSTOMER_MAX_EXAMPLES: u32 = 5;
 /// The seed of the data generation, unless `--seed`: a run is reproducible.
 const SEED: u64 = 20_250_131;
 
-#[derive(Debug, PartialEq)]
-struct Args {
-    schemathesis: PathBuf,
+/// The variable naming the schemathesis binary when `--schemathesis` does
+/// not (ci/schemathesis.sh sets it).
+const BINARY_VAR: &str = "SHIPSHAPE_SCHEMATHESIS";
+
+/// How schemathesis runs.
+#[derive(Debug, PartialEq, clap::Args)]
+pub struct Args {
+    /// The schemathesis binary [default: $SHIPSHAPE_SCHEMATHESIS, else
+    /// schemathesis on the PATH]
+    #[arg(long, value_name = "PATH")]
+    schemathesis: Option<PathBuf>,
+    /// Test cases per operation and phase (the customer's run over the admin
+    /// operations makes at most 5)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = MAX_EXAMPLES,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     max_examples: u32,
+    /// The seed of the data generation
+    #[arg(long, value_name = "N", default_value_t = SEED)]
     seed: u64,
+    /// Where the logs and the reports go, and where schemathesis runs
+    /// [default: <target>/schemathesis/<UTC time>]
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Passed on to both `schemathesis run`s.
+    /// Passed on to both schemathesis runs
+    #[arg(last = true, value_name = "ARGS")]
     rest: Vec<String>,
 }
 
-fn parse(args: Vec<String>, env_binary: Option<PathBuf>) -> anyhow::Result<Args> {
-    let mut parsed = Args {
-        schemathesis: env_binary.unwrap_or_else(|| PathBuf::from("schemathesis")),
-        max_examples: MAX_EXAMPLES,
-        seed: SEED,
-        out: None,
-        rest: Vec::new(),
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--schemathesis" => parsed.schemathesis = PathBuf::from(value("--schemathesis")?),
-            "--max-examples" => {
-                let n = value("--max-examples")?;
-                parsed.max_examples = n
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("--max-examples {n} is not a positive number"))?;
-            }
-            "--seed" => {
-                let seed = value("--seed")?;
-                parsed.seed = seed
-                    .parse()
-                    .with_context(|| format!("--seed {seed} is not a number"))?;
-            }
-            "--out" => parsed.out = Some(PathBuf::from(value("--out")?)),
-            "--" => parsed.rest.extend(args.by_ref()),
-            _ => bail!("unknown argument `{arg}` (schemathesis's own go after `--`)"),
-        }
-    }
-    Ok(parsed)
+/// The binary `--schemathesis` names, else the one the environment names,
+/// else `schemathesis` on the PATH.
+fn schemathesis_binary(flag: Option<PathBuf>, env: Option<PathBuf>) -> PathBuf {
+    flag.or(env)
+        .unwrap_or_else(|| PathBuf::from("schemathesis"))
 }
 
-pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let args = parse(
-        args,
-        std::env::var_os("SHIPSHAPE_SCHEMATHESIS").map(PathBuf::from),
-    )?;
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let binary = schemathesis_binary(
+        args.schemathesis.clone(),
+        std::env::var_os(BINARY_VAR).map(PathBuf::from),
+    );
     let started = Instant::now();
-    let version = Command::new(&args.schemathesis)
+    let version = Command::new(&binary)
         .arg("--version")
         .output()
         .await
@@ -113,11 +107,11 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
             format!(
                 "running {} --version (install it with ci/schemathesis.sh, or pass \
                  --schemathesis PATH)",
-                args.schemathesis.display()
+                binary.display()
             )
         })?;
     if !version.status.success() {
-        bail!("{} --version failed", args.schemathesis.display());
+        bail!("{} --version failed", binary.display());
     }
     eprintln!("{}", String::from_utf8_lossy(&version.stdout).trim());
 
@@ -176,7 +170,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
             run.name, args.seed, run.max_examples
         );
         let result = tokio::select! {
-            result = schemathesis(&args, run, &schema, &out) => result,
+            result = schemathesis(&binary, &args, run, &schema, &out) => result,
             _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted")),
         };
         match (result, &mut outcome) {
@@ -239,16 +233,17 @@ struct Summary {
     test_cases: Option<u64>,
 }
 
-/// Runs schemathesis in `out`, its output passed through and its count of
-/// test cases read from its summary.
+/// Runs `binary` in `out`, its output passed through and its count of test
+/// cases read from its summary.
 async fn schemathesis(
+    binary: &Path,
     args: &Args,
     run: &Run<'_>,
     schema: &str,
     out: &Path,
 ) -> anyhow::Result<Summary> {
     let report_dir = out.join(format!("report-{}", run.name));
-    let mut child = Command::new(&args.schemathesis)
+    let mut child = Command::new(binary)
         .current_dir(out)
         .arg("run")
         .arg(schema)
@@ -270,7 +265,7 @@ async fn schemathesis(
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {}", args.schemathesis.display()))?;
+        .with_context(|| format!("starting {}", binary.display()))?;
     let stdout = child.stdout.take().context("schemathesis's stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let mut output = Vec::new();
@@ -308,31 +303,47 @@ mod tests {
         line.split_whitespace().map(str::to_owned).collect()
     }
 
+    fn parse(line: &str) -> Result<Args, clap::Error> {
+        match crate::parse(&format!("schemathesis {line}"))? {
+            crate::Command::Schemathesis(args) => Ok(args),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn flags_and_the_binary() {
-        let defaults = parse(Vec::new(), None).expect("args");
-        assert_eq!(defaults.schemathesis, PathBuf::from("schemathesis"));
+        let defaults = parse("").expect("args");
+        assert_eq!(defaults.schemathesis, None);
         assert_eq!(defaults.max_examples, MAX_EXAMPLES);
         assert_eq!(defaults.seed, SEED);
-        let from_env = parse(Vec::new(), Some(PathBuf::from("/venv/bin/st"))).expect("args");
-        assert_eq!(from_env.schemathesis, PathBuf::from("/venv/bin/st"));
         assert_eq!(
-            parse(
-                args("--schemathesis /x --max-examples 5 --seed 7 --out o -- --phases examples"),
-                Some(PathBuf::from("/env"))
-            )
-            .expect("args"),
+            schemathesis_binary(None, None),
+            PathBuf::from("schemathesis")
+        );
+        assert_eq!(
+            schemathesis_binary(None, Some(PathBuf::from("/venv/bin/st"))),
+            PathBuf::from("/venv/bin/st")
+        );
+        let parsed =
+            parse("--schemathesis /x --max-examples 5 --seed 7 --out o -- --phases examples")
+                .expect("args");
+        assert_eq!(
+            parsed,
             Args {
-                schemathesis: PathBuf::from("/x"),
+                schemathesis: Some(PathBuf::from("/x")),
                 max_examples: 5,
                 seed: 7,
                 out: Some(PathBuf::from("o")),
                 rest: args("--phases examples"),
             }
         );
-        assert!(parse(args("--max-examples 0"), None).is_err());
-        assert!(parse(args("--seed"), None).is_err());
-        assert!(parse(args("--phases examples"), None).is_err());
+        assert_eq!(
+            schemathesis_binary(parsed.schemathesis, Some(PathBuf::from("/env"))),
+            PathBuf::from("/x")
+        );
+        assert!(parse("--max-examples 0").is_err());
+        assert!(parse("--seed").is_err());
+        assert!(parse("--phases examples").is_err());
     }
 
     #[test]

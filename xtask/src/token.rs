@@ -5,48 +5,27 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use shipshape_testkit::auth;
 
-#[derive(Debug, PartialEq)]
-struct Args {
+/// What the token says.
+#[derive(Debug, PartialEq, clap::Args)]
+pub struct Args {
+    /// The customer the token names
+    #[arg(long, value_name = "ID")]
     subject: String,
+    /// A scope the token grants, e.g. admin for restocking (repeatable)
+    #[arg(long = "scope", value_name = "S")]
     scopes: Vec<String>,
-    ttl: Duration,
+    /// How long the token is valid, in seconds
+    #[arg(long, value_name = "N", default_value_t = auth::TOKEN_TTL.as_secs())]
+    ttl_secs: u64,
 }
 
-fn parse(args: Vec<String>) -> anyhow::Result<Args> {
-    let mut subject = None;
-    let mut scopes = Vec::new();
-    let mut ttl = auth::TOKEN_TTL;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--subject" => subject = Some(value("--subject")?),
-            "--scope" => scopes.push(value("--scope")?),
-            "--ttl-secs" => {
-                let secs = value("--ttl-secs")?;
-                ttl = Duration::from_secs(
-                    secs.parse()
-                        .with_context(|| format!("--ttl-secs {secs} is not a number"))?,
-                );
-            }
-            _ => bail!("unknown argument `{arg}`"),
-        }
-    }
-    Ok(Args {
-        subject: subject.context("--subject is required: the customer the token names")?,
-        scopes,
-        ttl,
-    })
-}
-
-pub fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let args = parse(args)?;
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let minter = auth::minter(&auth::dev_secret()?)?;
     let scopes: Vec<&str> = args.scopes.iter().map(String::as_str).collect();
-    println!("{}", minter.mint(&args.subject, &scopes, args.ttl)?);
+    let ttl = Duration::from_secs(args.ttl_secs);
+    println!("{}", minter.mint(&args.subject, &scopes, ttl)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -54,24 +33,36 @@ pub fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
 
-    fn args(line: &str) -> Vec<String> {
-        line.split_whitespace().map(str::to_owned).collect()
+    fn parse(line: &str) -> Result<Args, clap::Error> {
+        match crate::parse(&format!("token {line}"))? {
+            crate::Command::Token(args) => Ok(args),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn subject_scopes_and_lifetime_are_read() {
         assert_eq!(
-            parse(args("--subject ops --scope admin --ttl-secs 60")).unwrap(),
+            parse("--subject ops --scope admin --ttl-secs 60").expect("parsed"),
             Args {
                 subject: "ops".into(),
                 scopes: vec!["admin".into()],
-                ttl: Duration::from_secs(60),
+                ttl_secs: 60,
             }
         );
-        assert_eq!(parse(args("--subject alice")).unwrap().ttl, auth::TOKEN_TTL);
-        assert!(parse(args("")).is_err());
-        assert!(parse(args("--subject")).is_err());
-        assert!(parse(args("--subject a --ttl-secs soon")).is_err());
-        assert!(parse(args("--subject a --sudo")).is_err());
+        assert_eq!(
+            parse("--subject alice").expect("parsed").ttl_secs,
+            auth::TOKEN_TTL.as_secs()
+        );
+        assert_eq!(
+            parse("--subject a --scope admin --scope audit")
+                .expect("parsed")
+                .scopes,
+            ["admin", "audit"]
+        );
+        assert!(parse("").is_err());
+        assert!(parse("--subject").is_err());
+        assert!(parse("--subject a --ttl-secs soon").is_err());
+        assert!(parse("--subject a --sudo").is_err());
     }
 }

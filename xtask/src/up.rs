@@ -24,10 +24,14 @@ const EXAMPLE_ORDER: &str = concat!(
 );
 
 /// What `cargo xtask up` was asked for.
-#[derive(Debug, PartialEq, Eq)]
-struct UpArgs {
+#[derive(Debug, PartialEq, Eq, clap::Args)]
+pub struct Args {
+    /// Optimised binaries (cargo build --release)
+    #[arg(long)]
     release: bool,
-    /// Processes of each of order, inventory, payment and shipping.
+    /// Processes of each of order, inventory, payment and shipping, from 1
+    /// to 10; the Nth listens on ports 10 x (N-1) above the first's
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = replica_count)]
     replicas: usize,
 }
 
@@ -36,35 +40,15 @@ struct UpArgs {
 /// of each keep within 50051-50142 and 9100-9195.
 const MAX_REPLICAS: usize = 10;
 
-fn parse_args(args: &[String]) -> anyhow::Result<UpArgs> {
-    let mut parsed = UpArgs {
-        release: false,
-        replicas: 1,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--release" => parsed.release = true,
-            "--replicas" => {
-                let value = args.next().context("--replicas needs a number")?;
-                parsed.replicas = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_REPLICAS).contains(n))
-                    .with_context(|| {
-                        format!("--replicas takes a number from 1 to {MAX_REPLICAS}, not {value:?}")
-                    })?;
-            }
-            other => bail!("`cargo xtask up` takes --release and --replicas N, not {other:?}"),
-        }
-    }
-    Ok(parsed)
+fn replica_count(text: &str) -> Result<usize, String> {
+    text.parse()
+        .ok()
+        .filter(|n| (1..=MAX_REPLICAS).contains(n))
+        .ok_or_else(|| format!("expected a number from 1 to {MAX_REPLICAS}"))
 }
 
-/// Runs the stack until a signal; `args` may hold `--release` and
-/// `--replicas N`.
-pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let UpArgs { release, replicas } = parse_args(&args)?;
+/// Runs the stack until a signal.
+pub async fn run(Args { release, replicas }: Args) -> anyhow::Result<ExitCode> {
     let workspace = Workspace::load().await?;
     workspace.build_binaries(release, false).await?;
     broker::Installation::install()?;
@@ -178,29 +162,35 @@ mod tests {
 
     #[test]
     fn replicas_are_a_number_from_one_to_ten() {
-        let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        let parse = |line: &str| -> Result<Args, clap::Error> {
+            match crate::parse(&format!("up {line}"))? {
+                crate::Command::Up(args) => Ok(args),
+                other => panic!("{other:?}"),
+            }
+        };
         assert_eq!(
-            parse_args(&args(&[])).expect("none"),
-            UpArgs {
+            parse("").expect("none"),
+            Args {
                 release: false,
                 replicas: 1
             }
         );
         assert_eq!(
-            parse_args(&args(&["--replicas", "3", "--release"])).expect("both"),
-            UpArgs {
+            parse("--replicas 3 --release").expect("both"),
+            Args {
                 release: true,
                 replicas: 3
             }
         );
+        assert_eq!(parse("--replicas=2").expect("with =").replicas, 2);
         for bad in [
-            &["--replicas"][..],
-            &["--replicas", "0"],
-            &["--replicas", "11"],
-            &["--replicas", "two"],
-            &["--fast"],
+            "--replicas",
+            "--replicas 0",
+            "--replicas 11",
+            "--replicas two",
+            "--fast",
         ] {
-            assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 

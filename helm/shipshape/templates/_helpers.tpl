@@ -50,7 +50,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/*
 What each service is: its binary, its ports and what it needs. Product facts
-(README), not settings: the container ports are fixed, and the services are
+(docs/configuration.md), not settings: the container ports are fixed, and the services are
 told them through GRPC_ADDR / HTTP_ADDR / OPS_ADDR.
 */}}
 {{- define "shipshape.catalog" -}}

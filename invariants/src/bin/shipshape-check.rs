@@ -4,80 +4,83 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use clap::Parser;
 use shipshape_invariants::{Checker, SourceMessage, Sources};
 
-const USAGE: &str = "usage: shipshape-check --order-db URL --inventory-db URL --payment-db URL \
---shipping-db URL [--psp URL] [--brokers HOST:PORT] [--topic-prefix PREFIX] [--explain TOPIC:PARTITION:OFFSET]... [--json]";
-
-struct Args {
-    sources: Sources,
-    explained: Vec<SourceMessage>,
+/// Checks the checkout saga's invariants across every service's database,
+/// the PSP ledger and the broker, once the system is quiet, and prints the
+/// report.
+#[derive(Debug, Parser)]
+// A repeated option takes its last value, as the command line always has.
+#[command(name = "shipshape-check", args_override_self = true)]
+struct Cli {
+    /// The order service's database
+    #[arg(long, value_name = "URL")]
+    order_db: String,
+    /// The inventory service's database
+    #[arg(long, value_name = "URL")]
+    inventory_db: String,
+    /// The payment service's database
+    #[arg(long, value_name = "URL")]
+    payment_db: String,
+    /// The shipping service's database
+    #[arg(long, value_name = "URL")]
+    shipping_db: String,
+    /// The PSP simulator's base URL [default: none; the payment table stands
+    /// in for the ledger, and a double charge cannot be seen]
+    #[arg(long, value_name = "URL")]
+    psp: Option<String>,
+    /// The broker [default: none; consumer lag and dead letters are not
+    /// checked]
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: Option<String>,
+    /// What the services put before every topic and group name
+    /// (KAFKA_TOPIC_PREFIX); empty unless they share a broker
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    topic_prefix: String,
+    /// Marks the dead letters of this source message as expected
+    /// (repeatable)
+    #[arg(long, value_name = "TOPIC:PARTITION:OFFSET", value_parser = source_message)]
+    explain: Vec<SourceMessage>,
+    /// The report as JSON instead of text
+    #[arg(long)]
     json: bool,
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
-    let (mut order, mut inventory, mut payment, mut shipping) = (None, None, None, None);
-    let (mut psp_url, mut brokers, mut explained, mut json) = (None, None, Vec::new(), false);
-    let mut topic_prefix = String::new();
-    while let Some(flag) = args.next() {
-        if flag == "--json" {
-            json = true;
-            continue;
-        }
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--order-db" => order = Some(value),
-            "--inventory-db" => inventory = Some(value),
-            "--payment-db" => payment = Some(value),
-            "--shipping-db" => shipping = Some(value),
-            "--psp" => psp_url = Some(value),
-            "--brokers" => brokers = Some(value),
-            "--topic-prefix" => topic_prefix = value,
-            "--explain" => explained.push(source_message(&value)?),
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    let required =
-        |value: Option<String>, flag: &str| value.with_context(|| format!("{flag} is required"));
-    Ok(Args {
-        sources: Sources {
-            order_db: required(order, "--order-db")?,
-            inventory_db: required(inventory, "--inventory-db")?,
-            payment_db: required(payment, "--payment-db")?,
-            shipping_db: required(shipping, "--shipping-db")?,
-            psp_url,
-            brokers,
-            topic_prefix,
-        },
-        explained,
-        json,
-    })
-}
-
 /// `order.events:0:42`: a topic name has no colon, so split from the right.
-fn source_message(text: &str) -> anyhow::Result<SourceMessage> {
+fn source_message(text: &str) -> Result<SourceMessage, String> {
     let mut parts = text.rsplitn(3, ':');
     let (Some(offset), Some(partition), Some(topic)) = (parts.next(), parts.next(), parts.next())
     else {
-        bail!("--explain takes TOPIC:PARTITION:OFFSET, not {text}");
+        return Err("expected TOPIC:PARTITION:OFFSET".to_owned());
     };
     Ok(SourceMessage {
         topic: topic.to_owned(),
-        partition: partition.parse().context("the partition")?,
-        offset: offset.parse().context("the offset")?,
+        partition: partition
+            .parse()
+            .map_err(|e| format!("the partition `{partition}`: {e}"))?,
+        offset: offset
+            .parse()
+            .map_err(|e| format!("the offset `{offset}`: {e}"))?,
     })
 }
 
-async fn run(args: Args) -> anyhow::Result<bool> {
-    let checker = Checker::connect(args.sources).await?;
-    for source in args.explained {
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let checker = Checker::connect(Sources {
+        order_db: cli.order_db,
+        inventory_db: cli.inventory_db,
+        payment_db: cli.payment_db,
+        shipping_db: cli.shipping_db,
+        psp_url: cli.psp,
+        brokers: cli.brokers,
+        topic_prefix: cli.topic_prefix,
+    })
+    .await?;
+    for source in cli.explain {
         checker.explain(source);
     }
     let report = checker.check().await?;
-    if args.json {
+    if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{report}");
@@ -87,19 +90,82 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("{e:#}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
+    match run(Cli::parse()).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("shipshape-check: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    const DATABASES: &str = "--order-db o --inventory-db i --payment-db p --shipping-db s";
+
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("shipshape-check").chain(line.split_whitespace()))
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_four_databases_are_required_and_the_rest_optional() {
+        let cli = parse(DATABASES).expect("parsed");
+        assert_eq!(
+            [
+                &cli.order_db,
+                &cli.inventory_db,
+                &cli.payment_db,
+                &cli.shipping_db
+            ],
+            ["o", "i", "p", "s"]
+        );
+        assert_eq!((cli.psp, cli.brokers), (None, None));
+        assert_eq!(cli.topic_prefix, "");
+        assert!(cli.explain.is_empty());
+        assert!(!cli.json);
+        assert!(parse("--order-db o --inventory-db i --payment-db p").is_err());
+        assert!(parse(&format!("{DATABASES} --verbose")).is_err());
+        assert!(parse(&format!("{DATABASES} --psp")).is_err());
+    }
+
+    #[test]
+    fn explanations_repeat_and_topics_split_from_the_right() {
+        let cli = parse(&format!(
+            "{DATABASES} --psp http://psp --brokers 127.0.0.1:9092 --topic-prefix t1_ \
+             --explain t1_order.events:0:42 --explain payment.events:2:7 --json"
+        ))
+        .expect("parsed");
+        assert_eq!(cli.psp.as_deref(), Some("http://psp"));
+        assert_eq!(cli.brokers.as_deref(), Some("127.0.0.1:9092"));
+        assert_eq!(cli.topic_prefix, "t1_");
+        assert_eq!(
+            cli.explain,
+            [
+                SourceMessage {
+                    topic: "t1_order.events".to_owned(),
+                    partition: 0,
+                    offset: 42,
+                },
+                SourceMessage {
+                    topic: "payment.events".to_owned(),
+                    partition: 2,
+                    offset: 7,
+                },
+            ]
+        );
+        assert!(cli.json);
+        for bad in ["order.events:0", "order.events:x:1", "order.events:0:y"] {
+            assert!(source_message(bad).is_err(), "{bad}");
         }
     }
 }

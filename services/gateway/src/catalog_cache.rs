@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use crate::api::{ProductJson, ProductListJson};
 use crate::error::{self, ApiError};
+use crate::http_metrics;
 
 /// Set on an answer served from memory because inventory could not answer.
 pub const CATALOG_STALE: HeaderName = HeaderName::from_static("catalog-stale");
@@ -77,6 +78,13 @@ impl<T: Serialize> IntoResponse for CatalogAnswer<T> {
             headers.insert(AGE, HeaderValue::from(age.as_secs()));
         }
         response
+    }
+}
+
+/// Makes the stale-answer counter of both catalog routes exist at 0.
+pub fn register_counters() {
+    for route in [LIST_ROUTE, PRODUCT_ROUTE] {
+        metrics::counter!(http_metrics::CATALOG_STALE, "route" => route).increment(0);
     }
 }
 
@@ -191,7 +199,7 @@ impl Remembered {
 /// Records that `route` is answered from memory, and how old the answer is.
 fn stale(route: &'static str, status: &tonic::Status, fetched: Instant, now: Instant) -> Duration {
     let age = now.saturating_duration_since(fetched);
-    metrics::counter!("shipshape_catalog_stale_responses_total", "route" => route).increment(1);
+    metrics::counter!(http_metrics::CATALOG_STALE, "route" => route).increment(1);
     tracing::warn!(
         route,
         grpc_code = ?status.code(),

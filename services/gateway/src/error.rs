@@ -8,14 +8,11 @@ use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use shipshape_proto::ERROR_CODE_METADATA;
 use shipshape_types::InvalidValue;
 use tonic::Code;
 use tonic::metadata::MetadataMap;
 use utoipa::ToSchema;
-
-/// gRPC response metadata key under which the services put a stable error
-/// code (such as `unknown_sku`) that is more specific than the status code.
-pub const ERROR_CODE_METADATA: &str = "x-error-code";
 
 /// Seconds a client should wait before retrying when an upstream is down or
 /// the gateway is overloaded. One second is long enough to ride out a

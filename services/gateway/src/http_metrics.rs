@@ -16,9 +16,56 @@ pub const DURATION: &str = "shipshape_http_request_duration_seconds";
 pub const CONNECTIONS_OPEN: &str = "shipshape_http_connections_open";
 pub const CONNECTIONS_REFUSED: &str = "shipshape_http_connections_refused_total";
 pub const BODIES_REFUSED: &str = "shipshape_http_bodies_refused_total";
+pub const IN_FLIGHT: &str = "shipshape_http_in_flight";
+pub const SHED: &str = "shipshape_http_shed_total";
+pub const RATE_LIMITED: &str = "shipshape_http_rate_limited_total";
+pub const CATALOG_STALE: &str = "shipshape_catalog_stale_responses_total";
 
-/// Registers the help text of the API's metrics.
+/// The `limit` label of [`CONNECTIONS_REFUSED`]: the gateway's, or one
+/// client address's.
+pub const LIMIT_ALL: &str = "all";
+pub const LIMIT_ADDRESS: &str = "address";
+/// The `scope` label of [`SHED`]: over the gateway's limit, or over one
+/// client's.
+pub const SCOPE_ALL: &str = "all";
+pub const SCOPE_CLIENT: &str = "client";
+/// The `code` label of [`BODIES_REFUSED`]: every way a body is refused.
+pub const BODY_REFUSALS: [&str; 4] = [
+    "body_timeout",
+    "payload_too_large",
+    "invalid_body",
+    "unauthenticated",
+];
+
+/// Registers the help text of the API's metrics, and makes every counter
+/// with a known set of labels exist at 0, so dashboards and alerts see 0
+/// rather than no data before the first refusal.
 pub fn describe() {
+    for limit in [LIMIT_ALL, LIMIT_ADDRESS] {
+        metrics::counter!(CONNECTIONS_REFUSED, "limit" => limit).increment(0);
+    }
+    for code in BODY_REFUSALS {
+        metrics::counter!(BODIES_REFUSED, "code" => code).increment(0);
+    }
+    for scope in [SCOPE_ALL, SCOPE_CLIENT] {
+        metrics::counter!(SHED, "scope" => scope).increment(0);
+    }
+    metrics::counter!(RATE_LIMITED).increment(0);
+    metrics::gauge!(IN_FLIGHT).set(0.0);
+    metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
+    metrics::describe_gauge!(IN_FLIGHT, "HTTP requests the API is working on");
+    metrics::describe_counter!(
+        SHED,
+        "HTTP requests refused at once because too many were in flight, by scope (all: the gateway's limit, 503; client: one client's, 429)"
+    );
+    metrics::describe_counter!(
+        RATE_LIMITED,
+        "HTTP requests refused with 429 because their client was over its rate"
+    );
+    metrics::describe_counter!(
+        CATALOG_STALE,
+        "Catalog reads answered from the last good answer while inventory was unavailable, by route"
+    );
     metrics::describe_counter!(
         REQUESTS,
         "HTTP requests answered by the API, by route pattern, method and status"

@@ -280,6 +280,7 @@ fn readiness(config: &Config) -> anyhow::Result<Readiness> {
 /// lets in-flight requests finish.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     http_metrics::describe();
+    catalog_cache::register_counters();
     let state = AppState::from_config(&config)?;
     let readiness = readiness(&config)?;
     let listener = serve::bind(config.http_addr).await?;

@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::client::{ClientKey, ClientKeys, Held, PerClient};
 use crate::error::ApiError;
+use crate::http_metrics;
 
 /// The requests in flight, as permits of a semaphore, and each client's
 /// count of them.
@@ -52,7 +53,7 @@ struct InFlight {
 
 impl InFlight {
     fn start(permit: OwnedSemaphorePermit, place: Held<ClientKey>) -> Self {
-        metrics::gauge!("shipshape_http_in_flight").increment(1.0);
+        metrics::gauge!(http_metrics::IN_FLIGHT).increment(1.0);
         Self {
             _permit: permit,
             _place: place,
@@ -62,7 +63,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("shipshape_http_in_flight").decrement(1.0);
+        metrics::gauge!(http_metrics::IN_FLIGHT).decrement(1.0);
     }
 }
 
@@ -71,12 +72,12 @@ impl Drop for InFlight {
 /// gateway is full, `429` `too_many_in_flight` when the client is.
 pub async fn shed(State(shedder): State<LoadShedder>, request: Request, next: Next) -> Response {
     let Ok(permit) = shedder.permits.clone().try_acquire_owned() else {
-        metrics::counter!("shipshape_http_shed_total", "scope" => "all").increment(1);
+        metrics::counter!(http_metrics::SHED, "scope" => http_metrics::SCOPE_ALL).increment(1);
         tracing::debug!("shedding a request: too many in flight");
         return ApiError::overloaded().into_response();
     };
     let Some(place) = shedder.per_client.admit(shedder.keys.of(&request)) else {
-        metrics::counter!("shipshape_http_shed_total", "scope" => "client").increment(1);
+        metrics::counter!(http_metrics::SHED, "scope" => http_metrics::SCOPE_CLIENT).increment(1);
         tracing::debug!("shedding a request: its client has too many in flight");
         return ApiError::too_many_in_flight().into_response();
     };

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::client::{ClientKey, ClientKeys};
 use crate::error::ApiError;
+use crate::http_metrics;
 
 /// Most clients tracked at once. A bucket takes well under a hundred bytes,
 /// so the table stays within a few megabytes however many addresses send.
@@ -183,7 +184,7 @@ pub async fn limit(
         Ok(()) => next.run(request).await,
         Err(wait) => {
             let retry_after_secs = retry_after_secs(wait);
-            metrics::counter!("shipshape_http_rate_limited_total").increment(1);
+            metrics::counter!(http_metrics::RATE_LIMITED).increment(1);
             tracing::debug!(retry_after_secs, "client is over its rate limit");
             ApiError::rate_limited(retry_after_secs).into_response()
         }

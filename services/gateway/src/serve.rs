@@ -83,11 +83,11 @@ pub async fn serve(
             },
         };
         let Ok(connection) = open.clone().try_acquire_owned() else {
-            refuse(stream, "all");
+            refuse(stream, http_metrics::LIMIT_ALL);
             continue;
         };
         let Some(address) = per_address.admit(address_key(peer.ip())) else {
-            refuse(stream, "address");
+            refuse(stream, http_metrics::LIMIT_ADDRESS);
             continue;
         };
         let router = router.clone();

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use shipshape_auth::Identity;
+use shipshape_proto::ERROR_CODE_METADATA;
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::inventory::{
     GetProductRequest, ListProductsRequest, ListProductsResponse, Product, RestockProductRequest,
@@ -36,8 +37,6 @@ use tonic::Status;
 use tonic::transport::Channel;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
-
-use crate::error::ERROR_CODE_METADATA;
 
 /// How long establishing a connection may take. Separate from the call
 /// timeout so an upstream that is down fails fast instead of using the whole

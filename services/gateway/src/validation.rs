@@ -10,20 +10,15 @@ use std::collections::HashSet;
 use std::fmt;
 
 use axum::http::HeaderMap;
+use shipshape_types::limits::{
+    MAX_CARD_TOKEN_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_ORDER_LINES, MAX_RESTOCK_UNITS,
+};
 use shipshape_types::{CountryCode, InvalidValue, Quantity, Sku};
 
 use crate::api::{AddressBody, CreateOrderBody};
 
-/// More lines than any real basket; bounds the work one request can cause.
-pub const MAX_ITEMS: usize = 50;
-pub const MAX_CARD_TOKEN_LEN: usize = 64;
 pub const MAX_ADDRESS_FIELD_LEN: usize = 100;
 pub const MAX_POSTAL_CODE_LEN: usize = 20;
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-/// Most units one restock adds: far above any real delivery, low enough
-/// that a typo cannot put a near-overflow count on the shelf. The inventory
-/// service enforces the same bound.
-pub const MAX_RESTOCK_UNITS: i64 = 1_000_000;
 
 /// The request header that makes order creation safe to retry.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -95,11 +90,11 @@ pub fn new_order(body: CreateOrderBody) -> Result<NewOrder, InvalidValue> {
             "an order needs at least one item",
         ));
     }
-    if body.items.len() > MAX_ITEMS {
+    if body.items.len() > MAX_ORDER_LINES {
         return Err(InvalidValue::new(
             "too_many_items",
             format!(
-                "an order has at most {MAX_ITEMS} items, this one has {}",
+                "an order has at most {MAX_ORDER_LINES} items, this one has {}",
                 body.items.len()
             ),
         ));
@@ -314,7 +309,7 @@ mod tests {
     fn item_rules() {
         assert_eq!(code_of(|b| b.items.clear()), "empty_order");
         assert_eq!(
-            code_of(|b| b.items = (0..=MAX_ITEMS)
+            code_of(|b| b.items = (0..=MAX_ORDER_LINES)
                 .map(|i| item(&format!("SKU-{i}"), 1))
                 .collect()),
             "too_many_items"
@@ -333,10 +328,10 @@ mod tests {
     #[test]
     fn item_limits_are_inclusive() {
         let mut full = body();
-        full.items = (0..MAX_ITEMS)
+        full.items = (0..MAX_ORDER_LINES)
             .map(|i| item(&format!("SKU-{i}"), Quantity::MAX))
             .collect();
-        assert_eq!(new_order(full).expect("valid").lines.len(), MAX_ITEMS);
+        assert_eq!(new_order(full).expect("valid").lines.len(), MAX_ORDER_LINES);
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn decide(requested: &[(Sku, Quantity)], available: &HashMap<Sku, i64>) -> R
 pub struct RestockQuantity(i64);
 
 impl RestockQuantity {
-    pub const MAX: i64 = 1_000_000;
+    pub const MAX: i64 = shipshape_types::limits::MAX_RESTOCK_UNITS;
 
     pub fn new(units: i64) -> Result<Self, InvalidValue> {
         if (1..=Self::MAX).contains(&units) {

@@ -11,68 +11,50 @@ pub mod store;
 
 use std::net::SocketAddr;
 
-use shipshape_messaging::Broker;
-use shipshape_messaging::service::{self, ServiceConfig};
+use shipshape_messaging::ServiceSpec;
 use shipshape_proto::inventory::inventory_service_server::InventoryServiceServer;
-use shipshape_proto::{
-    FILE_DESCRIPTOR_SET, INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS,
-};
-use shipshape_runtime::grpc as runtime_grpc;
-use shipshape_runtime::{CancellationToken, Tasks, config};
-use sqlx::PgPool;
+use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
+use shipshape_runtime::{Wiring, config};
+use sqlx::migrate::Migrator;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Topics this service publishes to and consumes from.
-pub const TOPICS: [&str; 4] = [
-    INVENTORY_EVENTS,
-    ORDER_EVENTS,
-    PAYMENT_EVENTS,
-    SHIPPING_EVENTS,
-];
+/// The inventory service, as `shipshape_messaging::service` runs it: it
+/// serves the catalog over gRPC (with `grpc.health.v1` and reflection) and
+/// handles saga events.
+pub struct Spec;
 
+/// The inventory service's own settings.
 pub struct Config {
-    /// Database, broker and `OPS_ADDR` (default `0.0.0.0:9102`).
-    pub service: ServiceConfig,
     /// `GRPC_ADDR` (default `0.0.0.0:50052`).
     pub grpc_addr: SocketAddr,
 }
 
-impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        Ok(Self {
-            service: ServiceConfig::from_env("inventory", "0.0.0.0:9102")?,
+impl ServiceSpec for Spec {
+    const NAME: &'static str = "inventory";
+    const DEFAULT_OPS_ADDR: &'static str = "0.0.0.0:9102";
+    const PUBLISHES: &'static str = INVENTORY_EVENTS;
+    const CONSUMES: &'static [&'static str] = &[ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS];
+
+    type Config = Config;
+    type Handler = events::InventoryEvents;
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    fn config_from_env() -> anyhow::Result<Config> {
+        Ok(Config {
             grpc_addr: config::addr_or("GRPC_ADDR", "0.0.0.0:50052")?,
         })
     }
-}
 
-/// Serves the catalog over gRPC (with `grpc.health.v1` and reflection) and
-/// handles saga events until `shutdown`.
-pub async fn serve(
-    config: Config,
-    pool: PgPool,
-    broker: Broker,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let grpc = runtime_grpc::serve(
-        config.grpc_addr,
-        InventoryServiceServer::new(grpc::Catalog::new(pool.clone())),
-        FILE_DESCRIPTOR_SET,
-        shutdown.clone(),
-    );
-    tracing::info!(grpc = %config.grpc_addr, ops = %config.service.ops_addr, "inventory serving");
-    let tasks = Tasks::new().add("grpc server", grpc);
-    let handler = events::InventoryEvents::new(pool.clone());
-    let consumed = vec![ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS];
-    service::run(
-        &config.service,
-        pool,
-        broker,
-        consumed,
-        handler,
-        tasks,
-        shutdown,
-    )
-    .await
+    async fn wire(config: Config, wiring: &mut Wiring) -> anyhow::Result<events::InventoryEvents> {
+        let catalog = grpc::Catalog::new(wiring.pool().clone());
+        let grpc_addr = wiring
+            .serve_grpc(config.grpc_addr, InventoryServiceServer::new(catalog))
+            .await?;
+        tracing::info!(grpc = %grpc_addr, ops = %wiring.ops_addr(), "inventory serving");
+        Ok(events::InventoryEvents::new(wiring.pool().clone()))
+    }
 }

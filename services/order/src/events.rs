@@ -13,8 +13,20 @@ pub const PRODUCER: &str = "order";
 pub const SAGA_OUTCOMES: &str = "shipshape_saga_outcomes_total";
 pub const SAGA_DURATION: &str = "shipshape_saga_duration_seconds";
 
-/// Registers the help text of the saga's metrics.
+/// Registers the help text of the saga's metrics, and makes every outcome's
+/// counter exist at 0, so a dashboard shows "no cancellations" rather than no
+/// data before the first one.
 pub fn describe() {
+    metrics::counter!(SAGA_OUTCOMES, "status" => OrderStatus::Confirmed.as_str(), "reason" => "none")
+        .increment(0);
+    for reason in CancelReason::ALL {
+        metrics::counter!(
+            SAGA_OUTCOMES,
+            "status" => OrderStatus::Cancelled.as_str(),
+            "reason" => reason.as_str()
+        )
+        .increment(0);
+    }
     metrics::describe_counter!(
         SAGA_OUTCOMES,
         "Orders that reached their outcome, by status (CONFIRMED, CANCELLED) and cancellation reason (none when confirmed)"

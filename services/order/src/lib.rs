@@ -15,31 +15,23 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shipshape_messaging::Broker;
-use shipshape_messaging::service::{self, ServiceConfig};
+use shipshape_messaging::ServiceSpec;
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::order::order_service_server::OrderServiceServer;
-use shipshape_proto::{
-    FILE_DESCRIPTOR_SET, INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS,
-};
+use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
 use shipshape_resilience::{Downstream, ResilienceConfig};
-use shipshape_runtime::grpc as runtime_grpc;
-use shipshape_runtime::{CancellationToken, Tasks, config, grpc_balance};
-use sqlx::PgPool;
+use shipshape_runtime::{Wiring, config, grpc_balance};
+use sqlx::migrate::Migrator;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Topics this service publishes to and consumes from.
-pub const TOPICS: [&str; 4] = [
-    ORDER_EVENTS,
-    INVENTORY_EVENTS,
-    PAYMENT_EVENTS,
-    SHIPPING_EVENTS,
-];
+/// The order service, as `shipshape_messaging::service` runs it: it
+/// serves the order API over gRPC (with `grpc.health.v1` and reflection),
+/// follows the saga and sweeps deadlines.
+pub struct Spec;
 
+/// The order service's own settings.
 pub struct Config {
-    /// Database, broker and `OPS_ADDR` (default `0.0.0.0:9101`).
-    pub service: ServiceConfig,
     /// `GRPC_ADDR` (default `0.0.0.0:50051`).
     pub grpc_addr: SocketAddr,
     /// `INVENTORY_URL` (default `http://127.0.0.1:50052`): the inventory
@@ -74,10 +66,21 @@ pub fn pricing_defaults() -> ResilienceConfig {
     defaults
 }
 
-impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        Ok(Self {
-            service: ServiceConfig::from_env("order", "0.0.0.0:9101")?,
+impl ServiceSpec for Spec {
+    const NAME: &'static str = "order";
+    const DEFAULT_OPS_ADDR: &'static str = "0.0.0.0:9101";
+    const PUBLISHES: &'static str = ORDER_EVENTS;
+    const CONSUMES: &'static [&'static str] = &[INVENTORY_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS];
+
+    type Config = Config;
+    type Handler = events::OrderEvents;
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    fn config_from_env() -> anyhow::Result<Config> {
+        Ok(Config {
             grpc_addr: config::addr_or("GRPC_ADDR", "0.0.0.0:50051")?,
             inventory_url: config::string_or("INVENTORY_URL", "http://127.0.0.1:50052")?,
             inventory: ResilienceConfig::from_env_over("INVENTORY", pricing_defaults())?,
@@ -85,50 +88,35 @@ impl Config {
             sweep_interval: config::millis_or("SAGA_SWEEP_INTERVAL_MS", 1000)?,
         })
     }
-}
 
-/// Serves the order API over gRPC (with `grpc.health.v1` and reflection),
-/// follows the saga and sweeps deadlines until `shutdown`.
-pub async fn serve(
-    config: Config,
-    pool: PgPool,
-    broker: Broker,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    // No call timeout on the channel: the stack's per-attempt timeout is
-    // the one bound on a pricing call.
-    let inventory = grpc_balance::balanced_channel(
-        &grpc_balance::split_urls(&config.inventory_url)?,
-        |endpoint| endpoint.connect_timeout(Duration::from_secs(1)),
-    )?;
-    let api = grpc::OrderApi::new(
-        pool.clone(),
-        InventoryServiceClient::new(shipshape_telemetry::grpc::traced(inventory)),
-        &Downstream::new(grpc::INVENTORY, config.inventory.clone()),
-        config.saga_deadline.as_secs_f64(),
-    );
-    events::describe();
-    let grpc = runtime_grpc::serve(
-        config.grpc_addr,
-        OrderServiceServer::new(api),
-        FILE_DESCRIPTOR_SET,
-        shutdown.clone(),
-    );
-    tracing::info!(grpc = %config.grpc_addr, ops = %config.service.ops_addr, "order serving");
-    let tasks = Tasks::new().add("grpc server", grpc).add(
-        "deadline sweeper",
-        deadline::sweep(pool.clone(), config.sweep_interval, shutdown.clone()),
-    );
-    let handler = events::OrderEvents::new(pool.clone());
-    let consumed = vec![INVENTORY_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS];
-    service::run(
-        &config.service,
-        pool,
-        broker,
-        consumed,
-        handler,
-        tasks,
-        shutdown,
-    )
-    .await
+    fn describe_metrics() {
+        shipshape_resilience::describe();
+        events::describe();
+    }
+
+    async fn wire(config: Config, wiring: &mut Wiring) -> anyhow::Result<events::OrderEvents> {
+        // No call timeout on the channel: the stack's per-attempt timeout is
+        // the one bound on a pricing call.
+        let inventory = grpc_balance::balanced_channel(
+            &grpc_balance::split_urls(&config.inventory_url)?,
+            |endpoint| endpoint.connect_timeout(Duration::from_secs(1)),
+        )?;
+        let api = grpc::OrderApi::new(
+            wiring.pool().clone(),
+            InventoryServiceClient::new(shipshape_telemetry::grpc::traced(inventory)),
+            &Downstream::new(grpc::INVENTORY, config.inventory),
+            config.saga_deadline.as_secs_f64(),
+        );
+        let grpc_addr = wiring
+            .serve_grpc(config.grpc_addr, OrderServiceServer::new(api))
+            .await?;
+        tracing::info!(grpc = %grpc_addr, ops = %wiring.ops_addr(), "order serving");
+        let sweeper = deadline::sweep(
+            wiring.pool().clone(),
+            config.sweep_interval,
+            wiring.shutdown(),
+        );
+        wiring.add_task("deadline sweeper", sweeper);
+        Ok(events::OrderEvents::new(wiring.pool().clone()))
+    }
 }

@@ -1,19 +1,7 @@
-use shipshape_messaging::service;
-use shipshape_order::{Config, MIGRATOR, TOPICS, serve};
-use shipshape_runtime::{metrics, shutdown};
+//! Starts the order service, as [`shipshape_order::Spec`] declares it.
+#![forbid(unsafe_code)]
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = shipshape_telemetry::init("order")?;
-    metrics::install();
-    shipshape_resilience::describe();
-    let shutdown = shutdown::on_signal()?;
-    telemetry
-        .around(async {
-            let config = Config::from_env()?;
-            let (pool, broker) =
-                service::connect(&config.service, &MIGRATOR, &TOPICS, &shutdown).await?;
-            serve(config, pool, broker, shutdown).await
-        })
-        .await
+    shipshape_messaging::service::main::<shipshape_order::Spec>().await
 }

@@ -4,12 +4,10 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use shipshape_proto::{common, order};
+use shipshape_types::limits::{MAX_CARD_TOKEN_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_ORDER_LINES};
 use shipshape_types::{CountryCode, InvalidValue, Money, Quantity, Sku};
 
-pub const MAX_LINES: usize = 50;
-pub const MAX_CARD_TOKEN_LEN: usize = 64;
 pub const MAX_CUSTOMER_ID_LEN: usize = 128;
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Where the order goes; stored as JSON with the order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,10 +113,10 @@ pub fn validate(
             "an order needs at least one line",
         ));
     }
-    if request.lines.len() > MAX_LINES {
+    if request.lines.len() > MAX_ORDER_LINES {
         return Err(InvalidValue::new(
             "too_many_items",
-            format!("an order has at most {MAX_LINES} lines"),
+            format!("an order has at most {MAX_ORDER_LINES} lines"),
         ));
     }
     let mut seen = HashSet::new();
@@ -240,7 +238,7 @@ mod tests {
         r.lines.clear();
         assert_eq!(code_of(r), "empty_order");
         let mut r = request();
-        r.lines = (0..=MAX_LINES)
+        r.lines = (0..=MAX_ORDER_LINES)
             .map(|i| order::LineRequest {
                 sku: format!("SKU-{i}"),
                 quantity: 1,

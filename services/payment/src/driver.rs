@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shipshape_messaging::consumer::backoff;
-use shipshape_runtime::CancellationToken;
+use shipshape_runtime::{Backoff, CancellationToken};
 use shipshape_telemetry::TraceContext;
 use shipshape_types::OrderId;
 use sqlx::PgPool;
@@ -17,6 +16,9 @@ use crate::domain::{CallResult, PspCall};
 use crate::events::publish;
 use crate::psp::{Answer, PspClient};
 use crate::store::{self, CallRecord};
+
+/// Before a failed PSP call is tried again by the retry sweep.
+const PSP_CALL_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 pub struct Driver {
     pool: PgPool,
@@ -120,7 +122,9 @@ impl Driver {
             decline_reason: decline_reason.as_deref(),
             error: answer.error.as_deref(),
             retry_in_secs: if failed {
-                backoff(current.attempts.max(1) as u32).as_secs_f64()
+                PSP_CALL_BACKOFF
+                    .delay(current.attempts.max(1) as u32)
+                    .as_secs_f64()
             } else {
                 0.0
             },

@@ -14,26 +14,20 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shipshape_messaging::Broker;
-use shipshape_messaging::service::{self, ServiceConfig};
+use shipshape_messaging::ServiceSpec;
 use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
 use shipshape_resilience::{Downstream, ResilienceConfig};
-use shipshape_runtime::{CancellationToken, Tasks, config};
-use sqlx::PgPool;
+use shipshape_runtime::{Wiring, config};
+use sqlx::migrate::Migrator;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Topics this service publishes to and consumes from.
-pub const TOPICS: [&str; 4] = [
-    PAYMENT_EVENTS,
-    ORDER_EVENTS,
-    INVENTORY_EVENTS,
-    SHIPPING_EVENTS,
-];
+/// The payment service, as `shipshape_messaging::service` runs it: it
+/// handles saga events and drives PSP calls.
+pub struct Spec;
 
+/// The payment service's own settings.
 pub struct Config {
-    /// Database, broker and `OPS_ADDR` (default `0.0.0.0:9103`).
-    pub service: ServiceConfig,
     /// `PSP_URL` (default `http://127.0.0.1:8090`).
     pub psp_url: String,
     /// The resilience stack of PSP calls: `PSP_TIMEOUT_MS`,
@@ -45,46 +39,46 @@ pub struct Config {
     pub retry_interval: Duration,
 }
 
-impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        Ok(Self {
-            service: ServiceConfig::from_env("payment", "0.0.0.0:9103")?,
+impl ServiceSpec for Spec {
+    const NAME: &'static str = "payment";
+    const DEFAULT_OPS_ADDR: &'static str = "0.0.0.0:9103";
+    const PUBLISHES: &'static str = PAYMENT_EVENTS;
+    const CONSUMES: &'static [&'static str] = &[ORDER_EVENTS, INVENTORY_EVENTS, SHIPPING_EVENTS];
+
+    type Config = Config;
+    type Handler = events::PaymentEvents;
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    fn config_from_env() -> anyhow::Result<Config> {
+        Ok(Config {
             psp_url: config::string_or("PSP_URL", "http://127.0.0.1:8090")?,
             psp: ResilienceConfig::from_env("PSP")?,
             retry_interval: config::millis_or("PAYMENT_RETRY_INTERVAL_MS", 500)?,
         })
     }
-}
 
-/// Handles saga events and drives PSP calls until `shutdown`.
-pub async fn serve(
-    config: Config,
-    pool: PgPool,
-    broker: Broker,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let longest_call = longest_call(&config.psp);
-    let psp = psp::PspClient::new(&config.psp_url, Downstream::new("psp", config.psp))?;
-    let driver = Arc::new(driver::Driver::new(pool.clone(), psp, longest_call));
-    tracing::info!(ops = %config.service.ops_addr, psp = %config.psp_url, "payment serving");
-    let tasks = Tasks::new().add(
-        "psp retry sweep",
-        driver
+    fn describe_metrics() {
+        shipshape_resilience::describe();
+    }
+
+    async fn wire(config: Config, wiring: &mut Wiring) -> anyhow::Result<events::PaymentEvents> {
+        let longest_call = longest_call(&config.psp);
+        let psp = psp::PspClient::new(&config.psp_url, Downstream::new("psp", config.psp))?;
+        let driver = Arc::new(driver::Driver::new(
+            wiring.pool().clone(),
+            psp,
+            longest_call,
+        ));
+        tracing::info!(ops = %wiring.ops_addr(), psp = %config.psp_url, "payment serving");
+        let sweep = driver
             .clone()
-            .sweep(config.retry_interval, shutdown.clone()),
-    );
-    let handler = events::PaymentEvents::new(pool.clone(), driver);
-    let consumed = vec![ORDER_EVENTS, INVENTORY_EVENTS, SHIPPING_EVENTS];
-    service::run(
-        &config.service,
-        pool,
-        broker,
-        consumed,
-        handler,
-        tasks,
-        shutdown,
-    )
-    .await
+            .sweep(config.retry_interval, wiring.shutdown());
+        wiring.add_task("psp retry sweep", sweep);
+        Ok(events::PaymentEvents::new(wiring.pool().clone(), driver))
+    }
 }
 
 /// The longest one PSP call can take through its stack: every attempt

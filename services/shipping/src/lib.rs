@@ -6,57 +6,53 @@
 pub mod domain;
 pub mod events;
 
-use shipshape_messaging::Broker;
-use shipshape_messaging::service::{self, ServiceConfig};
+use shipshape_messaging::ServiceSpec;
 use shipshape_proto::{ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
-use shipshape_runtime::{CancellationToken, Tasks, config};
-use sqlx::PgPool;
+use shipshape_runtime::{Wiring, config};
+use sqlx::migrate::Migrator;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Topics this service publishes to and consumes from.
-pub const TOPICS: [&str; 3] = [SHIPPING_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS];
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Served by default: most of Europe and North America. Anything else (say
 /// `AQ`, Antarctica) fails shipping, which makes that saga path reachable.
 pub const DEFAULT_COUNTRIES: &str = "AT,BE,CA,CH,CZ,DE,DK,ES,FI,FR,GB,IE,IT,LU,NL,NO,PL,PT,SE,US";
 
+/// The shipping service, as `shipshape_messaging::service` runs it: it
+/// handles saga events.
+pub struct Spec;
+
+/// The shipping service's own settings.
 pub struct Config {
-    /// Database, broker and `OPS_ADDR` (default `0.0.0.0:9104`).
-    pub service: ServiceConfig,
     /// `SHIPPING_COUNTRIES`, comma separated (default [`DEFAULT_COUNTRIES`]).
     pub coverage: domain::Coverage,
 }
 
-impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
+impl ServiceSpec for Spec {
+    const NAME: &'static str = "shipping";
+    const DEFAULT_OPS_ADDR: &'static str = "0.0.0.0:9104";
+    const PUBLISHES: &'static str = SHIPPING_EVENTS;
+    const CONSUMES: &'static [&'static str] = &[ORDER_EVENTS, PAYMENT_EVENTS];
+
+    type Config = Config;
+    type Handler = events::ShippingEvents;
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    fn config_from_env() -> anyhow::Result<Config> {
         let countries = config::string_or("SHIPPING_COUNTRIES", DEFAULT_COUNTRIES)?;
-        Ok(Self {
-            service: ServiceConfig::from_env("shipping", "0.0.0.0:9104")?,
+        Ok(Config {
             coverage: domain::Coverage::parse(&countries)
                 .map_err(|e| anyhow::anyhow!("SHIPPING_COUNTRIES: {e}"))?,
         })
     }
-}
 
-/// Handles saga events until `shutdown`.
-pub async fn serve(
-    config: Config,
-    pool: PgPool,
-    broker: Broker,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    tracing::info!(ops = %config.service.ops_addr, "shipping serving");
-    let handler = events::ShippingEvents::new(pool.clone(), config.coverage.clone());
-    let consumed = vec![ORDER_EVENTS, PAYMENT_EVENTS];
-    service::run(
-        &config.service,
-        pool,
-        broker,
-        consumed,
-        handler,
-        Tasks::new(),
-        shutdown,
-    )
-    .await
+    async fn wire(config: Config, wiring: &mut Wiring) -> anyhow::Result<events::ShippingEvents> {
+        tracing::info!(ops = %wiring.ops_addr(), "shipping serving");
+        Ok(events::ShippingEvents::new(
+            wiring.pool().clone(),
+            config.coverage,
+        ))
+    }
 }

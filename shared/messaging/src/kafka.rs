@@ -11,8 +11,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use crate::consumer::GroupMembership;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use shipshape_runtime::config;
 use shipshape_runtime::ops::CheckFuture;
+use shipshape_runtime::{Backoff, config};
+
+/// Between attempts to create the topics while the broker is starting.
+const TOPIC_CREATION_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+/// Attempts before giving up on a broker that never takes the topics: with
+/// the jittered waits above, about a minute.
+const TOPIC_CREATION_ATTEMPTS: u32 = 60;
 
 /// Which consumer-group protocol a consumer speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,7 +197,6 @@ impl KafkaSettings {
             })
             .collect();
         let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
-        let mut delay = Duration::from_millis(200);
         for attempt in 1.. {
             match admin.create_topics(&new_topics, &options).await {
                 Ok(results) => {
@@ -202,10 +208,9 @@ impl KafkaSettings {
                     }
                     return self.wait_until_visible(wanted).await;
                 }
-                Err(error) if attempt < 30 => {
+                Err(error) if attempt < TOPIC_CREATION_ATTEMPTS => {
                     tracing::warn!(%error, attempt, "broker not ready for topic creation");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(TOPIC_CREATION_BACKOFF.delay(attempt)).await;
                 }
                 Err(error) => return Err(error).context("creating topics"),
             }

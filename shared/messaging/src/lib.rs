@@ -8,12 +8,14 @@ pub mod inbox;
 pub mod kafka;
 pub mod outbox;
 pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use consumer::{ConsumerLoop, HandleError, Handler};
 pub use envelope::Incoming;
 pub use kafka::{Broker, GroupProtocol, KafkaSettings};
 pub use outbox::OutboxRelay;
-pub use service::ServiceConfig;
+pub use service::{App, ServiceConfig, ServiceSpec};
 
 /// Creates the `outbox` and `inbox` tables; run it with the service's own
 /// migrator (see `shipshape_runtime::database::migrate`).

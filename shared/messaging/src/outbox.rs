@@ -7,6 +7,7 @@ use prost::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use shipshape_proto::Event;
+use shipshape_runtime::Backoff;
 use shipshape_telemetry::TraceContext;
 use shipshape_types::OrderId;
 use sqlx::postgres::PgListener;
@@ -24,6 +25,8 @@ const CHANNEL: &str = "shipshape_outbox";
 const RELAY_LOCK_KEY: i64 = 0x5348_4950_4f55_5442; // "SHIPOUTB"
 /// How often the relay counts the rows waiting (`shipshape_outbox_backlog`).
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
+/// Between attempts to publish a batch while the broker refuses it.
+const RELAY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 
 /// Adds `event` for `order_id` to the outbox inside the caller's transaction.
 pub async fn enqueue(
@@ -127,7 +130,7 @@ impl OutboxRelay {
     /// process must stop (and be restarted) rather than stall every saga.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut listener = self.listen().await;
-        let mut backoff = Duration::from_millis(50);
+        let mut failures = 0;
         let mut backlog_counted: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             // Between batches, and at least every poll interval when idle.
@@ -137,17 +140,18 @@ impl OutboxRelay {
             }
             match self.publish_batch().await {
                 Ok(published) if published as i64 == self.batch_size => continue,
-                Ok(_) => backoff = Duration::from_millis(50),
+                Ok(_) => failures = 0,
                 Err(error) => {
                     if let Some((code, reason)) = self.producer.client().fatal_error() {
                         anyhow::bail!("Kafka producer failed fatally ({code:?}): {reason}");
                     }
+                    failures += 1;
+                    let backoff = RELAY_BACKOFF.delay(failures);
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             }

@@ -86,6 +86,9 @@ macro_rules! saga_events {
         }
 
         impl Event {
+            /// Every event's wire name with the topic it is published on.
+            pub const TYPES: &[(&'static str, &'static str)] = &[$((stringify!($name), $topic),)+];
+
             /// The wire name carried in `Envelope::event_type`.
             pub fn type_name(&self) -> &'static str {
                 match self {
@@ -149,6 +152,8 @@ mod tests {
         let decoded = Event::decode(event.type_name(), &event.encode_payload()).unwrap();
         assert_eq!(decoded, event);
         assert_eq!(event.topic(), INVENTORY_EVENTS);
+        assert!(Event::TYPES.contains(&(event.type_name(), event.topic())));
+        assert_eq!(Event::TYPES.len(), 12);
     }
 
     #[test]

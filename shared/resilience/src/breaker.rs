@@ -109,6 +109,15 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// Every transition a breaker makes: it opens when closed calls fail, lets
+/// probes through once open long enough, and closes or reopens on them.
+const TRANSITIONS: [(BreakerState, BreakerState); 4] = [
+    (BreakerState::Closed, BreakerState::Open),
+    (BreakerState::Open, BreakerState::HalfOpen),
+    (BreakerState::HalfOpen, BreakerState::Closed),
+    (BreakerState::HalfOpen, BreakerState::Open),
+];
+
 impl BreakerState {
     fn label(self) -> &'static str {
         match self {
@@ -136,11 +145,22 @@ pub struct BreakerLayer {
 }
 
 impl BreakerLayer {
-    /// A closed breaker; its state gauge starts at 0 so dashboards show the
+    /// A closed breaker; its state gauge starts at 0, and its counters at
+    /// 0 for every transition it can make, so dashboards show the
     /// downstream before its first transition.
     pub fn new(downstream: &'static str, config: BreakerConfig) -> Self {
         metrics::gauge!(telemetry::BREAKER_STATE, "downstream" => downstream)
             .set(BreakerState::Closed.gauge());
+        telemetry::register_counter(telemetry::BREAKER_REJECTIONS, downstream);
+        for (from, to) in TRANSITIONS {
+            metrics::counter!(
+                telemetry::BREAKER_TRANSITIONS,
+                "downstream" => downstream,
+                "from" => from.label(),
+                "to" => to.label()
+            )
+            .increment(0);
+        }
         let window = Window::new(config.window);
         Self {
             breaker: Arc::new(Breaker {

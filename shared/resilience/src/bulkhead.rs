@@ -83,6 +83,7 @@ impl BulkheadLayer {
             config.max_concurrent.min(Semaphore::MAX_PERMITS),
         ));
         metrics::gauge!(telemetry::BULKHEAD_IN_USE, "downstream" => downstream).set(0.0);
+        telemetry::register_counter(telemetry::BULKHEAD_REJECTIONS, downstream);
         Self {
             shared: Arc::new(Shared {
                 downstream,

@@ -95,6 +95,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_series_exists_at_zero_before_the_first_call() {
+        let metrics = Metrics::local();
+        let _downstream = Downstream::new("inventory", ResilienceConfig::default());
+
+        let zero = |series: &str| {
+            let labels = r#"{downstream="inventory"}"#;
+            assert_eq!(
+                metrics.value(&format!("{series}{labels}")),
+                Some(0.0),
+                "{series}: {}",
+                metrics.render()
+            );
+        };
+        zero("shipshape_retries_total");
+        zero("shipshape_retry_budget_exhausted_total");
+        zero("shipshape_call_timeouts_total");
+        zero("shipshape_breaker_rejections_total");
+        zero("shipshape_bulkhead_rejections_total");
+        zero("shipshape_bulkhead_in_use");
+        zero("shipshape_breaker_state");
+        let transitions = metrics
+            .render()
+            .lines()
+            .filter(|line| {
+                line.starts_with("shipshape_breaker_transitions_total{") && line.ends_with(" 0")
+            })
+            .count();
+        assert_eq!(transitions, 4, "{}", metrics.render());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_breaker_counts_timeouts_as_failures() {
         let metrics = Metrics::local();

@@ -4,13 +4,9 @@
 
 use std::convert::Infallible;
 
+use shipshape_proto::ERROR_CODE_METADATA;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
-
-/// gRPC metadata key of the stable error code (`timeout`, `circuit_open`,
-/// `bulkhead_full`); the same key every Shipshape service uses for its own
-/// error codes.
-pub const ERROR_CODE_METADATA: &str = "x-error-code";
 
 /// A call's failure: one of the stack's own refusals, or the inner
 /// service's error.

@@ -72,7 +72,7 @@ pub use breaker::{BreakerConfig, BreakerState};
 pub use bulkhead::BulkheadConfig;
 pub use config::ResilienceConfig;
 pub use downstream::{Downstream, ResilienceLayer, Resilient};
-pub use error::{Classify, ERROR_CODE_METADATA, FailureClass, ResilienceError};
+pub use error::{Classify, FailureClass, ResilienceError};
 pub use retry::{Idempotency, RetryConfig};
 pub use telemetry::describe;
 pub use timeout::TimeoutConfig;

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use shipshape_runtime::Backoff;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -108,6 +109,8 @@ struct Shared {
 
 impl RetryLayer {
     pub fn new(downstream: &'static str, config: RetryConfig, idempotency: Idempotency) -> Self {
+        telemetry::register_counter(telemetry::RETRIES, downstream);
+        telemetry::register_counter(telemetry::RETRY_BUDGET_EXHAUSTED, downstream);
         Self {
             shared: Arc::new(Shared {
                 downstream,
@@ -225,13 +228,7 @@ impl Shared {
 
     /// The full-jitter delay before retry `retry` (1 for the first).
     fn backoff(&self, retry: u32) -> Duration {
-        let doublings = retry.saturating_sub(1).min(20);
-        let ceiling = self
-            .config
-            .base
-            .saturating_mul(1 << doublings)
-            .min(self.config.cap);
-        ceiling.mul_f64(fastrand::f64())
+        Backoff::new(self.config.base, self.config.cap).delay(retry)
     }
 }
 

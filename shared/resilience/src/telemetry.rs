@@ -21,6 +21,14 @@ pub const RETRY_BUDGET_EXHAUSTED: &str = "shipshape_retry_budget_exhausted_total
 /// Counter: attempts cut off by the per-call timeout.
 pub const CALL_TIMEOUTS: &str = "shipshape_call_timeouts_total";
 
+/// Makes `downstream`'s series of the counter `name` exist at 0 (or leaves
+/// its count as it is), so dashboards and alerts see it before the first
+/// event: a rate over a series that appears only with its first retry reads
+/// as "no data" instead of 0.
+pub(crate) fn register_counter(name: &'static str, downstream: &'static str) {
+    metrics::counter!(name, "downstream" => downstream).increment(0);
+}
+
 /// Registers the help text of every metric above with the installed
 /// recorder, so `/metrics` explains them. Call it once after installing the
 /// recorder; recording works without it.

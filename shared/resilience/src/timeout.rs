@@ -67,6 +67,7 @@ pub struct TimeoutLayer {
 
 impl TimeoutLayer {
     pub fn new(downstream: &'static str, config: TimeoutConfig) -> Self {
+        telemetry::register_counter(telemetry::CALL_TIMEOUTS, downstream);
         Self { downstream, config }
     }
 }

@@ -9,7 +9,11 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
+use crate::Backoff;
 use crate::ops::CheckFuture;
+
+/// Between attempts to reach a database that is not up yet.
+const CONNECT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// Connects, retrying while the database is not up yet (a container start
 /// race is normal), until the process is asked to shut down.
@@ -21,17 +25,18 @@ pub async fn connect(
     let options = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3));
-    let mut delay = Duration::from_millis(100);
+    let mut retries = 0;
     loop {
         match options.clone().connect(url).await {
             Ok(pool) => return Ok(pool),
             Err(error) => {
+                retries += 1;
+                let delay = CONNECT_BACKOFF.delay(retries);
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database not reachable");
                 tokio::select! {
                     _ = shutdown.cancelled() => anyhow::bail!("shut down before the database was reachable: {error}"),
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

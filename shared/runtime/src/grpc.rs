@@ -15,9 +15,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::http::{Request, Response};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
@@ -265,35 +267,62 @@ where
     }
 }
 
-/// Serves `service` on `addr` the way every Shipshape gRPC server runs:
+/// A generated gRPC server (such as `OrderServiceServer<OrderApi>`), as
+/// tonic's router takes it: named, cloneable, and sendable to the
+/// connection tasks.
+pub trait GrpcApi:
+    Service<
+        Request<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Response: axum::response::IntoResponse,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcApi for S where
+    S: Service<
+            Request<tonic::body::Body>,
+            Error = std::convert::Infallible,
+            Response: axum::response::IntoResponse,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Serves `service` on `listener` the way every Shipshape gRPC server runs:
 /// with a server span per call continuing the caller's trace,
 /// [`ServerMetricsLayer`], `grpc.health.v1` and reflection (from
 /// `descriptors`, an encoded file descriptor set), until `shutdown`, when
 /// health turns NOT_SERVING before the listener closes.
-pub async fn serve<S>(
-    addr: std::net::SocketAddr,
+///
+/// The listener is bound by the caller, before it serves, so that a test
+/// binding port 0 learns the port it was given.
+pub async fn serve<S: GrpcApi>(
+    listener: TcpListener,
     service: S,
     descriptors: &'static [u8],
     shutdown: CancellationToken,
-) -> anyhow::Result<()>
-where
-    S: Service<Request<tonic::body::Body>, Error = std::convert::Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Response: axum::response::IntoResponse,
-    S::Future: Send + 'static,
-{
+) -> anyhow::Result<()> {
     let (health, draining) = health::<S>(shutdown).await;
+    // What tonic sets on the connections of a listener it binds itself.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .layer(shipshape_telemetry::grpc::ServerTraceLayer)
         .layer(ServerMetricsLayer)
         .add_service(service)
         .add_service(health)
-        .add_service(reflection::<S>(descriptors)?)
-        .serve_with_shutdown(addr, draining)
+        .add_service(reflection::<S>(descriptors).build_v1()?)
+        .add_service(reflection::<S>(descriptors).build_v1alpha()?)
+        .serve_with_incoming_shutdown(incoming, draining)
         .await?;
     Ok(())
 }
@@ -322,24 +351,28 @@ async fn health<S: NamedService>(
     (server, draining)
 }
 
-/// Server reflection (`grpc.reflection.v1`) for a server offering `S`,
-/// whose files are among `descriptors` (an encoded file descriptor set),
-/// beside health and reflection. Only these are advertised: the set also
-/// describes services other processes serve.
+/// Server reflection for a server offering `S`, whose files are among
+/// `descriptors` (an encoded file descriptor set), beside health and
+/// reflection. Only these are advertised: the set also describes services
+/// other processes serve.
+///
+/// Built as `grpc.reflection.v1` and as `v1alpha`, each advertising both:
+/// `grpcurl` speaks v1, while grpcio's Python reflection client and many
+/// older tools speak only v1alpha.
 fn reflection<S: NamedService>(
     descriptors: &'static [u8],
-) -> anyhow::Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-> {
-    Ok(tonic_reflection::server::Builder::configure()
+) -> tonic_reflection::server::Builder<'static> {
+    use tonic_reflection::pb::{v1, v1alpha};
+    tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
         .register_encoded_file_descriptor_set(descriptors)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(v1alpha::FILE_DESCRIPTOR_SET)
         .with_service_name(S::NAME)
         .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
-        .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
-        .build_v1()?)
+        .with_service_name(v1::server_reflection_server::SERVICE_NAME)
+        .with_service_name(v1alpha::server_reflection_server::SERVICE_NAME)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! servers → shutdown.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
 pub mod database;
 pub mod grpc;
@@ -11,7 +12,10 @@ pub mod metrics;
 pub mod ops;
 pub mod shutdown;
 pub mod tasks;
+pub mod wiring;
 
+pub use backoff::Backoff;
 pub use ops::Readiness;
 pub use tasks::Tasks;
 pub use tokio_util::sync::CancellationToken;
+pub use wiring::Wiring;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,6 +16,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -102,7 +104,25 @@ pub async fn serve(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(bind(addr).await?, readiness, shutdown).await
+}
+
+/// Binds the ops server's address, so that its port is known before it
+/// serves (port 0 picks a free one; tests do).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the ops server to {addr}"))
+}
+
+/// Serves the ops routes on `listener` (see [`bind`]) until `shutdown` is
+/// cancelled.
+pub async fn serve_on(
+    listener: TcpListener,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, "ops server listening");
     axum::serve(listener, router(readiness))
         .with_graceful_shutdown(shutdown.cancelled_owned())

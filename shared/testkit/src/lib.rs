@@ -11,6 +11,8 @@
 //! - [`broker`] installs and runs the broker;
 //! - [`stack`] starts the six processes, waits until each one is ready and
 //!   lets a test kill, stop and restart any of them;
+//! - [`backing`] gives one service its database and the broker, for tests
+//!   that run the service inside the test process;
 //! - [`ports`] and [`http`] are the small helpers those need.
 //!
 //! ```no_run
@@ -35,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backing;
 pub mod broker;
 pub mod http;
 pub mod otlp;
@@ -46,6 +49,7 @@ pub mod stack;
 #[cfg(test)]
 mod scratch;
 
+pub use backing::BackingServices;
 pub use broker::{Broker, BrokerConfig, Installation};
 pub use ports::free_port;
 pub use shipshape_faultproxy::Fault;

@@ -1363,7 +1363,7 @@ impl Drop for Stack {
 
 /// Drops `names` from synchronous code (`Drop` cannot await): on a thread of
 /// its own with its own runtime, so it works inside and outside a runtime.
-fn drop_databases_blocking(admin_url: &str, names: Vec<String>) {
+pub(crate) fn drop_databases_blocking(admin_url: &str, names: Vec<String>) {
     let admin_url = admin_url.to_owned();
     let dropping = std::thread::spawn(move || -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use shipshape_proto::common;
 use uuid::Uuid;
 
+pub mod limits;
+
 /// Why a value was rejected; the `code` is stable and shown to API clients.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -279,7 +281,7 @@ impl fmt::Display for CountryCode {
 }
 
 /// Declares a fieldless enum stored as text: `as_str` gives the stored
-/// word, `parse` reads it back.
+/// word, `parse` reads it back, `ALL` lists every variant.
 #[macro_export]
 macro_rules! text_enum {
     ($(#[$meta:meta])* $vis:vis enum $name:ident {
@@ -290,6 +292,8 @@ macro_rules! text_enum {
         $vis enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
@@ -341,7 +345,8 @@ mod tests {
 
     #[test]
     fn text_enums_round_trip() {
-        for light in [Light::Red, Light::Green] {
+        assert_eq!(Light::ALL, [Light::Red, Light::Green]);
+        for &light in Light::ALL {
             assert_eq!(Light::parse(light.as_str()), Some(light));
         }
         assert_eq!(Light::parse("BLUE"), None);
