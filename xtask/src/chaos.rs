@@ -5,7 +5,7 @@
 //!    seconds, cached in `~/.cache/shipshape/kafka-<version>`);
 //! 2. builds the release binaries;
 //! 3. runs `shipshape-chaos` with the schedule (default
-//!    `chaos/schedules/ci.toml`), its report in `--out DIR` (default
+//!    `testing/chaos/schedules/ci.toml`), its report in `--out DIR` (default
 //!    `<target>/chaos/<UTC timestamp>/`); exits with its exit code.
 
 use std::path::PathBuf;
@@ -21,8 +21,8 @@ use crate::workspace::Workspace;
 /// Which schedule, and where its report goes.
 #[derive(Debug, PartialEq, clap::Args)]
 pub struct Args {
-    /// The load and the faults [default: chaos/schedules/ci.toml;
-    /// chaos/schedules/long.toml is 10 000 orders]
+    /// The load and the faults [default: testing/chaos/schedules/ci.toml;
+    /// testing/chaos/schedules/long.toml is 10 000 orders]
     #[arg(value_name = "SCHEDULE.toml")]
     schedule: Option<PathBuf>,
     /// Where the report and the logs go [default: <target>/chaos/<UTC time>]
@@ -40,7 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bin_dir = workspace.bin_dir(true);
     let schedule = args
         .schedule
-        .unwrap_or_else(|| workspace.root.join("chaos/schedules/ci.toml"));
+        .unwrap_or_else(|| workspace.root.join("testing/chaos/schedules/ci.toml"));
     let out = args.out.unwrap_or_else(|| {
         workspace
             .target_dir
@@ -84,9 +84,9 @@ mod tests {
             }
         );
         assert_eq!(
-            parse("--out /tmp/c chaos/schedules/long.toml --quiet").expect("all"),
+            parse("--out /tmp/c testing/chaos/schedules/long.toml --quiet").expect("all"),
             Args {
-                schedule: Some(PathBuf::from("chaos/schedules/long.toml")),
+                schedule: Some(PathBuf::from("testing/chaos/schedules/long.toml")),
                 out: Some(PathBuf::from("/tmp/c")),
                 quiet: true,
             }

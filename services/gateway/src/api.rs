@@ -1,7 +1,9 @@
-//! The public JSON contract and its conversions to and from the gRPC
-//! messages. The proto types never appear in a response as they are: the
-//! JSON is versioned with the URL (`/api/v1`) and the protos with their
-//! package, and each may change without the other.
+//! The public JSON contract and its conversions from the gRPC messages.
+//! The proto types never appear in a response as they are: the JSON is
+//! versioned with the URL (`/api/v1`) and the protos with their package, and
+//! each may change without the other. `validation` reads the request shapes
+//! here, and `routes` builds the gRPC requests from what it accepts, so this
+//! module uses no other module of the gateway.
 
 use std::fmt;
 
@@ -10,8 +12,6 @@ use serde::{Deserialize, Serialize};
 use shipshape_proto::{common, inventory, order};
 use shipshape_types::{Money, OrderId, Quantity};
 use utoipa::ToSchema;
-
-use crate::validation::{IdempotencyKey, NewOrder};
 
 // The bounds in the `#[schema(...)]` attributes below are those `validation`
 // and `shipshape_types` enforce, so the OpenAPI document (`crate::openapi`)
@@ -117,34 +117,6 @@ pub struct RestockBody {
     /// 1 to 1,000,000 units.
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub add: i64,
-}
-
-/// The gRPC request for a validated order.
-pub fn create_order_request(
-    order: NewOrder,
-    idempotency_key: &IdempotencyKey,
-) -> order::CreateOrderRequest {
-    let address = order.shipping_address;
-    order::CreateOrderRequest {
-        lines: order
-            .lines
-            .into_iter()
-            .map(|line| order::LineRequest {
-                sku: line.sku.into(),
-                quantity: line.quantity.get(),
-            })
-            .collect(),
-        card_token: order.card_token.expose().to_owned(),
-        shipping_address: Some(common::Address {
-            name: address.name,
-            line1: address.line1,
-            line2: address.line2,
-            city: address.city,
-            postal_code: address.postal_code,
-            country: address.country.to_string(),
-        }),
-        idempotency_key: idempotency_key.as_str().to_owned(),
-    }
 }
 
 // --------------------------------------------------------------- responses

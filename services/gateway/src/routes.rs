@@ -11,19 +11,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use shipshape_proto::{inventory, order};
+use shipshape_proto::{common, inventory, order};
 use shipshape_types::{OrderId, Sku};
 use tokio::time::Instant;
 
 use crate::AppState;
 use crate::api::{
-    self, CreateOrderBody, ListOrdersQuery, OrderAcceptedJson, OrderJson, OrderListJson,
-    ProductJson, ProductListJson, RestockBody,
+    CreateOrderBody, ListOrdersQuery, OrderAcceptedJson, OrderJson, OrderListJson, ProductJson,
+    ProductListJson, RestockBody,
 };
 use crate::auth::{Admin, Customer};
 use crate::catalog_cache::{CatalogAnswer, CatalogCache};
 use crate::error::{ApiError, ErrorBody};
-use crate::validation::{self, IdempotencyKey};
+use crate::validation::{self, IdempotencyKey, NewOrder};
 
 const ORDER_SERVICE: &str = "order";
 const INVENTORY_SERVICE: &str = "inventory";
@@ -154,7 +154,7 @@ pub async fn create_order(
     // gateway's own retries of the call replay the order instead of placing
     // a second one.
     let idempotency_key = client_key.unwrap_or_else(IdempotencyKey::generate);
-    let request = api::create_order_request(new_order, &idempotency_key);
+    let request = create_order_request(new_order, &idempotency_key);
     let response = state
         .orders
         .create_order(&caller, request)
@@ -182,6 +182,34 @@ pub async fn create_order(
         headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok((StatusCode::ACCEPTED, headers, Json(accepted)).into_response())
+}
+
+/// The gRPC request for a validated order.
+fn create_order_request(
+    order: NewOrder,
+    idempotency_key: &IdempotencyKey,
+) -> order::CreateOrderRequest {
+    let address = order.shipping_address;
+    order::CreateOrderRequest {
+        lines: order
+            .lines
+            .into_iter()
+            .map(|line| order::LineRequest {
+                sku: line.sku.into(),
+                quantity: line.quantity.get(),
+            })
+            .collect(),
+        card_token: order.card_token.expose().to_owned(),
+        shipping_address: Some(common::Address {
+            name: address.name,
+            line1: address.line1,
+            line2: address.line2,
+            city: address.city,
+            postal_code: address.postal_code,
+            country: address.country.to_string(),
+        }),
+        idempotency_key: idempotency_key.as_str().to_owned(),
+    }
 }
 
 /// `GET /api/v1/orders/{id}`: the order and where its checkout stands; 404

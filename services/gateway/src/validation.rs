@@ -11,7 +11,7 @@ use std::fmt;
 
 use axum::http::HeaderMap;
 use shipshape_types::limits::{
-    MAX_CARD_TOKEN_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_ORDER_LINES, MAX_RESTOCK_UNITS,
+    MAX_CARD_TOKEN_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_RESTOCK_UNITS, check_order_lines,
 };
 use shipshape_types::{CountryCode, InvalidValue, Quantity, Sku};
 
@@ -84,21 +84,7 @@ impl IdempotencyKey {
 /// Checks a `POST /api/v1/orders` body. The first problem found is reported,
 /// items before payment before address, so the answer is deterministic.
 pub fn new_order(body: CreateOrderBody) -> Result<NewOrder, InvalidValue> {
-    if body.items.is_empty() {
-        return Err(InvalidValue::new(
-            "empty_order",
-            "an order needs at least one item",
-        ));
-    }
-    if body.items.len() > MAX_ORDER_LINES {
-        return Err(InvalidValue::new(
-            "too_many_items",
-            format!(
-                "an order has at most {MAX_ORDER_LINES} items, this one has {}",
-                body.items.len()
-            ),
-        ));
-    }
+    check_order_lines(body.items.len())?;
     let mut seen = HashSet::with_capacity(body.items.len());
     let mut lines = Vec::with_capacity(body.items.len());
     for (i, item) in body.items.into_iter().enumerate() {
@@ -260,6 +246,7 @@ mod tests {
     use super::*;
     use crate::api::{ItemBody, PaymentBody};
     use axum::http::HeaderValue;
+    use shipshape_types::limits::MAX_ORDER_LINES;
 
     fn body() -> CreateOrderBody {
         CreateOrderBody {

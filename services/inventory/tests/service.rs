@@ -23,17 +23,11 @@ const SKU: &str = "SKU-0001";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placed_order_reserves_stock_from_the_listed_catalog() -> anyhow::Result<()> {
-    let backing = BackingServices::start(&[Service::Inventory]).await?;
-    let checked = reserve_an_order(&backing).await;
-    backing.stop_after(checked).await
+    BackingServices::run(&[Service::Inventory], reserve_an_order).await
 }
 
 async fn reserve_an_order(backing: &BackingServices) -> anyhow::Result<()> {
-    let config = service_config::<Spec>(
-        backing.database_url(Service::Inventory)?,
-        &backing.brokers()?,
-        backing.topic_prefix(),
-    );
+    let config = service_config::<Spec>(backing)?;
     let bus = TestBus::connect(&config.kafka, &[INVENTORY_EVENTS]).await?;
     let own = Config {
         grpc_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),

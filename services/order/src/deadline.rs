@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shipshape_runtime::CancellationToken;
+use shipshape_runtime::{CancellationToken, tasks};
 use sqlx::PgPool;
 use tracing::Instrument as _;
 
@@ -19,13 +19,10 @@ pub async fn sweep(
     interval: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(interval) => {}
-        }
+    let pool = &pool;
+    tasks::every(interval, shutdown, || async move {
         loop {
-            match sweep_batch(&pool).await {
+            match sweep_batch(pool).await {
                 Ok(n) if n as i64 == BATCH => continue,
                 Ok(_) => break,
                 Err(error) => {
@@ -34,7 +31,8 @@ pub async fn sweep(
                 }
             }
         }
-    }
+    })
+    .await
 }
 
 async fn sweep_batch(pool: &PgPool) -> sqlx::Result<usize> {

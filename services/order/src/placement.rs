@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use shipshape_proto::{common, order};
-use shipshape_types::limits::{MAX_CARD_TOKEN_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_ORDER_LINES};
+use shipshape_types::limits::{MAX_CARD_TOKEN_LEN, MAX_IDEMPOTENCY_KEY_LEN, check_order_lines};
 use shipshape_types::{CountryCode, InvalidValue, Money, Quantity, Sku};
 
 pub const MAX_CUSTOMER_ID_LEN: usize = 128;
@@ -107,18 +107,7 @@ pub fn validate(
         MAX_CUSTOMER_ID_LEN,
         "invalid_customer",
     )?;
-    if request.lines.is_empty() {
-        return Err(InvalidValue::new(
-            "empty_order",
-            "an order needs at least one line",
-        ));
-    }
-    if request.lines.len() > MAX_ORDER_LINES {
-        return Err(InvalidValue::new(
-            "too_many_items",
-            format!("an order has at most {MAX_ORDER_LINES} lines"),
-        ));
-    }
+    check_order_lines(request.lines.len())?;
     let mut seen = HashSet::new();
     let mut lines = Vec::with_capacity(request.lines.len());
     for line in &request.lines {
@@ -200,6 +189,7 @@ pub fn price(
 mod tests {
     use super::*;
     use shipshape_types::Currency;
+    use shipshape_types::limits::MAX_ORDER_LINES;
 
     fn request() -> order::CreateOrderRequest {
         order::CreateOrderRequest {

@@ -32,20 +32,14 @@ fn unit_price() -> common::Money {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_order_is_pending_and_its_placement_is_published() -> anyhow::Result<()> {
-    let backing = BackingServices::start(&[Service::Order, Service::Inventory]).await?;
-    let checked = create_an_order(&backing).await;
-    backing.stop_after(checked).await
+    BackingServices::run(&[Service::Order, Service::Inventory], create_an_order).await
 }
 
 /// Starts the real inventory service on `backing`; pricing is the one call
 /// the order service makes to it.
 async fn start_inventory(backing: &BackingServices) -> anyhow::Result<RunningService> {
     use shipshape_inventory as inventory;
-    let config = service_config::<inventory::Spec>(
-        backing.database_url(Service::Inventory)?,
-        &backing.brokers()?,
-        backing.topic_prefix(),
-    );
+    let config = service_config::<inventory::Spec>(backing)?;
     let own = inventory::Config {
         grpc_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
     };
@@ -54,11 +48,7 @@ async fn start_inventory(backing: &BackingServices) -> anyhow::Result<RunningSer
 
 async fn create_an_order(backing: &BackingServices) -> anyhow::Result<()> {
     let inventory = start_inventory(backing).await?;
-    let config = service_config::<Spec>(
-        backing.database_url(Service::Order)?,
-        &backing.brokers()?,
-        backing.topic_prefix(),
-    );
+    let config = service_config::<Spec>(backing)?;
     let bus = TestBus::connect(&config.kafka, &[ORDER_EVENTS]).await?;
     let own = Config {
         grpc_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),

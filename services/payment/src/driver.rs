@@ -6,15 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shipshape_runtime::{Backoff, CancellationToken};
+use shipshape_runtime::{Backoff, CancellationToken, tasks};
 use shipshape_telemetry::TraceContext;
 use shipshape_types::OrderId;
 use sqlx::PgPool;
 use tracing::Instrument as _;
 
 use crate::domain::{CallResult, PspCall};
-use crate::events::publish;
 use crate::psp::{Answer, PspClient};
+use crate::publish::publish;
 use crate::store::{self, CallRecord};
 
 /// Before a failed PSP call is tried again by the retry sweep.
@@ -164,21 +164,19 @@ impl Driver {
         interval: Duration,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(interval) => {}
-            }
-            let due = match self.pool.acquire().await {
+        let driver = &self;
+        tasks::every(interval, shutdown, || async move {
+            let due = match driver.pool.acquire().await {
                 Ok(mut conn) => store::due(&mut conn, 100).await,
                 Err(e) => Err(e),
             };
             match due {
                 Ok(due) => due
                     .into_iter()
-                    .for_each(|(id, decided)| self.kick(id, &decided)),
+                    .for_each(|(id, decided)| driver.kick(id, &decided)),
                 Err(error) => tracing::warn!(%error, "payment retry sweep failed"),
             }
-        }
+        })
+        .await
     }
 }

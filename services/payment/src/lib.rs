@@ -9,6 +9,7 @@ pub mod domain;
 pub mod driver;
 pub mod events;
 pub mod psp;
+pub mod publish;
 pub mod store;
 
 use std::sync::Arc;

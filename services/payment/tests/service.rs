@@ -34,20 +34,14 @@ async fn serve_psp(shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reserved_order_is_captured_through_the_psp() -> anyhow::Result<()> {
-    let backing = BackingServices::start(&[Service::Payment]).await?;
-    let checked = capture_an_order(&backing).await;
-    backing.stop_after(checked).await
+    BackingServices::run(&[Service::Payment], capture_an_order).await
 }
 
 async fn capture_an_order(backing: &BackingServices) -> anyhow::Result<()> {
     let psp_stopped = CancellationToken::new();
     let _stop_psp = psp_stopped.clone().drop_guard();
     let psp = serve_psp(psp_stopped).await?;
-    let config = service_config::<Spec>(
-        backing.database_url(Service::Payment)?,
-        &backing.brokers()?,
-        backing.topic_prefix(),
-    );
+    let config = service_config::<Spec>(backing)?;
     let bus = TestBus::connect(&config.kafka, &[PAYMENT_EVENTS]).await?;
     let own = Config {
         psp_url: format!("http://{psp}"),

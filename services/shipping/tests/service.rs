@@ -17,9 +17,7 @@ const EVENT_WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paid_orders_ship_where_shipping_serves_and_fail_elsewhere() -> anyhow::Result<()> {
-    let backing = BackingServices::start(&[Service::Shipping]).await?;
-    let checked = ship_paid_orders(&backing).await;
-    backing.stop_after(checked).await
+    BackingServices::run(&[Service::Shipping], ship_paid_orders).await
 }
 
 /// Publishes what the other services say of a paid order bound for
@@ -45,11 +43,7 @@ async fn place_and_pay(bus: &TestBus, country: &str) -> anyhow::Result<OrderId> 
 }
 
 async fn ship_paid_orders(backing: &BackingServices) -> anyhow::Result<()> {
-    let config = service_config::<Spec>(
-        backing.database_url(Service::Shipping)?,
-        &backing.brokers()?,
-        backing.topic_prefix(),
-    );
+    let config = service_config::<Spec>(backing)?;
     let bus = TestBus::connect(&config.kafka, &[SHIPPING_EVENTS]).await?;
     let own = Config {
         coverage: Coverage::parse("DE,FR")?,

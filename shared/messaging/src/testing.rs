@@ -15,6 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use shipshape_proto::{Event, common, events};
 use shipshape_runtime::CancellationToken;
 use shipshape_runtime::database::DatabaseConfig;
+use shipshape_testkit::BackingServices;
 use shipshape_types::OrderId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::DropGuard;
@@ -31,23 +32,20 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the bus waits for the broker to take an event.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Settings that run `S` beside a test: its database at `database_url`, the
-/// broker at `brokers` with every topic and its consumer group under
-/// `topic_prefix` (so tests sharing a broker never see each other's
-/// events), its ops server on a free port of 127.0.0.1, and the defaults
-/// the services run with otherwise.
-pub fn service_config<S: ServiceSpec>(
-    database_url: &str,
-    brokers: &str,
-    topic_prefix: &str,
-) -> ServiceConfig {
-    ServiceConfig {
+/// Settings that run `S` beside a test on `backing`: its database there,
+/// the broker with every topic and its consumer group under the test's
+/// prefix (so tests sharing a broker never see each other's events), its
+/// ops server on a free port of 127.0.0.1, and the defaults the services
+/// run with otherwise.
+pub fn service_config<S: ServiceSpec>(backing: &BackingServices) -> anyhow::Result<ServiceConfig> {
+    let topic_prefix = backing.topic_prefix();
+    Ok(ServiceConfig {
         database: DatabaseConfig {
-            url: database_url.to_owned(),
+            url: backing.database_url_of(S::NAME)?.to_owned(),
             max_connections: 10,
         },
         kafka: KafkaSettings {
-            brokers: brokers.to_owned(),
+            brokers: backing.brokers()?,
             topic_prefix: topic_prefix.to_owned(),
             group_id: format!("{topic_prefix}shipshape-{}", S::NAME),
             group_protocol: GroupProtocol::Classic,
@@ -59,7 +57,7 @@ pub fn service_config<S: ServiceSpec>(
             max_attempts: 10,
         },
         ops_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-    }
+    })
 }
 
 /// A service running inside the test process; dropping it stops it too, so

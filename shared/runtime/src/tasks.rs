@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -53,5 +54,51 @@ impl Tasks {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs `tick` every `interval`, the first time one interval from now,
+/// until `shutdown`: the loop of a periodic sweep. A tick handles its own
+/// errors (a sweep logs and tries again next time), so the loop never ends
+/// on one.
+pub async fn every<Tick, Ticked>(
+    interval: Duration,
+    shutdown: CancellationToken,
+    mut tick: Tick,
+) -> anyhow::Result<()>
+where
+    Tick: FnMut() -> Ticked,
+    Ticked: Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
+        tick().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_periodic_task_ticks_once_an_interval_until_shutdown() {
+        let ticks = Cell::new(0);
+        let shutdown = CancellationToken::new();
+        let interval = Duration::from_secs(1);
+        let running = every(interval, shutdown.clone(), || async {
+            ticks.set(ticks.get() + 1);
+        });
+        let stopping = async {
+            tokio::time::sleep(interval * 3 + interval / 2).await;
+            shutdown.cancel();
+        };
+        let (ran, ()) = tokio::join!(running, stopping);
+        ran.expect("a cancelled loop ends with Ok");
+        assert_eq!(ticks.get(), 3, "not one tick before the first interval");
     }
 }

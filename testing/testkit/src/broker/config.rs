@@ -1,0 +1,147 @@
+//! How one broker is configured: its ports and directories, the
+//! `server.properties` and logging it runs with, and the cluster id its
+//! storage is formatted with.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// A random cluster id as Kafka writes them: 16 random bytes in URL-safe
+/// base64 without padding (22 characters), never starting with `-`, which
+/// the storage tool would read as an option (Kafka's own ids avoid it too).
+pub(super) fn cluster_id() -> String {
+    loop {
+        let id = encoded_uuid();
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+/// A random UUID in URL-safe base64 without padding.
+fn encoded_uuid() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut bits = 0u32;
+    let mut held = 0;
+    let mut id = String::with_capacity(22);
+    for byte in bytes {
+        bits = (bits << 8) | u32::from(byte);
+        held += 8;
+        while held >= 6 {
+            held -= 6;
+            id.push(char::from(ALPHABET[((bits >> held) & 63) as usize]));
+        }
+    }
+    if held > 0 {
+        id.push(char::from(ALPHABET[((bits << (6 - held)) & 63) as usize]));
+    }
+    id
+}
+
+/// Where and how one broker runs.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// The port clients connect to (the `PLAINTEXT` listener).
+    pub port: u16,
+    /// The KRaft controller's port.
+    pub controller_port: u16,
+    /// The port the broker tells clients to connect to: a fault proxy in
+    /// front of it, or `port` itself.
+    pub advertised_port: u16,
+    /// Its configuration and data; kept across restarts.
+    pub data_dir: PathBuf,
+    /// Where its output goes (appended).
+    pub log_path: PathBuf,
+    /// As in [`crate::StackOptions::own_process_group`].
+    pub own_process_group: bool,
+}
+
+impl BrokerConfig {
+    /// A broker on `port` (and `controller_port`) advertising itself.
+    pub fn new(port: u16, controller_port: u16, data_dir: PathBuf, log_path: PathBuf) -> Self {
+        Self {
+            port,
+            controller_port,
+            advertised_port: port,
+            data_dir,
+            log_path,
+            own_process_group: false,
+        }
+    }
+
+    /// The broker's `server.properties`.
+    pub(super) fn server_properties(&self) -> String {
+        let Self {
+            port,
+            controller_port,
+            advertised_port,
+            ..
+        } = self;
+        let mut properties = String::new();
+        let mut set = |key: &str, value: &dyn std::fmt::Display| {
+            let _ = writeln!(properties, "{key}={value}");
+        };
+        set("process.roles", &"broker,controller");
+        set("node.id", &1);
+        set(
+            "controller.quorum.voters",
+            &format!("1@127.0.0.1:{controller_port}"),
+        );
+        set(
+            "listeners",
+            &format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
+        );
+        set(
+            "advertised.listeners",
+            &format!("PLAINTEXT://127.0.0.1:{advertised_port}"),
+        );
+        set("controller.listener.names", &"CONTROLLER");
+        set("inter.broker.listener.name", &"PLAINTEXT");
+        set(
+            "listener.security.protocol.map",
+            &"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        );
+        set("log.dirs", &self.data_dir.join("kraft-logs").display());
+        // Topics are made by the services, with the partition count they
+        // are configured with; a typo must not create one.
+        set("auto.create.topics.enable", &false);
+        set("num.partitions", &1);
+        // One node: every internal topic has one replica.
+        set("offsets.topic.replication.factor", &1);
+        set("offsets.topic.num.partitions", &10);
+        set("transaction.state.log.replication.factor", &1);
+        set("transaction.state.log.min.isr", &1);
+        set("share.coordinator.state.topic.replication.factor", &1);
+        set("share.coordinator.state.topic.min.isr", &1);
+        // The first member of a group is assigned at once, not after 3 s.
+        set("group.initial.rebalance.delay.ms", &0);
+        // The consumer protocol (KIP-848) keeps its timeouts on the broker:
+        // as short as the classic protocol's in tests, so a killed member's
+        // partitions move on within seconds.
+        set("group.consumer.min.session.timeout.ms", &1000);
+        set("group.consumer.session.timeout.ms", &6000);
+        set("group.consumer.min.heartbeat.interval.ms", &500);
+        set("group.consumer.heartbeat.interval.ms", &1000);
+        properties
+    }
+}
+
+/// The broker's logging: everything to standard output, which goes to its
+/// log file; the chattiest loggers only from warnings up.
+pub(super) const LOG4J2: &str = "\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = out
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+logger.cleaner.name = kafka.log.LogCleaner
+logger.cleaner.level = warn
+logger.storage.name = org.apache.kafka.storage
+logger.storage.level = warn
+logger.log.name = kafka.log
+logger.log.level = warn
+";

@@ -1,0 +1,222 @@
+//! A running broker: starting it on its configuration (formatting its
+//! storage first), waiting until it accepts connections, and killing,
+//! pausing, resuming, restarting and stopping it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+
+use super::config::{LOG4J2, cluster_id};
+use super::{BrokerConfig, Installation};
+use crate::process::{Process, Stopped, run};
+
+/// Environment variable with the broker's heap size, as the JVM reads it
+/// (default `512m`).
+pub const KAFKA_HEAP_VAR: &str = "SHIPSHAPE_KAFKA_HEAP";
+
+/// How long a started broker has to accept connections. A cold JVM on a
+/// busy two-core machine takes a few seconds.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a stopping broker has to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// A running Kafka broker on 127.0.0.1. Dropping it kills it.
+#[derive(Debug)]
+pub struct Broker {
+    process: Process,
+    config: BrokerConfig,
+    installation: Installation,
+    /// Where this broker records its class-data-sharing archive, if the
+    /// machine has none yet.
+    recording: Option<PathBuf>,
+    /// Frozen with SIGSTOP ([`Broker::pause`]).
+    paused: bool,
+}
+
+impl Broker {
+    /// Writes the broker's configuration into its data directory, formats
+    /// the storage unless an earlier broker did, starts the broker and
+    /// waits until it accepts connections.
+    pub async fn start(installation: &Installation, config: BrokerConfig) -> anyhow::Result<Self> {
+        // Otherwise the readiness check below could reach someone else's
+        // broker while ours fails to bind.
+        for port in [config.port, config.controller_port] {
+            if crate::ports::in_use(port) {
+                bail!(
+                    "cannot start the broker: port {port} on 127.0.0.1 is already in use \
+                     (is another broker or `cargo xtask up` running?)"
+                );
+            }
+        }
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the broker's directory {}", dir.display()))?;
+        let properties = dir.join("server.properties");
+        std::fs::write(&properties, config.server_properties())
+            .with_context(|| format!("writing {}", properties.display()))?;
+        let log4j2 = dir.join("log4j2.properties");
+        std::fs::write(&log4j2, LOG4J2).with_context(|| format!("writing {}", log4j2.display()))?;
+        let heap = std::env::var(KAFKA_HEAP_VAR).unwrap_or_else(|_| "512m".to_owned());
+
+        if !dir.join("kraft-logs/meta.properties").is_file() {
+            let mut format = installation.java_command("128m", &log4j2, None);
+            format
+                .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
+                .args(["--cluster-id", &cluster_id(), "--config"])
+                .arg(&properties);
+            run(format, "formatting the Kafka broker's storage")?;
+        }
+
+        // Brokers started side by side each record into a file of their
+        // own; the first to stop cleanly moves its recording into place.
+        let recording = (!installation.archive.is_file()).then(|| {
+            installation.archive.with_extension(format!(
+                "recording-{}-{}",
+                std::process::id(),
+                config.port
+            ))
+        });
+        let mut command = installation.java_command(&heap, &log4j2, recording.as_deref());
+        command.arg("kafka.Kafka").arg(&properties);
+        let process = Process::spawn(
+            "broker",
+            command,
+            &config.log_path,
+            config.own_process_group,
+        )?;
+        let mut broker = Self {
+            process,
+            config,
+            installation: installation.clone(),
+            recording,
+            paused: false,
+        };
+        broker.wait_accepting().await?;
+        Ok(broker)
+    }
+
+    /// Starts a broker on two free ports with its data in `<dir>/data` and
+    /// its output in `<dir>/broker.log`.
+    pub async fn start_in(installation: &Installation, dir: &Path) -> anyhow::Result<Self> {
+        let [port, controller] = <[u16; 2]>::try_from(crate::ports::free_ports(2)?)
+            .map_err(|ports| anyhow!("asked for two free ports, got {ports:?}"))?;
+        let config = BrokerConfig::new(port, controller, dir.join("data"), dir.join("broker.log"));
+        Self::start(installation, config).await
+    }
+
+    /// Starts a broker with the same configuration and data, after this
+    /// one was killed or stopped.
+    pub async fn restart(self) -> anyhow::Result<Self> {
+        let Self {
+            mut process,
+            config,
+            installation,
+            ..
+        } = self;
+        process.kill()?;
+        drop(process);
+        Self::start(&installation, config).await
+    }
+
+    async fn wait_accepting(&mut self) -> anyhow::Result<()> {
+        let port = self.config.port;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.process.try_status()? {
+                bail!(
+                    "the Kafka broker exited during start-up ({status}); last lines of {}:\n{}",
+                    self.process.log_path().display(),
+                    self.process.log_tail(30)
+                );
+            }
+            let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(250), connect).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the Kafka broker did not accept connections on 127.0.0.1:{port} within \
+                     {START_TIMEOUT:?}; last lines of {}:\n{}",
+                    self.process.log_path().display(),
+                    self.process.log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `127.0.0.1:<port>`, the value for `KAFKA_BROKERS`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.config.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.config.port
+    }
+
+    /// How it was started.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Where its output goes.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// How it ended, if it has (a crash, say); `None` while it runs.
+    pub fn exit_status(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        self.process.try_status()
+    }
+
+    /// Kills it with SIGKILL, as a crash would. Its data stays.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.process.kill().map(drop)
+    }
+
+    /// Freezes it with SIGSTOP: connections stay open and nothing answers.
+    pub fn pause(&mut self) -> anyhow::Result<()> {
+        self.process.pause()?;
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        self.process.resume()?;
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Stops it with SIGTERM (a controlled shutdown; SIGKILL after 30 s)
+    /// and reports how it ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        // A frozen JVM would not see the SIGTERM until the grace ran out.
+        if self.paused {
+            self.resume()?;
+        }
+        match self.process.terminate(STOP_GRACE).await? {
+            Stopped::Exited(_) => {
+                if let Some(recording) = self.recording.take().filter(|r| r.is_file()) {
+                    // A rename within one folder: readers see the whole
+                    // archive or none.
+                    if std::fs::rename(&recording, &self.installation.archive).is_err() {
+                        let _ = std::fs::remove_file(&recording);
+                    }
+                }
+                Ok(())
+            }
+            Stopped::Killed(_) => Err(anyhow!(
+                "the Kafka broker did not exit within {STOP_GRACE:?} of SIGTERM and was killed"
+            )),
+        }
+    }
+}
