@@ -41,7 +41,7 @@ pub fn service_config<S: ServiceSpec>(backing: &BackingServices) -> anyhow::Resu
     let topic_prefix = backing.topic_prefix();
     Ok(ServiceConfig {
         database: DatabaseConfig {
-            url: backing.database_url_of(S::NAME)?.to_owned(),
+            url: backing.database_url(S::NAME)?.to_owned(),
             max_connections: 10,
         },
         kafka: KafkaSettings {

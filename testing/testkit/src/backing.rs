@@ -56,8 +56,9 @@ impl BackingServices {
     }
 
     /// Starts the databases of `services` and the broker, runs `test` on
-    /// them and stops them again, answering as [`BackingServices::stop_after`]
-    /// does: a test is one line around what it checks.
+    /// them and stops them again. A failure of `test` comes first, with a
+    /// failed stop attached, so a cleanup error never hides why the test
+    /// failed: a test is one line around what it checks.
     pub async fn run(
         services: &[Service],
         test: impl AsyncFnOnce(&BackingServices) -> anyhow::Result<()>,
@@ -67,13 +68,9 @@ impl BackingServices {
         backing.stop_after(outcome).await
     }
 
-    /// `service`'s `DATABASE_URL`, with its own role.
-    pub fn database_url(&self, service: Service) -> anyhow::Result<&str> {
-        self.database_url_of(service.name())
-    }
-
-    /// The `DATABASE_URL` of the service called `name` (`order`, …).
-    pub fn database_url_of(&self, name: &str) -> anyhow::Result<&str> {
+    /// The `DATABASE_URL` of the service called `name` (`order`, …), with
+    /// its own role.
+    pub fn database_url(&self, name: &str) -> anyhow::Result<&str> {
         self.databases
             .iter()
             .find(|(owner, ..)| owner.name() == name)
@@ -115,7 +112,7 @@ impl BackingServices {
     /// Stops (see [`BackingServices::stop`]), then answers the test's own
     /// `outcome`: its failure comes first, with a failed stop attached, so
     /// a cleanup error never hides why the test failed.
-    pub async fn stop_after(self, outcome: anyhow::Result<()>) -> anyhow::Result<()> {
+    async fn stop_after(self, outcome: anyhow::Result<()>) -> anyhow::Result<()> {
         let stopped = self.stop().await;
         match (outcome, stopped) {
             (Err(failure), Err(stop)) => Err(failure.context(format!(
