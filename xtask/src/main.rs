@@ -6,6 +6,7 @@ mod chaos;
 mod loadtest;
 mod run_tests;
 mod schemathesis;
+mod sqlx_prepare;
 mod token;
 mod up;
 mod workspace;
@@ -65,6 +66,10 @@ enum Command {
     /// own while applying a schedule's faults, wait until it is quiet and
     /// check the saga's invariants; fails on any violation
     Chaos(chaos::Args),
+    /// Write each crate's .sqlx/ folder, which lets sqlx::query! check the
+    /// queries at compile time with no database, from scratch databases
+    /// with the migrations; with --check, fail when a folder is out of date
+    SqlxPrepare(sqlx_prepare::Args),
     /// Print a development bearer token for the gateway of cargo xtask up,
     /// signed with the secret in ~/.cache/shipshape/dev-jwt-secret
     Token(token::Args),
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Command::Loadtest(args) => block_on(loadtest::run(args)),
         Command::Schemathesis(args) => block_on(schemathesis::run(args)),
         Command::Chaos(args) => block_on(chaos::run(args)),
+        Command::SqlxPrepare(args) => block_on(sqlx_prepare::run(args)),
         Command::Token(args) => token::run(args),
     };
     match outcome {

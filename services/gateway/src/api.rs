@@ -398,6 +398,7 @@ fn timestamp(micros: i64) -> Result<Option<String>, MalformedResponse> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use shipshape_types::ShippingAddress;
 
     const ORDER_ID: &str = "0193b6d2-7c1e-7a3b-9f00-1234567890ab";
 
@@ -420,14 +421,7 @@ mod tests {
                 unit_price: eur(1999),
             }],
             total: eur(3998),
-            shipping_address: Some(common::Address {
-                name: "Ada Lovelace".into(),
-                line1: "1 Main St".into(),
-                line2: String::new(),
-                city: "Berlin".into(),
-                postal_code: "10115".into(),
-                country: "DE".into(),
-            }),
+            shipping_address: Some(ShippingAddress::example().into()),
             // 2025-01-31T09:30:00.000042Z
             created_at_micros: 1_738_315_800_000_042,
             updated_at_micros: 1_738_315_801_500_000,

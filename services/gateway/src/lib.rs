@@ -18,6 +18,7 @@ pub mod rate_limit;
 pub mod request_body;
 pub mod routes;
 pub mod serve;
+mod state;
 pub mod upstream;
 pub mod validation;
 
@@ -27,19 +28,22 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post, put};
 use shipshape_auth::{Verifier, VerifierConfig};
 use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::{CancellationToken, Readiness, config};
+use shipshape_telemetry::http;
 
-use crate::catalog_cache::CatalogCache;
 use crate::load_shed::LoadShedder;
 use crate::rate_limit::RateLimiter;
 use crate::request_body::BodyLimits;
 use crate::serve::ConnectionLimits;
+use crate::state::ApiState;
 use crate::upstream::{Inventory, Orders};
+
+pub use crate::state::AppState;
 
 /// Largest request body accepted. A maximal order (50 items plus an address)
 /// is a few kilobytes; anything far beyond that is a mistake or an attack
@@ -154,14 +158,6 @@ impl Config {
     }
 }
 
-/// What every handler shares: one client per upstream, each call going
-/// through that upstream's resilience stack. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub orders: Orders,
-    pub inventory: Inventory,
-}
-
 impl AppState {
     /// Clients for the configured upstreams, each with its own breaker,
     /// bulkhead and retry budget (so a failing inventory cannot take order
@@ -174,27 +170,6 @@ impl AppState {
             orders: Orders::new(upstream::channel(&config.order_url)?, &orders),
             inventory: Inventory::new(upstream::channel(&config.inventory_url)?, &inventory),
         })
-    }
-}
-
-/// What the handlers share: the upstream clients, and the catalog the
-/// gateway remembers. Handlers take the part they need (`State<AppState>`,
-/// `State<Arc<CatalogCache>>`).
-#[derive(Clone)]
-struct ApiState {
-    upstream: AppState,
-    catalog: Arc<CatalogCache>,
-}
-
-impl FromRef<ApiState> for AppState {
-    fn from_ref(state: &ApiState) -> Self {
-        state.upstream.clone()
-    }
-}
-
-impl FromRef<ApiState> for Arc<CatalogCache> {
-    fn from_ref(state: &ApiState) -> Self {
-        state.catalog.clone()
     }
 }
 
@@ -259,11 +234,12 @@ pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
     // Outermost, so refusals by the layers above are counted, timed and
     // traced too.
     let router = router.layer(from_fn(http_metrics::record));
-    Ok(if config.trust_client_trace_context {
-        router.layer(from_fn(shipshape_telemetry::http::trace_requests))
+    let caller = if config.trust_client_trace_context {
+        http::Caller::Trusted
     } else {
-        router.layer(from_fn(shipshape_telemetry::http::trace_public_requests))
-    })
+        http::Caller::Untrusted
+    };
+    Ok(http::traced(router, caller))
 }
 
 /// Readiness: both upstreams accept connections (some replica of each,

@@ -11,11 +11,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use shipshape_proto::{common, inventory, order};
+use shipshape_proto::{inventory, order};
 use shipshape_types::{OrderId, Sku};
 use tokio::time::Instant;
 
-use crate::AppState;
 use crate::api::{
     CreateOrderBody, ListOrdersQuery, OrderAcceptedJson, OrderJson, OrderListJson, ProductJson,
     ProductListJson, RestockBody,
@@ -23,6 +22,7 @@ use crate::api::{
 use crate::auth::{Admin, Customer};
 use crate::catalog_cache::{CatalogAnswer, CatalogCache};
 use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
 use crate::validation::{self, IdempotencyKey, NewOrder};
 
 const ORDER_SERVICE: &str = "order";
@@ -189,7 +189,6 @@ fn create_order_request(
     order: NewOrder,
     idempotency_key: &IdempotencyKey,
 ) -> order::CreateOrderRequest {
-    let address = order.shipping_address;
     order::CreateOrderRequest {
         lines: order
             .lines
@@ -200,14 +199,7 @@ fn create_order_request(
             })
             .collect(),
         card_token: order.card_token.expose().to_owned(),
-        shipping_address: Some(common::Address {
-            name: address.name,
-            line1: address.line1,
-            line2: address.line2,
-            city: address.city,
-            postal_code: address.postal_code,
-            country: address.country.to_string(),
-        }),
+        shipping_address: Some(order.shipping_address.into()),
         idempotency_key: idempotency_key.as_str().to_owned(),
     }
 }

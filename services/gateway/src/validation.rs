@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use shipshape_types::limits::{
     MAX_CARD_TOKEN_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_RESTOCK_UNITS, check_order_lines,
 };
-use shipshape_types::{CountryCode, InvalidValue, Quantity, Sku};
+use shipshape_types::{CountryCode, InvalidValue, Quantity, ShippingAddress, Sku};
 
 use crate::api::{AddressBody, CreateOrderBody};
 
@@ -51,17 +51,6 @@ impl fmt::Debug for CardToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("CardToken(<redacted>)")
     }
-}
-
-#[derive(Debug, PartialEq)]
-pub struct ShippingAddress {
-    pub name: String,
-    pub line1: String,
-    /// Empty when there is no second line.
-    pub line2: String,
-    pub city: String,
-    pub postal_code: String,
-    pub country: CountryCode,
 }
 
 /// The client's `Idempotency-Key`: 1 to 255 visible ASCII characters.

@@ -33,6 +33,7 @@ use shipshape_proto::order::{
 };
 use shipshape_resilience::{BreakerConfig, ResilienceConfig, RetryConfig, TimeoutConfig};
 use shipshape_runtime::CancellationToken;
+use shipshape_types::ShippingAddress;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -148,14 +149,7 @@ fn one_line_order(quantity: i64) -> CreateOrderRequest {
             sku: "SKU-0001".into(),
             quantity,
         }],
-        shipping_address: Some(common::Address {
-            name: "Ada Lovelace".into(),
-            line1: "1 Main St".into(),
-            line2: String::new(),
-            city: "Berlin".into(),
-            postal_code: "10115".into(),
-            country: "DE".into(),
-        }),
+        shipping_address: Some(ShippingAddress::example().into()),
         ..Default::default()
     }
 }

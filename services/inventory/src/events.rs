@@ -37,10 +37,9 @@ impl Handler for InventoryEvents {
         if !concerns_inventory(&message.event) {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        if !inbox::first_delivery(&mut tx, message.event_id, message.event.type_name()).await? {
+        let Some(mut tx) = inbox::begin(&self.pool, &message).await? else {
             return Ok(());
-        }
+        };
         let order_id = message.order_id;
         match &message.event {
             Event::OrderPlaced(placed) => reserve(&mut tx, order_id, placed).await?,

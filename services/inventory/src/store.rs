@@ -7,6 +7,8 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::domain::{ReservationStatus, RestockQuantity};
 
+/// A catalog entry. `query_as!` fills it by column name, so each field is
+/// named as its column.
 #[derive(Debug, Clone)]
 pub struct ProductRow {
     pub sku: String,
@@ -17,39 +19,24 @@ pub struct ProductRow {
     pub available: i64,
 }
 
-type ProductTuple = (String, String, String, i64, String, i64);
-
-fn product(row: ProductTuple) -> ProductRow {
-    let (sku, name, description, price_minor, currency, available) = row;
-    ProductRow {
-        sku,
-        name,
-        description,
-        price_minor,
-        currency,
-        available,
-    }
-}
-
-const PRODUCT_COLUMNS: &str = "sku, name, description, price_minor, currency, available";
-
 pub async fn list_products(pool: &PgPool) -> sqlx::Result<Vec<ProductRow>> {
-    let rows: Vec<ProductTuple> = sqlx::query_as(&format!(
-        "SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sku"
-    ))
+    sqlx::query_as!(
+        ProductRow,
+        "SELECT sku, name, description, price_minor, currency, available FROM products ORDER BY sku"
+    )
     .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(product).collect())
+    .await
 }
 
 pub async fn get_product(pool: &PgPool, sku: &Sku) -> sqlx::Result<Option<ProductRow>> {
-    let row: Option<ProductTuple> = sqlx::query_as(&format!(
-        "SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1"
-    ))
-    .bind(sku.as_str())
+    sqlx::query_as!(
+        ProductRow,
+        "SELECT sku, name, description, price_minor, currency, available FROM products \
+         WHERE sku = $1",
+        sku.as_str(),
+    )
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(product))
+    .await
 }
 
 /// Adds `units` to the product's stock and returns it as it is afterwards;
@@ -62,32 +49,36 @@ pub async fn restock(
     sku: &Sku,
     units: RestockQuantity,
 ) -> sqlx::Result<Option<ProductRow>> {
-    let row: Option<ProductTuple> = sqlx::query_as(&format!(
+    sqlx::query_as!(
+        ProductRow,
         "UPDATE products SET available = available + $2, \
            stock_received = stock_received + $2, updated_at = now() \
-         WHERE sku = $1 RETURNING {PRODUCT_COLUMNS}"
-    ))
-    .bind(sku.as_str())
-    .bind(units.get())
+         WHERE sku = $1 RETURNING sku, name, description, price_minor, currency, available",
+        sku.as_str(),
+        units.get(),
+    )
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(product))
+    .await
 }
 
 /// Unit prices of the skus that exist; missing skus are simply absent.
 pub async fn prices(pool: &PgPool, skus: &[Sku]) -> sqlx::Result<HashMap<Sku, Money>> {
     let names: Vec<&str> = skus.iter().map(Sku::as_str).collect();
-    let rows: Vec<(String, i64, String)> =
-        sqlx::query_as("SELECT sku, price_minor, currency FROM products WHERE sku = ANY($1)")
-            .bind(&names)
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query!(
+        "SELECT sku, price_minor, currency FROM products WHERE sku = ANY($1)",
+        // sqlx would check a text[] against `&[String]`; the cast binds the
+        // borrowed names as they are. The same holds for every `as &[&str]`
+        // below.
+        &names as &[&str],
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(sku, amount, currency)| {
+        .filter_map(|row| {
             Some((
-                Sku::parse(&sku).ok()?,
-                Money::new(amount, Currency::parse(&currency).ok()?),
+                Sku::parse(&row.sku).ok()?,
+                Money::new(row.price_minor, Currency::parse(&row.currency).ok()?),
             ))
         })
         .collect())
@@ -97,15 +88,15 @@ pub async fn prices(pool: &PgPool, skus: &[Sku]) -> sqlx::Result<HashMap<Sku, Mo
 /// uses, so two reservations cannot deadlock) and returns their stock.
 pub async fn lock_stock(conn: &mut PgConnection, skus: &[Sku]) -> sqlx::Result<HashMap<Sku, i64>> {
     let names: Vec<&str> = skus.iter().map(Sku::as_str).collect();
-    let rows: Vec<(String, i64)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT sku, available FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+        &names as &[&str],
     )
-    .bind(&names)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(sku, available)| Some((Sku::parse(&sku).ok()?, available)))
+        .filter_map(|row| Some((Sku::parse(&row.sku).ok()?, row.available)))
         .collect())
 }
 
@@ -118,22 +109,22 @@ pub async fn reserve(
 ) -> sqlx::Result<()> {
     let skus: Vec<&str> = lines.iter().map(|(s, _)| s.as_str()).collect();
     let units: Vec<i64> = lines.iter().map(|(_, q)| q.get()).collect();
-    sqlx::query(
+    sqlx::query!(
         "UPDATE products p SET available = p.available - l.units, updated_at = now() \
          FROM UNNEST($1::text[], $2::bigint[]) AS l(sku, units) WHERE p.sku = l.sku",
+        &skus as &[&str],
+        &units,
     )
-    .bind(&skus)
-    .bind(&units)
     .execute(&mut *conn)
     .await?;
     insert_reservation(&mut *conn, order_id, ReservationStatus::Reserved, None).await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO reservation_lines (order_id, sku, quantity) \
          SELECT $1, sku, units FROM UNNEST($2::text[], $3::bigint[]) AS l(sku, units)",
+        order_id.as_uuid(),
+        &skus as &[&str],
+        &units,
     )
-    .bind(order_id.as_uuid())
-    .bind(&skus)
-    .bind(&units)
     .execute(conn)
     .await?;
     Ok(())
@@ -145,12 +136,14 @@ pub async fn insert_reservation(
     status: ReservationStatus,
     reason: Option<&str>,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO reservations (order_id, status, reason) VALUES ($1, $2, $3)")
-        .bind(order_id.as_uuid())
-        .bind(status.as_str())
-        .bind(reason)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO reservations (order_id, status, reason) VALUES ($1, $2, $3)",
+        order_id.as_uuid(),
+        status.as_str(),
+        reason,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -159,11 +152,12 @@ pub async fn lock_reservation(
     conn: &mut PgConnection,
     order_id: OrderId,
 ) -> sqlx::Result<Option<ReservationStatus>> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id.as_uuid())
-            .fetch_optional(conn)
-            .await?;
+    let status = sqlx::query_scalar!(
+        "SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE",
+        order_id.as_uuid(),
+    )
+    .fetch_optional(conn)
+    .await?;
     Ok(status.as_deref().and_then(ReservationStatus::parse))
 }
 
@@ -172,28 +166,31 @@ pub async fn set_reservation_status(
     order_id: OrderId,
     status: ReservationStatus,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
-        .bind(order_id.as_uuid())
-        .bind(status.as_str())
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+        order_id.as_uuid(),
+        status.as_str(),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// Puts a reservation's units back on the shelf.
 pub async fn return_units(conn: &mut PgConnection, order_id: OrderId) -> sqlx::Result<()> {
-    let skus: Vec<String> =
-        sqlx::query_scalar("SELECT sku FROM reservation_lines WHERE order_id = $1")
-            .bind(order_id.as_uuid())
-            .fetch_all(&mut *conn)
-            .await?;
+    let skus = sqlx::query_scalar!(
+        "SELECT sku FROM reservation_lines WHERE order_id = $1",
+        order_id.as_uuid(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let skus: Vec<Sku> = skus.iter().filter_map(|s| Sku::parse(s).ok()).collect();
     lock_stock(&mut *conn, &skus).await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE products p SET available = p.available + l.quantity, updated_at = now() \
          FROM reservation_lines l WHERE l.order_id = $1 AND p.sku = l.sku",
+        order_id.as_uuid(),
     )
-    .bind(order_id.as_uuid())
     .execute(conn)
     .await?;
     Ok(())

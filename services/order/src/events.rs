@@ -120,10 +120,9 @@ impl Handler for OrderEvents {
         let Some(observation) = Observation::from_event(&message.event) else {
             return Ok(());
         };
-        let mut tx = self.pool.begin().await?;
-        if !inbox::first_delivery(&mut tx, message.event_id, message.event.type_name()).await? {
+        let Some(mut tx) = inbox::begin(&self.pool, &message).await? else {
             return Ok(());
-        }
+        };
         let outcome = match advance(&mut tx, message.order_id, observation).await? {
             Advanced::Applied(outcome) => outcome,
             Advanced::UnknownOrder => {

@@ -2,36 +2,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
 use shipshape_proto::{common, order};
 use shipshape_types::limits::{MAX_CARD_TOKEN_LEN, MAX_IDEMPOTENCY_KEY_LEN, check_order_lines};
-use shipshape_types::{CountryCode, InvalidValue, Money, Quantity, Sku};
+use shipshape_types::{CountryCode, InvalidValue, Money, Quantity, ShippingAddress, Sku};
 
 pub const MAX_CUSTOMER_ID_LEN: usize = 128;
-
-/// Where the order goes; stored as JSON with the order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShippingAddress {
-    pub name: String,
-    pub line1: String,
-    pub line2: String,
-    pub city: String,
-    pub postal_code: String,
-    pub country: String,
-}
-
-impl From<ShippingAddress> for common::Address {
-    fn from(a: ShippingAddress) -> Self {
-        common::Address {
-            name: a.name,
-            line1: a.line1,
-            line2: a.line2,
-            city: a.city,
-            postal_code: a.postal_code,
-            country: a.country,
-        }
-    }
-}
 
 /// A well-formed order request, before pricing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +66,7 @@ fn address(a: Option<&common::Address>) -> Result<ShippingAddress, InvalidValue>
         line2: line2.to_owned(),
         city: bounded("city", &a.city, 100, "invalid_address")?,
         postal_code: bounded("postal_code", &a.postal_code, 20, "invalid_address")?,
-        country: CountryCode::parse(a.country.trim())?.to_string(),
+        country: CountryCode::parse(a.country.trim())?,
     })
 }
 
@@ -198,14 +173,7 @@ mod tests {
                 quantity: 2,
             }],
             card_token: "tok_visa".into(),
-            shipping_address: Some(common::Address {
-                name: "Ada Lovelace".into(),
-                line1: "1 Main St".into(),
-                line2: String::new(),
-                city: "Berlin".into(),
-                postal_code: "10115".into(),
-                country: "DE".into(),
-            }),
+            shipping_address: Some(ShippingAddress::example().into()),
             idempotency_key: String::new(),
         }
     }
@@ -218,7 +186,7 @@ mod tests {
     fn a_complete_request_is_valid() {
         let valid = validate("guest", &request()).unwrap();
         assert_eq!(valid.lines.len(), 1);
-        assert_eq!(valid.address.country, "DE");
+        assert_eq!(valid.address.country.as_str(), "DE");
         assert_eq!(valid.idempotency_key, None);
     }
 

@@ -15,7 +15,7 @@ use shipshape_proto::order::order_service_client::OrderServiceClient;
 use shipshape_proto::order::{CreateOrderRequest, LineRequest, OrderStatus};
 use shipshape_proto::{Event, ORDER_EVENTS, common};
 use shipshape_testkit::{BackingServices, Service};
-use shipshape_types::OrderId;
+use shipshape_types::{OrderId, ShippingAddress};
 use tonic::Request;
 
 /// Long enough for a cold consumer group to form on a busy machine.
@@ -67,14 +67,7 @@ async fn create_an_order(backing: &BackingServices) -> anyhow::Result<()> {
             quantity: 2,
         }],
         card_token: "tok_visa".to_owned(),
-        shipping_address: Some(common::Address {
-            name: "Ada Lovelace".to_owned(),
-            line1: "1 Analytical Row".to_owned(),
-            line2: String::new(),
-            city: "Berlin".to_owned(),
-            postal_code: "10115".to_owned(),
-            country: "DE".to_owned(),
-        }),
+        shipping_address: Some(ShippingAddress::example().into()),
         idempotency_key: String::new(),
     });
     Identity::new("customer-1", &[])?.write_metadata(request.metadata_mut());

@@ -4,8 +4,10 @@
 use shipshape_types::text_enum;
 
 text_enum! {
+    #[derive(Default)]
     pub enum PaymentStatus {
         /// Waiting for the order's details and its stock reservation.
+        #[default]
         Waiting => "WAITING",
         CapturePending => "CAPTURE_PENDING",
         Captured => "CAPTURED",
@@ -18,7 +20,8 @@ text_enum! {
 }
 
 /// What the payment service knows of one order's payment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A new one knows nothing yet: waiting, with every fact false.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Payment {
     pub status: PaymentStatus,
     /// OrderPlaced was seen: amount and card token are known.
@@ -65,17 +68,6 @@ pub enum CallResult {
 }
 
 impl Payment {
-    pub fn new() -> Self {
-        Self {
-            status: PaymentStatus::Waiting,
-            has_details: false,
-            stock_reserved: false,
-            compensate: false,
-            capture_uncertain: false,
-            in_flight: false,
-        }
-    }
-
     /// Moves the payment as far as its facts allow without calling the PSP.
     pub fn settle(&mut self) -> Vec<Notice> {
         use PaymentStatus::*;
@@ -144,29 +136,27 @@ impl Payment {
     }
 }
 
-impl Default for Payment {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use PaymentStatus::*;
 
     fn ready() -> Payment {
-        let mut p = Payment::new();
-        p.has_details = true;
-        p.stock_reserved = true;
+        let mut p = Payment {
+            has_details: true,
+            stock_reserved: true,
+            ..Payment::default()
+        };
         assert!(p.settle().is_empty());
         p
     }
 
     #[test]
     fn capture_starts_only_with_details_and_stock_in_any_order() {
-        let mut p = Payment::new();
-        p.stock_reserved = true;
+        let mut p = Payment {
+            stock_reserved: true,
+            ..Payment::default()
+        };
         p.settle();
         assert_eq!(p.status, Waiting);
         p.has_details = true;
@@ -190,8 +180,10 @@ mod tests {
 
     #[test]
     fn cancellation_before_capture_voids() {
-        let mut p = Payment::new();
-        p.compensate = true;
+        let mut p = Payment {
+            compensate: true,
+            ..Payment::default()
+        };
         assert_eq!(p.settle(), [Notice::Voided]);
         let mut p = ready();
         p.compensate = true;
@@ -266,13 +258,13 @@ mod tests {
         let mut p = Payment {
             status: Voided,
             compensate: true,
-            ..Payment::new()
+            ..Payment::default()
         };
         assert_eq!(p.record(CallResult::Captured), [Notice::Captured]);
         assert_eq!(p.pending_call(), Some(PspCall::Refund));
         let mut p = Payment {
             status: Declined,
-            ..Payment::new()
+            ..Payment::default()
         };
         p.record(CallResult::Captured);
         assert_eq!(p.status, RefundPending);
@@ -284,7 +276,7 @@ mod tests {
             let mut p = Payment {
                 status: terminal,
                 compensate: true,
-                ..Payment::new()
+                ..Payment::default()
             };
             assert!(p.settle().is_empty());
             assert_eq!(p.status, terminal);

@@ -43,10 +43,9 @@ impl Handler for PaymentEvents {
             },
             _ => return Ok(()),
         };
-        let mut tx = self.pool.begin().await?;
-        if !inbox::first_delivery(&mut tx, message.event_id, message.event.type_name()).await? {
+        let Some(mut tx) = inbox::begin(&self.pool, &message).await? else {
             return Ok(());
-        }
+        };
         let Some(mut row) = store::learn(&mut tx, message.order_id, &facts).await? else {
             return Err(HandleError::Other(
                 "payment row has an unknown status".into(),

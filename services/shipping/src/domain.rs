@@ -5,8 +5,10 @@ use std::collections::HashSet;
 use shipshape_types::{CountryCode, text_enum};
 
 text_enum! {
+    #[derive(Default)]
     pub enum ShipmentStatus {
         /// Waiting for the address and the payment.
+        #[default]
         Waiting => "WAITING",
         Scheduled => "SCHEDULED",
         Failed => "FAILED",
@@ -16,7 +18,8 @@ text_enum! {
 }
 
 /// What shipping knows of one order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A new one knows nothing yet: waiting, with every fact false.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Shipment {
     pub status: ShipmentStatus,
     /// The destination, once OrderPlaced was seen.
@@ -68,15 +71,6 @@ impl Coverage {
 }
 
 impl Shipment {
-    pub fn new() -> Self {
-        Self {
-            status: ShipmentStatus::Waiting,
-            destination: None,
-            paid: false,
-            cancelled: false,
-        }
-    }
-
     /// Moves the shipment as far as its facts allow. Only a paid order with a
     /// known destination ships; a cancelled one never does, and a shipment
     /// scheduled before the cancellation arrived is called off.
@@ -104,12 +98,6 @@ impl Shipment {
     }
 }
 
-impl Default for Shipment {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +109,7 @@ mod tests {
     fn to(country: &str) -> Shipment {
         Shipment {
             destination: Some(CountryCode::parse(country).unwrap()),
-            ..Shipment::new()
+            ..Shipment::default()
         }
     }
 
@@ -141,7 +129,7 @@ mod tests {
     fn payment_before_address_waits_for_it() {
         let mut s = Shipment {
             paid: true,
-            ..Shipment::new()
+            ..Shipment::default()
         };
         assert_eq!(s.settle(&coverage()), None);
         s.destination = CountryCode::parse("US").ok();

@@ -4,7 +4,6 @@
 use shipshape_messaging::{HandleError, Handler, Incoming, inbox, outbox};
 use shipshape_proto::{Event, events};
 use shipshape_types::{CountryCode, OrderId};
-use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -48,10 +47,9 @@ impl Handler for ShippingEvents {
             },
             _ => return Ok(()),
         };
-        let mut tx = self.pool.begin().await?;
-        if !inbox::first_delivery(&mut tx, message.event_id, message.event.type_name()).await? {
+        let Some(mut tx) = inbox::begin(&self.pool, &message).await? else {
             return Ok(());
-        }
+        };
         let (shipment_id, mut shipment) = learn(&mut tx, message.order_id, &facts).await?;
         let before = shipment.status;
         let notice = shipment.settle(&self.coverage);
@@ -86,39 +84,40 @@ async fn learn(
     facts: &Facts<'_>,
 ) -> Result<(Uuid, Shipment), HandleError> {
     let country = facts.address.map(|a| a.country.as_str());
-    let (shipment_id, country, paid, cancelled, status): (Uuid, Option<String>, bool, bool, String) =
-        sqlx::query_as(
-            "INSERT INTO shipments AS s (order_id, shipment_id, country, shipping_address, paid, cancelled, status) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'WAITING') \
-             ON CONFLICT (order_id) DO UPDATE SET \
-               country = COALESCE(s.country, EXCLUDED.country), \
-               shipping_address = COALESCE(s.shipping_address, EXCLUDED.shipping_address), \
-               paid = s.paid OR EXCLUDED.paid, cancelled = s.cancelled OR EXCLUDED.cancelled, \
-               updated_at = now() \
-             RETURNING shipment_id, country, paid, cancelled, status",
-        )
-        .bind(order_id.as_uuid())
-        .bind(Uuid::now_v7())
-        .bind(country)
-        .bind(facts.address.map(|a| Json(serde_json::json!({
+    let row = sqlx::query!(
+        "INSERT INTO shipments AS s (order_id, shipment_id, country, shipping_address, paid, cancelled, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'WAITING') \
+         ON CONFLICT (order_id) DO UPDATE SET \
+           country = COALESCE(s.country, EXCLUDED.country), \
+           shipping_address = COALESCE(s.shipping_address, EXCLUDED.shipping_address), \
+           paid = s.paid OR EXCLUDED.paid, cancelled = s.cancelled OR EXCLUDED.cancelled, \
+           updated_at = now() \
+         RETURNING shipment_id, country, paid, cancelled, status",
+        order_id.as_uuid(),
+        Uuid::now_v7(),
+        country,
+        facts.address.map(|a| serde_json::json!({
             "name": a.name, "line1": a.line1, "line2": a.line2,
             "city": a.city, "postal_code": a.postal_code, "country": a.country,
-        }))))
-        .bind(facts.paid)
-        .bind(facts.cancelled)
-        .fetch_one(conn)
-        .await?;
-    let status = ShipmentStatus::parse(&status)
-        .ok_or_else(|| HandleError::Other(format!("shipment has unknown status {status}")))?;
+        })),
+        facts.paid,
+        facts.cancelled,
+    )
+    .fetch_one(conn)
+    .await?;
+    let status = ShipmentStatus::parse(&row.status)
+        .ok_or_else(|| HandleError::Other(format!("shipment has unknown status {}", row.status)))?;
     // A malformed country is an unserved one: the shipment fails, visibly.
-    let destination = country.map(|c| CountryCode::parse(&c).unwrap_or(CountryCode::UNKNOWN));
+    let destination = row
+        .country
+        .map(|c| CountryCode::parse(&c).unwrap_or(CountryCode::UNKNOWN));
     Ok((
-        shipment_id,
+        row.shipment_id,
         Shipment {
             status,
             destination,
-            paid,
-            cancelled,
+            paid: row.paid,
+            cancelled: row.cancelled,
         },
     ))
 }
@@ -134,14 +133,14 @@ async fn save(
         Some(Notice::Failed { reason }) => (None, Some(*reason)),
         None => (None, None),
     };
-    sqlx::query(
+    sqlx::query!(
         "UPDATE shipments SET status = $2, carrier = COALESCE($3, carrier), \
          failure_reason = COALESCE($4, failure_reason), updated_at = now() WHERE order_id = $1",
+        order_id.as_uuid(),
+        shipment.status.as_str(),
+        carrier,
+        reason,
     )
-    .bind(order_id.as_uuid())
-    .bind(shipment.status.as_str())
-    .bind(carrier)
-    .bind(reason)
     .execute(conn)
     .await?;
     Ok(())

@@ -36,24 +36,21 @@ pub async fn enqueue(
     event: &Event,
 ) -> sqlx::Result<()> {
     let envelope = envelope::seal(producer, order_id, event);
-    sqlx::query(
+    sqlx::query!(
         "WITH row AS (INSERT INTO outbox (topic, message_key, payload, trace_context) \
-         VALUES ($1, $2, $3, $4)) SELECT pg_notify($5, '')",
+         VALUES ($1, $2, $3, $4)) SELECT pg_notify($5, '') AS notified",
+        event.topic(),
+        order_id.to_string(),
+        envelope.encode_to_vec(),
+        // The span writing the event: the relay publishes it as this span's
+        // child, however much later that is.
+        TraceContext::current().to_json(),
+        CHANNEL,
     )
-    .bind(event.topic())
-    .bind(order_id.to_string())
-    .bind(envelope.encode_to_vec())
-    // The span writing the event: the relay publishes it as this span's
-    // child, however much later that is.
-    .bind(TraceContext::current().to_json())
-    .bind(CHANNEL)
     .execute(conn)
     .await?;
     Ok(())
 }
-
-/// An outbox row: id, topic, key, payload and the writer's trace context.
-type OutboxRow = (i64, String, String, Vec<u8>, Option<serde_json::Value>);
 
 /// The span of publishing one row, a child of the span that wrote it; none
 /// for a row written without tracing, which would otherwise start a trace
@@ -197,7 +194,7 @@ impl OutboxRelay {
     /// Publishes the number of rows waiting. A failure only leaves the
     /// gauge at its last value: the relay's own errors are logged elsewhere.
     async fn count_backlog(&self) {
-        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+        match sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#)
             .fetch_one(&self.pool)
             .await
         {
@@ -209,15 +206,14 @@ impl OutboxRelay {
     /// Publishes up to one batch; returns how many rows it published.
     async fn publish_batch(&self) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(RELAY_LOCK_KEY)
+        sqlx::query!("SELECT pg_advisory_xact_lock($1) AS locked", RELAY_LOCK_KEY)
             .execute(&mut *tx)
             .await?;
-        let rows: Vec<OutboxRow> = sqlx::query_as(
+        let rows = sqlx::query!(
             "SELECT id, topic, message_key, payload, trace_context FROM outbox \
              ORDER BY id LIMIT $1",
+            self.batch_size,
         )
-        .bind(self.batch_size)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
@@ -228,10 +224,12 @@ impl OutboxRelay {
         // costs one round trip instead of one per row.
         let started = Instant::now();
         let mut deliveries = Vec::with_capacity(rows.len());
-        for (_, logical, key, payload, trace_context) in &rows {
-            let topic = format!("{}{logical}", self.topic_prefix);
-            let span = publish_span(&topic, key, trace_context.as_ref());
-            let mut record = FutureRecord::to(&topic).key(key).payload(payload);
+        for row in &rows {
+            let topic = format!("{}{}", self.topic_prefix, row.topic);
+            let span = publish_span(&topic, &row.message_key, row.trace_context.as_ref());
+            let mut record = FutureRecord::to(&topic)
+                .key(&row.message_key)
+                .payload(&row.payload);
             if let Some(span) = &span {
                 record = record.headers(trace_headers(span));
             }
@@ -257,9 +255,8 @@ impl OutboxRelay {
             });
         }
         metrics::histogram!(crate::OUTBOX_PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
-        let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-            .bind(&ids)
+        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &ids[..])
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -12,6 +12,7 @@ use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId, TracerProvider
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use shipshape_telemetry::TraceContext;
+use shipshape_telemetry::http::{self, Caller};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -117,43 +118,37 @@ fn an_empty_context_leaves_a_root_and_a_link_is_not_a_parent() {
 
 /// Serves one request through `middleware` and returns the exported
 /// spans of the server side.
-fn serve_once(
-    middleware: fn(axum::extract::Request, axum::middleware::Next) -> BoxedResponse,
-    traceparent: &str,
-) -> Vec<SpanData> {
+/// Serves one `GET /ping` with `headers` through [`http::traced`]; returns
+/// the spans exported and the answer's headers.
+fn serve_once(caller: Caller, headers: &[(&str, &str)]) -> (Vec<SpanData>, HeaderMap) {
     use tower::ServiceExt as _;
-    traced(|| {
-        let router = axum::Router::new()
-            .route("/ping", axum::routing::get(|| async { "pong" }))
-            .layer(axum::middleware::from_fn(middleware));
-        let request = axum::http::Request::get("/ping")
-            .header("traceparent", traceparent)
-            .header("tracestate", "attacker=1")
-            .body(axum::body::Body::empty())
-            .unwrap();
-        tokio::runtime::Builder::new_current_thread()
+    let mut answer = HeaderMap::new();
+    let spans = traced(|| {
+        let routes = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
+        let router = http::traced(routes, caller);
+        let mut request = axum::http::Request::get("/ping");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(router.oneshot(request))
+            .block_on(router.oneshot(request.body(axum::body::Body::empty()).unwrap()))
             .unwrap();
-    })
+        answer = response.headers().clone();
+    });
+    (spans, answer)
 }
 
-type BoxedResponse =
-    std::pin::Pin<Box<dyn std::future::Future<Output = axum::response::Response> + Send>>;
+/// A client's trace headers, with a tracestate it should not get copied.
+const CLIENT_TRACE: [(&str, &str); 2] =
+    [("traceparent", CLIENT_PARENT), ("tracestate", "attacker=1")];
 
 const CLIENT_PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[test]
 fn the_public_edge_starts_its_own_trace_and_links_the_clients() {
-    let spans = serve_once(
-        |request, next| {
-            Box::pin(shipshape_telemetry::http::trace_public_requests(
-                request, next,
-            ))
-        },
-        CLIENT_PARENT,
-    );
+    let (spans, answer) = serve_once(Caller::Untrusted, &CLIENT_TRACE);
     let server = spans.iter().find(|s| s.name == "GET /ping").unwrap();
     assert_eq!(server.parent_span_id, SpanId::INVALID, "a root of our own");
     assert_ne!(
@@ -170,18 +165,64 @@ fn the_public_edge_starts_its_own_trace_and_links_the_clients() {
         link.trace_state().header().is_empty(),
         "the client's tracestate is dropped"
     );
+    assert_eq!(
+        answer[http::TRACE_ID_HEADER],
+        server.span_context.trace_id().to_string(),
+        "the answer names our trace"
+    );
 }
 
 #[test]
 fn an_internal_server_continues_its_callers_trace() {
-    let spans = serve_once(
-        |request, next| Box::pin(shipshape_telemetry::http::trace_requests(request, next)),
-        CLIENT_PARENT,
-    );
+    let (spans, answer) = serve_once(Caller::Trusted, &CLIENT_TRACE);
     let server = spans.iter().find(|s| s.name == "GET /ping").unwrap();
     assert_eq!(
         server.span_context.trace_id().to_string(),
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
     assert_eq!(server.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert_eq!(
+        answer[http::TRACE_ID_HEADER],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+}
+
+fn request_id_of(span: &SpanData) -> String {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "request_id")
+        .map(|kv| kv.value.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_public_edge_gives_each_request_an_id_of_its_own_whatever_the_client_sent() {
+    for sent in [&[][..], &[("x-request-id", "attacker chosen")][..]] {
+        let (spans, answer) = serve_once(Caller::Untrusted, sent);
+        let id = answer[http::REQUEST_ID_HEADER].to_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{sent:?}: {id}");
+        let server = spans.iter().find(|s| s.name == "GET /ping").unwrap();
+        assert_eq!(
+            request_id_of(server),
+            id,
+            "the span carries the id answered"
+        );
+    }
+    let (_, first) = serve_once(Caller::Untrusted, &[]);
+    let (_, second) = serve_once(Caller::Untrusted, &[]);
+    assert_ne!(
+        first[http::REQUEST_ID_HEADER],
+        second[http::REQUEST_ID_HEADER]
+    );
+}
+
+#[test]
+fn an_internal_server_keeps_its_callers_request_id_or_makes_one() {
+    let (spans, answer) = serve_once(Caller::Trusted, &[("x-request-id", "req-from-payment")]);
+    assert_eq!(answer[http::REQUEST_ID_HEADER], "req-from-payment");
+    let server = spans.iter().find(|s| s.name == "GET /ping").unwrap();
+    assert_eq!(request_id_of(server), "req-from-payment");
+    let (_, answer) = serve_once(Caller::Trusted, &[]);
+    let made = answer[http::REQUEST_ID_HEADER].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(made).is_ok(), "{made}");
 }

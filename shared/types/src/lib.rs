@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use shipshape_proto::common;
 use uuid::Uuid;
 
+mod address;
 pub mod limits;
+
+pub use address::ShippingAddress;
 
 /// Why a value was rejected; the `code` is stable and shown to API clients.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -230,7 +233,8 @@ impl TryFrom<&common::Money> for Money {
 }
 
 /// An ISO 3166-1 alpha-2 country code such as `DE`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct CountryCode([u8; 2]);
 
 /// Every officially assigned ISO 3166-1 alpha-2 code, sorted.
@@ -271,6 +275,20 @@ impl CountryCode {
 
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("ZZ")
+    }
+}
+
+impl TryFrom<String> for CountryCode {
+    type Error = InvalidValue;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<CountryCode> for String {
+    fn from(c: CountryCode) -> Self {
+        c.as_str().to_owned()
     }
 }
 

@@ -524,6 +524,19 @@ impl Outcome {
             shipped: true,
         }
     }
+
+    /// A declined card: the stock released, no money taken, nothing shipped.
+    pub fn declined() -> Self {
+        Self {
+            status: "CANCELLED",
+            reason: Some("payment_declined"),
+            reservation: "RELEASED",
+            payment: "DECLINED",
+            captures: 0,
+            refunds: 0,
+            shipped: false,
+        }
+    }
 }
 
 impl Shop {

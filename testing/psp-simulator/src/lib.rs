@@ -56,6 +56,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::routing::{get, post};
 use shipshape_runtime::{CancellationToken, Readiness, config};
+use shipshape_telemetry::http;
 
 pub use admin::AdminToken;
 use error::Error;
@@ -228,16 +229,13 @@ pub fn router(state: Psp) -> Router {
             state.clone(),
             admin::require_admin,
         ));
-    Router::new()
+    let routes = Router::new()
         .route("/v1/captures", post(api::capture))
         .route("/v1/captures/{idempotency_key}", get(api::find_capture))
         .route("/v1/refunds", post(api::refund))
         .merge(admin)
-        .fallback(api::not_found)
-        .layer(axum::middleware::from_fn(
-            shipshape_telemetry::http::trace_requests,
-        ))
-        .with_state(state)
+        .fallback(api::not_found);
+    http::traced(routes, http::Caller::Trusted).with_state(state)
 }
 
 /// Serves the API and the ops server until `shutdown` is cancelled, or

@@ -1,0 +1,38 @@
+//! What the handlers share, as axum state: each handler takes the part it
+//! needs.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::catalog_cache::CatalogCache;
+use crate::upstream::{Inventory, Orders};
+
+/// What every handler shares: one client per upstream, each call going
+/// through that upstream's resilience stack. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub orders: Orders,
+    pub inventory: Inventory,
+}
+
+/// What the handlers share: the upstream clients, and the catalog the
+/// gateway remembers. Handlers take the part they need (`State<AppState>`,
+/// `State<Arc<CatalogCache>>`).
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    pub(crate) upstream: AppState,
+    pub(crate) catalog: Arc<CatalogCache>,
+}
+
+impl FromRef<ApiState> for AppState {
+    fn from_ref(state: &ApiState) -> Self {
+        state.upstream.clone()
+    }
+}
+
+impl FromRef<ApiState> for Arc<CatalogCache> {
+    fn from_ref(state: &ApiState) -> Self {
+        state.catalog.clone()
+    }
+}
