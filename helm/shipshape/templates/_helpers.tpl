@@ -181,6 +181,9 @@ The environment of one service (its ConfigMap's data), as YAML.
 }}
 {{- with .svc.api }}
 {{- $_ := set $env .env (printf "0.0.0.0:%d" (int .port)) }}
+{{- if eq .name "grpc" }}
+{{- $_ := set $env "GRPC_REFLECTION" (toString $root.Values.grpc.reflection) }}
+{{- end }}
 {{- end }}
 {{- if $root.Values.observability.otlpEndpoint }}
 {{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $root.Values.observability.otlpEndpoint }}

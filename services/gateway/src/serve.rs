@@ -4,7 +4,11 @@
 //! a connection that sends nothing, or a header byte a second, is kept
 //! forever, and 2,000 idle connections from one address were all kept.
 //!
-//! Every request must name one host ([`crate::host`]).
+//! Every request must name one host ([`crate::host`]), and its head (the
+//! request line and every header) must fit in [`MAX_HEAD_BYTES`]: a larger
+//! one is answered `431 Request Header Fields Too Large` and the connection
+//! closed, so no client makes the gateway buffer more than that before a
+//! request even starts.
 //!
 //! A connection beyond a cap is closed as soon as it is accepted, before a
 //! byte is read. Within the caps, hyper closes a connection that has not
@@ -38,6 +42,11 @@ use crate::{host, http_metrics};
 /// descriptors, say): retrying at once would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// The largest request head accepted: a bearer token of a few kilobytes
+/// and the usual headers fit many times over. hyper would buffer about
+/// 400 KB otherwise.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// How many connections, and how slow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -66,7 +75,8 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -266,6 +276,35 @@ mod tests {
             assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
             assert!(answer.contains("invalid_host"), "{answer}");
         }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_request_head_over_the_limit_is_refused_with_431() {
+        let limits = ConnectionLimits {
+            max_connections: non_zero(100),
+            max_per_address: non_zero(100),
+            header_timeout: Duration::from_secs(30),
+        };
+        let (addr, shutdown) = server(limits).await;
+        let start = "GET / HTTP/1.1\r\nHost: x\r\nX-Padding: ";
+        let mut within = TcpStream::connect(addr).await.expect("connect");
+        let head = format!("{start}{}\r\n\r\n", "a".repeat(MAX_HEAD_BYTES / 2));
+        let answer = exchange(&mut within, &head).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+
+        // A head that fills the limit and has not ended. Exactly the limit
+        // is sent, so the server has read every byte when it answers: a
+        // close with bytes still unread would reset the connection, and the
+        // answer could be lost before the test reads it.
+        let mut over = TcpStream::connect(addr).await.expect("connect");
+        let head = format!("{start}{}", "a".repeat(MAX_HEAD_BYTES - start.len()));
+        let answer = exchange(&mut over, &head).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+        assert!(
+            closed_after(&mut over).await.is_some(),
+            "closed after the 431"
+        );
         shutdown.cancel();
     }
 

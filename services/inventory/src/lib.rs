@@ -26,7 +26,9 @@ pub struct Spec;
 
 /// The inventory service's own settings.
 pub struct Config {
-    /// `GRPC_ADDR` (default `0.0.0.0:50052`).
+    /// `GRPC_ADDR` (default `127.0.0.1:50052`: only this machine; the
+    /// chart and compose listen on every interface, behind their network
+    /// policies).
     pub grpc_addr: SocketAddr,
 }
 
@@ -45,7 +47,7 @@ impl ServiceSpec for Spec {
 
     fn config_from_env() -> anyhow::Result<Config> {
         Ok(Config {
-            grpc_addr: config::addr_or("GRPC_ADDR", "0.0.0.0:50052")?,
+            grpc_addr: config::addr_or("GRPC_ADDR", "127.0.0.1:50052")?,
         })
     }
 

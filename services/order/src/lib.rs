@@ -32,7 +32,9 @@ pub struct Spec;
 
 /// The order service's own settings.
 pub struct Config {
-    /// `GRPC_ADDR` (default `0.0.0.0:50051`).
+    /// `GRPC_ADDR` (default `127.0.0.1:50051`: only this machine; the
+    /// chart and compose listen on every interface, behind their network
+    /// policies).
     pub grpc_addr: SocketAddr,
     /// `INVENTORY_URL` (default `http://127.0.0.1:50052`): the inventory
     /// service's gRPC URL, or a comma-separated list of its replicas' URLs
@@ -81,7 +83,7 @@ impl ServiceSpec for Spec {
 
     fn config_from_env() -> anyhow::Result<Config> {
         Ok(Config {
-            grpc_addr: config::addr_or("GRPC_ADDR", "0.0.0.0:50051")?,
+            grpc_addr: config::addr_or("GRPC_ADDR", "127.0.0.1:50051")?,
             inventory_url: config::string_or("INVENTORY_URL", "http://127.0.0.1:50052")?,
             inventory: ResilienceConfig::from_env_over("INVENTORY", pricing_defaults())?,
             saga_deadline: config::millis_or("SAGA_DEADLINE_MS", 30_000)?,

@@ -187,6 +187,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     dead_letters: self.dead_letters.clone(),
                     group: self.settings.group_id.clone(),
                     dead_letter_topic: self.settings.topic(DEAD_LETTER_TOPIC),
+                    topic: self.settings.unprefixed(message.topic()).to_owned(),
                     max_attempts: self.settings.max_attempts,
                     handling: handling.clone(),
                     backlog: lane.backlog.clone(),

@@ -2,7 +2,7 @@
 
 use prost::Message;
 use shipshape_proto::events::Envelope;
-use shipshape_proto::{Event, EventDecodeError};
+use shipshape_proto::{Event, EventDecodeError, producer_of};
 use shipshape_types::OrderId;
 use uuid::Uuid;
 
@@ -59,6 +59,30 @@ pub fn open(bytes: &[u8]) -> Result<Incoming, OpenError> {
     })
 }
 
+/// Checks that `incoming` belongs on `topic`, the topic (without prefix) it
+/// arrived on: that topic carries its event type, and its producer is the
+/// service that publishes there. The broker's ACLs let each service write
+/// only its own topic; this check holds where they are missing or wrong, so
+/// a service, or whoever holds its credentials, cannot pass off another
+/// service's events. The error is the dead letter's reason.
+pub fn check_provenance(incoming: &Incoming, topic: &str) -> Result<(), String> {
+    let event_type = incoming.event.type_name();
+    let home = incoming.event.topic();
+    if home != topic {
+        return Err(format!(
+            "provenance: `{event_type}` events belong on {home}, not on {topic}"
+        ));
+    }
+    let publisher = producer_of(topic).unwrap_or_default();
+    if incoming.producer != publisher {
+        return Err(format!(
+            "provenance: events on {topic} come from `{publisher}`, not from `{}`",
+            incoming.producer
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +118,51 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn arriving(producer: &str, event: Event) -> Incoming {
+        open(&seal(producer, OrderId::generate(), &event).encode_to_vec()).unwrap()
+    }
+
+    #[test]
+    fn an_event_is_applied_only_from_its_own_topic_and_its_publisher() {
+        let shipped = || Event::ShipmentScheduled(Default::default());
+        let cancelled = || {
+            Event::OrderCancelled(events::OrderCancelled {
+                reason: "timed_out".into(),
+            })
+        };
+        assert_eq!(
+            check_provenance(&arriving("shipping", shipped()), "shipping.events"),
+            Ok(())
+        );
+        assert_eq!(
+            check_provenance(&arriving("order", cancelled()), "order.events"),
+            Ok(())
+        );
+        // The issue's two forgeries, each written where its writer may write.
+        assert_eq!(
+            check_provenance(&arriving("payment", shipped()), "payment.events"),
+            Err(
+                "provenance: `ShipmentScheduled` events belong on shipping.events, \
+                 not on payment.events"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            check_provenance(&arriving("shipping", cancelled()), "shipping.events"),
+            Err(
+                "provenance: `OrderCancelled` events belong on order.events, not on shipping.events"
+                    .to_owned()
+            )
+        );
+        // The right topic, with another service's name on it.
+        assert_eq!(
+            check_provenance(&arriving("shipping", cancelled()), "order.events"),
+            Err(
+                "provenance: events on order.events come from `order`, not from `shipping`"
+                    .to_owned()
+            )
+        );
     }
 }

@@ -121,6 +121,11 @@ impl KafkaSettings {
         format!("{}{name}", self.topic_prefix)
     }
 
+    /// `topic` without this process's prefix: the name the code knows it by.
+    pub fn unprefixed<'a>(&self, topic: &'a str) -> &'a str {
+        topic.strip_prefix(&self.topic_prefix).unwrap_or(topic)
+    }
+
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config

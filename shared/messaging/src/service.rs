@@ -48,6 +48,10 @@ pub struct ServiceConfig {
     pub kafka: KafkaSettings,
     /// `OPS_ADDR`: the `/healthz`, `/readyz` and `/metrics` server.
     pub ops_addr: SocketAddr,
+    /// `GRPC_REFLECTION` (`true` or `false`, default true): whether a
+    /// service's gRPC server (order's, inventory's) serves reflection. It
+    /// tells a caller every method, so production may switch it off.
+    pub grpc_reflection: bool,
 }
 
 impl ServiceConfig {
@@ -58,6 +62,7 @@ impl ServiceConfig {
             database: DatabaseConfig::from_env(service)?,
             kafka: KafkaSettings::from_env(service)?,
             ops_addr: config::addr_or("OPS_ADDR", default_ops_addr)?,
+            grpc_reflection: config::var_or("GRPC_REFLECTION", true)?,
         })
     }
 }
@@ -153,7 +158,12 @@ impl<S: ServiceSpec> App<S> {
         let broker = Broker::connect(config.kafka, &topics).await?;
         let ops_listener = ops::bind(config.ops_addr).await?;
         let ops_addr = ops_listener.local_addr()?;
-        let mut wiring = Wiring::new(pool.clone(), ops_addr, shutdown.clone());
+        let mut wiring = Wiring::new(
+            pool.clone(),
+            ops_addr,
+            config.grpc_reflection,
+            shutdown.clone(),
+        );
         let handler = S::wire(own, &mut wiring).await?;
         Ok(Self {
             pool,

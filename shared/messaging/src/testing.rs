@@ -57,6 +57,7 @@ pub fn service_config<S: ServiceSpec>(backing: &BackingServices) -> anyhow::Resu
             max_attempts: 10,
         },
         ops_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        grpc_reflection: true,
     })
 }
 

@@ -131,9 +131,9 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
 
     let publish = |partition: i32, order_id: OrderId| {
         let payload = seal(
-            "test",
+            "order",
             order_id,
-            &Event::StockReleased(events::StockReleased {}),
+            &Event::OrderConfirmed(events::OrderConfirmed {}),
         )
         .encode_to_vec();
         let producer = broker.producer.clone();

@@ -65,6 +65,23 @@ pub const PAYMENT_EVENTS: &str = "payment.events";
 /// Topic of the shipping service's events.
 pub const SHIPPING_EVENTS: &str = "shipping.events";
 
+/// Every topic with the one service that publishes on it: the only
+/// `producer` an envelope on that topic may name.
+pub const TOPIC_PRODUCERS: [(&str, &str); 4] = [
+    (ORDER_EVENTS, "order"),
+    (INVENTORY_EVENTS, "inventory"),
+    (PAYMENT_EVENTS, "payment"),
+    (SHIPPING_EVENTS, "shipping"),
+];
+
+/// The service that publishes on `topic`; `None` for a topic not of ours.
+pub fn producer_of(topic: &str) -> Option<&'static str> {
+    TOPIC_PRODUCERS
+        .iter()
+        .find(|(name, _)| *name == topic)
+        .map(|(_, producer)| *producer)
+}
+
 /// An envelope whose payload could not be turned into an [`Event`].
 #[derive(Debug, thiserror::Error)]
 pub enum EventDecodeError {

@@ -300,16 +300,16 @@ impl<S> GrpcApi for S where
 
 /// Serves `service` on `listener` the way every Shipshape gRPC server runs:
 /// with a server span per call continuing the caller's trace,
-/// [`ServerMetricsLayer`], `grpc.health.v1` and reflection (from
-/// `descriptors`, an encoded file descriptor set), until `shutdown`, when
-/// health turns NOT_SERVING before the listener closes.
+/// [`ServerMetricsLayer`], `grpc.health.v1` and, given `descriptors` (an
+/// encoded file descriptor set), reflection, until `shutdown`, when health
+/// turns NOT_SERVING before the listener closes.
 ///
 /// The listener is bound by the caller, before it serves, so that a test
 /// binding port 0 learns the port it was given.
 pub async fn serve<S: GrpcApi>(
     listener: TcpListener,
     service: S,
-    descriptors: &'static [u8],
+    descriptors: Option<&'static [u8]>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health, draining) = health::<S>(shutdown).await;
@@ -320,8 +320,16 @@ pub async fn serve<S: GrpcApi>(
         .layer(ServerMetricsLayer)
         .add_service(service)
         .add_service(health)
-        .add_service(reflection::<S>(descriptors).build_v1()?)
-        .add_service(reflection::<S>(descriptors).build_v1alpha()?)
+        .add_optional_service(
+            descriptors
+                .map(|set| reflection::<S>(set).build_v1())
+                .transpose()?,
+        )
+        .add_optional_service(
+            descriptors
+                .map(|set| reflection::<S>(set).build_v1alpha())
+                .transpose()?,
+        )
         .serve_with_incoming_shutdown(incoming, draining)
         .await?;
     Ok(())

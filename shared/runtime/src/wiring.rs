@@ -20,18 +20,26 @@ pub struct Wiring {
     pool: PgPool,
     ops_addr: SocketAddr,
     shutdown: CancellationToken,
+    grpc_reflection: bool,
     grpc_addr: Option<SocketAddr>,
     tasks: Tasks,
 }
 
 impl Wiring {
     /// Wiring for a service whose database is `pool` and whose ops server
-    /// is bound to `ops_addr`; its tasks stop on `shutdown`.
-    pub fn new(pool: PgPool, ops_addr: SocketAddr, shutdown: CancellationToken) -> Self {
+    /// is bound to `ops_addr`; its tasks stop on `shutdown`. Its gRPC
+    /// server serves reflection if `grpc_reflection`.
+    pub fn new(
+        pool: PgPool,
+        ops_addr: SocketAddr,
+        grpc_reflection: bool,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             pool,
             ops_addr,
             shutdown,
+            grpc_reflection,
             grpc_addr: None,
             tasks: Tasks::new(),
         }
@@ -53,7 +61,8 @@ impl Wiring {
     }
 
     /// Binds `addr` and, once the process runs, serves `api` there as
-    /// [`crate::grpc::serve`] does (metrics, tracing, health, reflection).
+    /// [`crate::grpc::serve`] does (metrics, tracing, health, and
+    /// reflection unless it is switched off).
     /// Returns the bound address: `addr` itself, unless its port was 0.
     /// A process serves one gRPC API; a second one is refused.
     pub async fn serve_grpc<S: GrpcApi>(
@@ -71,7 +80,8 @@ impl Wiring {
         let server = crate::grpc::serve(
             listener,
             api,
-            shipshape_proto::FILE_DESCRIPTOR_SET,
+            self.grpc_reflection
+                .then_some(shipshape_proto::FILE_DESCRIPTOR_SET),
             self.shutdown.clone(),
         );
         self.add_task("grpc server", server);

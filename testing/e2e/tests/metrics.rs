@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use shipshape_e2e::Shop;
-use shipshape_testkit::Service;
+use shipshape_testkit::{Service, StackOptions};
 use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -383,6 +383,41 @@ async fn grpc_servers_answer_health_checks_and_reflection() -> anyhow::Result<()
         assert_eq!(listed, expected, "{service:?} over v1");
         let listed = list_services!(v1alpha, channel);
         assert_eq!(listed, expected, "{service:?} over v1alpha");
+    }
+    Ok(())
+}
+
+/// Reflection tells a caller every method, so production may switch it off
+/// (`GRPC_REFLECTION=false`, as the chart's production values do); health
+/// checks still answer.
+#[tokio::test]
+async fn reflection_can_be_switched_off() -> anyhow::Result<()> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    let options = StackOptions::for_tests()?
+        .with_env(Service::Order, "GRPC_REFLECTION", "false")
+        .with_env(Service::Inventory, "GRPC_REFLECTION", "false");
+    let shop = Shop::start_with(options).await?;
+    for service in [Service::Order, Service::Inventory] {
+        let url = shop.stack.grpc_url(service).expect("a gRPC service");
+        let channel = Endpoint::from_shared(url)?.connect().await?;
+        let health = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(health.status(), ServingStatus::Serving, "{service:?}");
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let refused = ServerReflectionClient::new(channel)
+            .server_reflection_info(futures_util::stream::iter([request]))
+            .await
+            .expect_err("no reflection");
+        assert_eq!(refused.code(), tonic::Code::Unimplemented, "{service:?}");
     }
     Ok(())
 }

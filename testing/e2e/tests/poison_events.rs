@@ -7,6 +7,12 @@
 //!   does not decode, an envelope whose event id is no UUID. Every consumer
 //!   group of the topic dead-letters it at once, with the reason in
 //!   `dlq.error` (`shared/messaging/src/consumer/dead_letter.rs`, `envelope.rs`).
+//! - Forged provenance (issue 18's attacks): an OrderCancelled for a
+//!   confirmed, paid order and a ShipmentScheduled for a declined one,
+//!   written on the writer's own topic, or on the right topic under another
+//!   service's name. Every consumer group of the topic dead-letters them
+//!   (`envelope::check_provenance`); the first order is not refunded, the
+//!   second not shipped.
 //! - An event that decodes but which a handler rejects every time (an
 //!   OrderPlaced without a total, for the payment service): retried, then
 //!   dead-lettered by that consumer group alone, with the last error.
@@ -40,6 +46,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use shipshape_e2e::poison::Raw;
 use shipshape_e2e::{Outcome, Shop};
+use shipshape_proto::producer_of;
 use shipshape_testkit::{Service, StackOptions};
 use uuid::Uuid;
 
@@ -113,8 +120,14 @@ fn varint_field(out: &mut Vec<u8>, field: u64, value: u64) {
     varint(value, out);
 }
 
-/// `shipshape.events.v1.Envelope`.
-fn envelope(event_id: &str, event_type: &str, order_id: &str, payload: &[u8]) -> Vec<u8> {
+/// `shipshape.events.v1.Envelope`, naming `producer` as its publisher.
+fn envelope(
+    producer: &str,
+    event_id: &str,
+    event_type: &str,
+    order_id: &str,
+    payload: &[u8],
+) -> Vec<u8> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -123,7 +136,7 @@ fn envelope(event_id: &str, event_type: &str, order_id: &str, payload: &[u8]) ->
     bytes_field(&mut out, 2, event_type.as_bytes());
     bytes_field(&mut out, 3, order_id.as_bytes());
     varint_field(&mut out, 4, now.as_micros() as u64);
-    bytes_field(&mut out, 5, b"e2e-poison");
+    bytes_field(&mut out, 5, producer.as_bytes());
     bytes_field(&mut out, 6, payload);
     out
 }
@@ -264,6 +277,11 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
     shop.assert_outcome(&first, Outcome::confirmed()).await?;
     let placed = find_event(&shop, "order.events", "OrderPlaced", &first).await?;
     let captured = find_event(&shop, "payment.events", "PaymentCaptured", &first).await?;
+    // An order whose card was declined: a forged ShipmentScheduled must not
+    // confirm it.
+    let declined_order = shop.place(&[("SKU-0006", 1)], "tok_decline", "DE").await?;
+    shop.assert_outcome(&declined_order, Outcome::declined())
+        .await?;
     let first_payment_id: uuid::Uuid =
         sqlx::query_scalar("SELECT payment_id FROM payments WHERE order_id = $1")
             .bind(Uuid::parse_str(&first)?)
@@ -281,6 +299,8 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
                 key: Some(key.as_bytes().to_vec()),
                 payload,
             };
+            // Events a topic carries name the service that publishes it.
+            let owner = producer_of(topic).context("one of our topics")?;
             let order_id = Uuid::new_v4().to_string();
             let event_id = Uuid::now_v7().to_string();
             undecodable.push((
@@ -302,7 +322,13 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
             undecodable.push((
                 raw(
                     &order_id,
-                    Some(envelope(&event_id, "OrderTeleported", &order_id, b"")),
+                    Some(envelope(
+                        owner,
+                        &event_id,
+                        "OrderTeleported",
+                        &order_id,
+                        b"",
+                    )),
                 ),
                 Expected {
                     what: "envelope of an unknown type",
@@ -314,6 +340,7 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
                 raw(
                     &order_id,
                     Some(envelope(
+                        owner,
                         &event_id,
                         "PaymentCaptured",
                         &order_id,
@@ -329,7 +356,13 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
             undecodable.push((
                 raw(
                     &order_id,
-                    Some(envelope("not-a-uuid", "StockReserved", &order_id, b"")),
+                    Some(envelope(
+                        owner,
+                        "not-a-uuid",
+                        "StockReserved",
+                        &order_id,
+                        b"",
+                    )),
                 ),
                 Expected {
                     what: "event id not a UUID",
@@ -348,6 +381,7 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
                     raw(
                         &rejected,
                         Some(envelope(
+                            owner,
                             &Uuid::now_v7().to_string(),
                             "OrderPlaced",
                             &rejected,
@@ -377,12 +411,72 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
             ghosts.push((
                 raw(
                     &ghost_order,
-                    Some(envelope(&ghost_event, ghost_type, &ghost_order, b"")),
+                    Some(envelope(owner, &ghost_event, ghost_type, &ghost_order, b"")),
                 ),
                 ghost_order,
                 ghost_event,
             ));
         }
+    }
+
+    // 2b. Forged provenance: the two attacks of issue 18, each written
+    // where the writer's own credentials let it write (its own topic), or
+    // on the right topic under another service's name. Every group of the
+    // topic dead-letters them, and nothing changes (checked below): the
+    // confirmed order is not refunded, the declined one not shipped.
+    let mut cancel_first = Vec::new();
+    bytes_field(&mut cancel_first, 1, b"timed_out");
+    let forged = [
+        (
+            "payment.events",
+            "payment",
+            "OrderCancelled",
+            &first,
+            cancel_first.clone(),
+            "provenance: `OrderCancelled` events belong on order.events, not on payment.events",
+        ),
+        (
+            "order.events",
+            "shipping",
+            "OrderCancelled",
+            &first,
+            cancel_first,
+            "provenance: events on order.events come from `order`, not from `shipping`",
+        ),
+        (
+            "payment.events",
+            "payment",
+            "ShipmentScheduled",
+            &declined_order,
+            Vec::new(),
+            "provenance: `ShipmentScheduled` events belong on shipping.events, not on payment.events",
+        ),
+        (
+            "shipping.events",
+            "payment",
+            "ShipmentScheduled",
+            &declined_order,
+            Vec::new(),
+            "provenance: events on shipping.events come from `shipping`, not from `payment`",
+        ),
+    ];
+    for (topic, producer, event_type, order_id, payload, reason) in forged {
+        let event_id = Uuid::now_v7().to_string();
+        undecodable.push((
+            Raw {
+                topic: topic.to_owned(),
+                partition: 0,
+                key: Some(order_id.as_bytes().to_vec()),
+                payload: Some(envelope(
+                    producer, &event_id, event_type, order_id, &payload,
+                )),
+            },
+            Expected {
+                what: "an event of forged provenance",
+                reason: reason.to_owned(),
+                groups: groups_of(topic),
+            },
+        ));
     }
 
     // 3. Real event ids again, with conflicting bodies: the OrderPlaced of
@@ -402,6 +496,7 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
             partition: placed.partition,
             key: Some(first.as_bytes().to_vec()),
             payload: Some(envelope(
+                "order",
                 &placed.event_id,
                 "OrderPlaced",
                 &first,
@@ -413,6 +508,7 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
             partition: captured.partition,
             key: Some(first.as_bytes().to_vec()),
             payload: Some(envelope(
+                "payment",
                 &captured.event_id,
                 "PaymentDeclined",
                 &first,
@@ -574,6 +670,10 @@ async fn poison_events_are_dead_lettered_or_ignored_and_orders_keep_flowing() ->
             .await?;
     assert_eq!(inventory_saw.as_deref(), Some("OrderPlaced"));
 
+    // The forged ShipmentScheduled events shipped nothing.
+    shop.assert_outcome(&declined_order, Outcome::declined())
+        .await?;
+
     // No process crashed or was restarted, and every consumer group has
     // committed every partition (checked by `assert_outcome` above).
     let exited = shop.stack.exited()?;
@@ -603,11 +703,12 @@ fn groups_of(topic: &str) -> Vec<String> {
 
 #[test]
 fn hand_made_envelopes_decode_back() {
-    let bytes = envelope("id", "StockReserved", "order", b"\x01\x02");
+    let bytes = envelope("inventory", "id", "StockReserved", "order", b"\x01\x02");
     let fields = decode(&bytes).unwrap();
     assert_eq!(fields[&1], b"id");
     assert_eq!(fields[&2], b"StockReserved");
     assert_eq!(fields[&3], b"order");
+    assert_eq!(fields[&5], b"inventory");
     assert_eq!(fields[&6], b"\x01\x02");
 }
 

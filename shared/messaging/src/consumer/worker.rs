@@ -30,6 +30,9 @@ pub(super) struct Worker<H> {
     pub(super) dead_letters: FutureProducer,
     /// [`DEAD_LETTER_TOPIC`](crate::DEAD_LETTER_TOPIC) with the topic prefix.
     pub(super) dead_letter_topic: String,
+    /// The partition's topic, without the prefix: what decides which
+    /// events may be applied from it.
+    pub(super) topic: String,
     pub(super) group: String,
     pub(super) max_attempts: u32,
     pub(super) handling: Arc<Semaphore>,
@@ -62,6 +65,9 @@ impl<H: Handler> Worker<H> {
                     None => self.dead_letter(&message, "empty message").await,
                     Some(Err(error)) => self.dead_letter(&message, &error.to_string()).await,
                     Some(Ok(incoming)) => {
+                        if let Err(reason) = envelope::check_provenance(&incoming, &self.topic) {
+                            return self.dead_letter(&message, &reason).await;
+                        }
                         tracing::Span::current()
                             .record("order_id", tracing::field::display(incoming.order_id))
                             .record(
