@@ -65,11 +65,58 @@ def test_hpa_cpu_70_min_2_max_10(default, component):
 
 
 def test_psp_simulator_runs_exactly_one_replica(default):
-    # Its ledger lives in memory: never two at once, not even during an update.
+    # It keeps one ledger: never two at once, not even during an update.
     assert default.find("HorizontalPodAutoscaler", name("psp-simulator")) is None
     spec = default.get("Deployment", name("psp-simulator"))["spec"]
     assert spec["replicas"] == 1
     assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def journal_volume(m: Manifests) -> tuple[dict, dict] | None:
+    """The PSP simulator's journal: (its volume, its mount), if it has one."""
+    deployment = m.get("Deployment", name("psp-simulator"))
+    path = config(m, "psp-simulator").get("PSP_JOURNAL_PATH")
+    if path is None:
+        return None
+    mounts = [v for v in container(deployment).get("volumeMounts", [])
+              if path.startswith(v["mountPath"].rstrip("/") + "/")]
+    assert len(mounts) == 1, f"PSP_JOURNAL_PATH {path} is on no volume (read-only root filesystem)"
+    assert not mounts[0].get("readOnly")
+    volumes = {v["name"]: v for v in pod_template(deployment)["spec"]["volumes"]}
+    return volumes[mounts[0]["name"]], mounts[0]
+
+
+def test_psp_ledger_outlives_a_restart(default, dev):
+    # Without PSP_JOURNAL_PATH on a writable volume the ledger dies with the
+    # process, and a retried capture meets an empty ledger.
+    volume, _ = journal_volume(default)
+    assert "emptyDir" in volume  # survives container restarts
+    assert default.of("PersistentVolumeClaim") == []
+    volume, _ = journal_volume(dev)  # survives the pod, like the dev database
+    claim = dev.get("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_psp_journal_volume_and_memory_only_are_choices():
+    m = render(sets={"pspSimulator.journal.persistence.enabled": "true",
+                     "pspSimulator.journal.persistence.storageClass": "fast"})
+    volume, _ = journal_volume(m)
+    claim = m.get("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["storageClassName"] == "fast"
+    m = render(sets={"pspSimulator.journal.enabled": "false"})
+    assert journal_volume(m) is None
+    volumes = pod_template(m.get("Deployment", name("psp-simulator")))["spec"]["volumes"]
+    assert [v["name"] for v in volumes] == ["tmp"]
+
+
+@pytest.mark.parametrize("sets", [
+    {"services.pspSimulator.replicas": "2"},
+    {"services.pspSimulator.autoscaling.enabled": "true"},
+    {"services.pspSimulator.rollingUpdate.maxSurge": "1"},
+])
+def test_a_second_psp_simulator_is_refused(sets):
+    # Two pods would keep two ledgers, or share one ReadWriteOnce journal.
+    assert "the simulator keeps one ledger" in render_error(sets=sets)
 
 
 @pytest.mark.parametrize("component", ALL)
@@ -110,6 +157,19 @@ def test_api_port_matches_what_the_process_binds(default, component):
     service_ports = {p["name"]: p for p in default.get("Service", name(component))["spec"]["ports"]}
     assert service_ports[api_name]["port"] == API_PORT[component]
     assert service_ports[api_name]["targetPort"] == api_name
+
+
+def test_ipv6_and_dual_stack_clusters_bind_every_address():
+    # 0.0.0.0 takes IPv4 only: on an IPv6-only cluster probes and traffic
+    # would be refused. "::" is written in brackets before the port.
+    m = render(sets={"bindAddress": "::"})
+    for component in ALL:
+        env = config(m, component)
+        assert env["OPS_ADDR"] == f"[::]:{OPS_PORT[component]}", component
+        if component in API_PORT:
+            variable = "GRPC_ADDR" if component in ("order", "inventory") else "HTTP_ADDR"
+            assert env[variable] == f"[::]:{API_PORT[component]}", component
+    assert "bindAddress" in render_error(sets={"bindAddress": "localhost"})
 
 
 @pytest.mark.parametrize("component", ALL)
@@ -294,6 +354,39 @@ def test_egress_to_dns_and_the_collector(default, component):
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]
 
 
+NODE_LOCAL_DNS = [{"ipBlock": {"cidr": "169.254.20.10/32"}},     # NodeLocal DNSCache
+                  {"ipBlock": {"cidr": "169.254.169.254/32"}}]   # GKE Cloud DNS
+
+
+def dns_rules(policy: dict) -> list[dict]:
+    return [r for r in policy["spec"].get("egress") or []
+            if any(p["port"] in (53, 5353) for p in r.get("ports", []))]
+
+
+def test_dns_egress_reaches_node_local_dns(default, dev):
+    # NodeLocal DNSCache and GKE Cloud DNS answer on link-local addresses,
+    # not from pods: a pod selector alone drops every lookup there.
+    for m in (default, dev):
+        for policy in m.of("NetworkPolicy"):
+            if "Egress" not in policy["spec"]["policyTypes"] or policy["metadata"]["name"].endswith("default-deny"):
+                continue
+            (rule,) = dns_rules(policy)
+            for peer in NODE_LOCAL_DNS:
+                assert peer in rule["to"], policy["metadata"]["name"]
+            assert {(p["port"], p["protocol"]) for p in rule["ports"]} == {(53, "UDP"), (53, "TCP")}
+
+
+def test_dns_ports_and_peers_for_openshift():
+    m = render(sets={"networkPolicy.dns.ports[0]": "53", "networkPolicy.dns.ports[1]": "5353",
+                     "networkPolicy.dns.to[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name":
+                         "openshift-dns"})
+    (rule,) = dns_rules(m.get("NetworkPolicy", name("order")))
+    assert rule["to"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "openshift-dns"}}}]
+    assert {(p["port"], p["protocol"]) for p in rule["ports"]} == {
+        (53, "UDP"), (53, "TCP"), (5353, "UDP"), (5353, "TCP")}
+
+
 @pytest.mark.parametrize("component", ALL)
 def test_egress_to_external_kafka_and_postgres_only_for_their_users(default, component):
     ports = set().union(*(rule_ports(r) for r in egress_rules(default, component)))
@@ -379,6 +472,25 @@ def test_pdb_min_available_override():
 def test_pdb_that_would_block_every_drain_is_refused():
     error = render_error(sets={"services.order.podDisruptionBudget.minAvailable": "2"})
     assert "no node drain can evict a pod" in error
+
+
+@pytest.mark.parametrize("field, value", [
+    ("minAvailable", "100%"),
+    ("minAvailable", "60%"),  # 60 % of 2 pods rounds up to 2
+    ("maxUnavailable", "0"),
+    ("maxUnavailable", "0%"),
+])
+def test_pdb_percentages_and_zero_that_block_every_drain_are_refused(field, value):
+    error = render_error(sets={f"services.order.podDisruptionBudget.{field}": value})
+    assert f"services.order.podDisruptionBudget.{field} ({value})" in error
+    assert "no node drain can evict a pod" in error
+
+
+def test_pdb_percentages_that_allow_a_drain_render():
+    m = render(sets={"services.order.podDisruptionBudget.minAvailable": "50%",
+                     "services.payment.podDisruptionBudget.maxUnavailable": "1%"})
+    assert m.get("PodDisruptionBudget", name("order"))["spec"]["minAvailable"] == "50%"
+    assert m.get("PodDisruptionBudget", name("payment"))["spec"]["maxUnavailable"] == "1%"
 
 
 def test_grace_period_shorter_than_shutdown_is_refused():
@@ -482,6 +594,72 @@ def test_consumer_replicas_beyond_the_partitions_are_refused(sets):
 def test_replicas_of_services_without_a_consumer_are_not_bound_by_partitions():
     m = render(sets={"services.gateway.autoscaling.maxReplicas": "30"})
     assert m.get("HorizontalPodAutoscaler", name("gateway"))["spec"]["maxReplicas"] == 30
+
+
+def peak_pods(m: Manifests, component: str) -> int:
+    """The most pods of a service at once: its most replicas plus the
+    rolling update's surge (Kubernetes rounds a percentage up)."""
+    deployment = m.get("Deployment", name(component))
+    hpa = m.find("HorizontalPodAutoscaler", name(component))
+    most = hpa["spec"]["maxReplicas"] if hpa else deployment["spec"]["replicas"]
+    surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    if isinstance(surge, str):
+        surge = -(-most * int(surge.rstrip("%")) // 100)
+    return most + surge
+
+
+def test_dev_pools_fit_in_the_dev_postgres(dev):
+    # Every pod of every service with a full pool, during a rollout at the
+    # autoscalers' maximum, against the one server they share.
+    args = container(dev.get("StatefulSet", "shipshape-postgresql"))["args"]
+    (max_connections,) = [int(a.split("=")[1]) for a in args if a.startswith("max_connections=")]
+    demand = sum(int(config(dev, c)["DATABASE_MAX_CONNECTIONS"]) * peak_pods(dev, c)
+                 for c in WITH_DATABASE)
+    superuser_reserved_connections = 3
+    assert demand <= max_connections - superuser_reserved_connections
+
+
+def test_pools_beyond_the_postgres_server_are_refused():
+    # The defaults against PostgreSQL's default max_connections.
+    error = render_error(sets={"postgresql.server.maxConnections": "100"})
+    assert "the services' pools hold 520 connections" in error
+    assert "order 130 = 10 x 13" in error and "leaves them only 97" in error
+    assert "PgBouncer" in error
+    m = render(sets={"postgresql.server.maxConnections": "600"})
+    assert sum(int(config(m, c)["DATABASE_MAX_CONNECTIONS"]) * peak_pods(m, c)
+               for c in WITH_DATABASE) == 520
+    # One server per service: each service's pools on their own.
+    error = render_error(sets={"postgresql.server.maxConnections": "100",
+                               "postgresql.server.onePerService": "true"})
+    assert "order holds 130 connections" in error
+    render(sets={"postgresql.server.maxConnections": "140", "postgresql.server.onePerService": "true"})
+
+
+@pytest.mark.parametrize("sets, total", [
+    ({"postgresql.maxConnections": "10"}, 160),                           # the old dev pools
+    ({"serviceDefaults.rollingUpdate.maxSurge": "3"}, 120),               # 4 x (3 + 3) x 5: the surge counts
+    ({"services.order.env.DATABASE_MAX_CONNECTIONS": "30"}, 180),         # a service's own pool counts
+    ({"postgresql.server.reservedConnections": "40"}, None),              # 80 > 100 - 40
+])
+def test_dev_pools_that_cannot_fit_are_refused(sets, total):
+    error = render_error(DEV_VALUES, sets=sets)
+    assert "but the server they share leaves them only" in error
+    if total is not None:
+        assert f"pools hold {total} connections" in error
+
+
+def test_in_release_postgres_max_connections_is_the_checked_one():
+    m = render(DEV_VALUES, sets={"postgresql.maxConnections": "10", "postgresql.server.maxConnections": "200"})
+    assert "max_connections=200" in container(m.get("StatefulSet", "shipshape-postgresql"))["args"]
+    # Without the value, PostgreSQL's default (100), which the default pools exceed.
+    assert "leaves them only 97" in render_error(sets={"postgresql.deploy": "true"})
+
+
+def test_notes_tell_what_the_pools_need_from_your_postgres():
+    notes = render_notes()
+    assert "pools hold 520 connections (order 130, inventory 130, payment 130, shipping 130)" in notes
+    assert "PgBouncer" in notes and "postgresql.server.maxConnections" in notes
+    assert "pools hold 80 on the server the services share" in render_notes(DEV_VALUES)
 
 
 # ---------------------------------------------------------- authentication ----
@@ -678,6 +856,20 @@ def test_dev_postgres_runs_the_same_init_script_as_compose(dev):
     assert script.strip() == source.strip()
 
 
+def test_dev_data_directories_are_below_the_volume_root(dev):
+    # The root of an ext4 volume holds lost+found, which Kafka refuses as a
+    # log directory (crash loop) and initdb as a data directory.
+    kafka = dev.get("StatefulSet", "shipshape-kafka")
+    properties = dev.get("ConfigMap", "shipshape-kafka")["data"]["server.properties"]
+    (log_dirs,) = [line.split("=", 1)[1] for line in properties.splitlines() if line.startswith("log.dirs=")]
+    postgres = dev.get("StatefulSet", "shipshape-postgresql")
+    pgdata = {e["name"]: e.get("value") for e in container(postgres)["env"]}["PGDATA"]
+    for sts, directories in [(kafka, log_dirs.split(",")), (postgres, [pgdata])]:
+        (data,) = [v["mountPath"].rstrip("/") for v in container(sts)["volumeMounts"] if v["name"] == "data"]
+        for directory in directories:
+            assert directory.rstrip("/").startswith(data + "/"), f"{directory} is not below {data}"
+
+
 def test_dev_keeps_hpa_and_pdb_with_one_replica(dev):
     for component in SERVICES:
         hpa = dev.get("HorizontalPodAutoscaler", name(component))
@@ -701,6 +893,16 @@ def test_helm_test_places_an_order_through_the_gateway(default):
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     policy = default.get("NetworkPolicy", "shipshape-test-checkout")
     assert policy["metadata"]["annotations"]["helm.sh/hook"] == "test"
+
+
+def test_helm_test_leaves_its_pod_for_the_logs(default, dev):
+    # hook-succeeded (or hook-failed) deletes the pod before `helm test
+    # --logs` reads it (helm/helm#9098); the next test replaces it instead.
+    for m in (default, dev):
+        hooks = [o for o in m.objects if "helm.sh/hook" in o["metadata"].get("annotations", {})]
+        assert {o["kind"] for o in hooks} == {"Pod", "NetworkPolicy"}
+        for hook in hooks:
+            assert hook["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
 
 
 def test_helm_test_script_passes_shellcheck(default):

@@ -172,15 +172,17 @@ The environment of one service (its ConfigMap's data), as YAML.
 */}}
 {{- define "shipshape.serviceEnv" -}}
 {{- $root := .root }}
+{{- /* An IPv6 address is written in brackets before its port. */}}
+{{- $bind := ternary (printf "[%s]" $root.Values.bindAddress) $root.Values.bindAddress (contains ":" $root.Values.bindAddress) }}
 {{- $fullname := include "shipshape.fullname" $root }}
 {{- $env := dict
   "LOG_FORMAT" $root.Values.logFormat
   "RUST_LOG" $root.Values.logLevel
-  "OPS_ADDR" (printf "0.0.0.0:%d" (int .svc.opsPort))
+  "OPS_ADDR" (printf "%s:%d" $bind (int .svc.opsPort))
   "OTEL_SERVICE_NAME" .svc.component
 }}
 {{- with .svc.api }}
-{{- $_ := set $env .env (printf "0.0.0.0:%d" (int .port)) }}
+{{- $_ := set $env .env (printf "%s:%d" $bind (int .port)) }}
 {{- if eq .name "grpc" }}
 {{- $_ := set $env "GRPC_REFLECTION" (toString $root.Values.grpc.reflection) }}
 {{- end }}
@@ -204,6 +206,9 @@ The environment of one service (its ConfigMap's data), as YAML.
 {{- end }}
 {{- if eq .key "payment" }}
 {{- $_ := set $env "PSP_URL" (printf "http://%s-psp-simulator:8090" $fullname) }}
+{{- end }}
+{{- if and (eq .key "pspSimulator") $root.Values.pspSimulator.journal.enabled }}
+{{- $_ := set $env "PSP_JOURNAL_PATH" (printf "%s/ledger.jsonl" (include "shipshape.pspJournalDir" $root)) }}
 {{- end }}
 {{- if .svc.database }}
 {{- $_ := set $env "KAFKA_BROKERS" (include "shipshape.kafkaBrokers" $root) }}
@@ -241,11 +246,99 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* NetworkPolicy egress rule to the cluster DNS. */}}
+{{/* NetworkPolicy egress rule to the cluster DNS (values.yaml: networkPolicy.dns). */}}
 {{- define "shipshape.dnsEgress" -}}
 - to:
     {{- toYaml .Values.networkPolicy.dns.to | nindent 4 }}
   ports:
-    - {port: 53, protocol: UDP}
-    - {port: 53, protocol: TCP}
+    {{- range .Values.networkPolicy.dns.ports | default (list 53) }}
+    - {port: {{ int . }}, protocol: UDP}
+    - {port: {{ int . }}, protocol: TCP}
+    {{- end }}
+{{- end }}
+
+{{/*
+Where the PSP simulator journals its ledger (PSP_JOURNAL_PATH), on the volume
+"journal" (values.yaml: pspSimulator.journal).
+*/}}
+{{- define "shipshape.pspJournalDir" -}}
+/var/lib/shipshape/psp-simulator
+{{- end }}
+
+{{/*
+The PostgreSQL connections the services' pools may hold at their peak, and
+what the server leaves them (values.yaml: postgresql.server), as YAML:
+  services: {order: {pool, pods, connections}, …}   in shipshape.databaseKeys order
+  total: the sum over the services
+  maxConnections: the server's max_connections; 0 when unknown (your own
+    server, not given)
+  available: maxConnections - reservedConnections
+  onePerService: whether each service has a server of its own
+A pod's pool is DATABASE_MAX_CONNECTIONS (postgresql.maxConnections, unless a
+service's env overrides it); a service's most pods are autoscaling.maxReplicas
+(or replicas) plus the rolling update's maxSurge, a percentage of which
+Kubernetes rounds up. Not counted: old pods still shutting down when a
+rollout ends hold theirs a little longer; reservedConnections can leave room.
+Usage: $db := include "shipshape.databaseConnections" $ | fromYaml
+*/}}
+{{- define "shipshape.databaseConnections" -}}
+{{- $pg := .Values.postgresql }}
+{{- $server := $pg.server | default dict }}
+{{- $total := 0 }}
+services:
+{{- range $key := include "shipshape.databaseKeys" . | fromJsonArray }}
+{{- $cfg := include "shipshape.serviceConfig" (dict "root" $ "key" $key) | fromYaml }}
+{{- $pool := int $pg.maxConnections }}
+{{- if hasKey ($cfg.env | default dict) "DATABASE_MAX_CONNECTIONS" }}
+{{- $pool = int (index $cfg.env "DATABASE_MAX_CONNECTIONS") }}
+{{- end }}
+{{- $most := int (ternary $cfg.autoscaling.maxReplicas $cfg.replicas $cfg.autoscaling.enabled) }}
+{{- $surge := toString $cfg.rollingUpdate.maxSurge }}
+{{- $extra := 0 }}
+{{- if hasSuffix "%" $surge }}
+{{- $extra = div (add (mul $most (atoi (trimSuffix "%" $surge))) 99) 100 }}
+{{- else }}
+{{- $extra = int $cfg.rollingUpdate.maxSurge }}
+{{- end }}
+{{- $pods := add $most $extra }}
+{{- $total = add $total (mul $pool $pods) }}
+  {{ $key }}: {pool: {{ $pool }}, pods: {{ $pods }}, connections: {{ mul $pool $pods }}}
+{{- end }}
+total: {{ $total }}
+{{- $max := 0 }}
+{{- if $server.maxConnections }}
+{{- $max = int $server.maxConnections }}
+{{- else if $pg.deploy }}
+{{- /* The in-release server without the value: PostgreSQL's default. */}}
+{{- $max = 100 }}
+{{- end }}
+maxConnections: {{ $max }}
+reservedConnections: {{ int ($server.reservedConnections | default 0) }}
+available: {{ sub $max (int ($server.reservedConnections | default 0)) }}
+onePerService: {{ and (not $pg.deploy) ($server.onePerService | default false) }}
+{{- end }}
+
+{{/*
+Fails, saying what to change, when the services' pools cannot fit in the
+PostgreSQL server (see shipshape.databaseConnections); with your own server
+only when postgresql.server.maxConnections says how many it takes.
+*/}}
+{{- define "shipshape.checkDatabaseConnections" -}}
+{{- $db := include "shipshape.databaseConnections" . | fromYaml }}
+{{- if gt (int $db.maxConnections) 0 }}
+{{- $fix := "lower postgresql.maxConnections (the pool of each pod) or the replicas, raise the server's max_connections (postgresql.server.maxConnections), or point the DATABASE_URLs at a pooler such as PgBouncer and set postgresql.server.maxConnections to its max_client_conn (values.yaml: postgresql.server)" }}
+{{- $leaves := printf "max_connections %d - reservedConnections %d" (int $db.maxConnections) (int $db.reservedConnections) }}
+{{- $parts := list }}
+{{- range $key := include "shipshape.databaseKeys" . | fromJsonArray }}
+{{- $s := index $db.services $key }}
+{{- $part := printf "%s %d = %d x %d" $key (int $s.connections) (int $s.pool) (int $s.pods) }}
+{{- $parts = append $parts $part }}
+{{- if and $db.onePerService (gt (int $s.connections) (int $db.available)) }}
+{{- fail (printf "postgresql: at its peak %s holds %d connections (a pool of %d x %d pods: its most replicas plus maxSurge), but its server leaves it only %d (%s): %s" $key (int $s.connections) (int $s.pool) (int $s.pods) (int $db.available) $leaves $fix) }}
+{{- end }}
+{{- end }}
+{{- if and (not $db.onePerService) (gt (int $db.total) (int $db.available)) }}
+{{- fail (printf "postgresql: at their peak the services' pools hold %d connections (%s: pool x pods, each service's most replicas plus maxSurge), but the server they share leaves them only %d (%s): %s" (int $db.total) (join ", " $parts) (int $db.available) $leaves $fix) }}
+{{- end }}
+{{- end }}
 {{- end }}

@@ -11,10 +11,10 @@
 //! rotating addresses within it does not buy a fresh share. Only a hash of
 //! the subject is kept.
 //!
-//! The gateway is the public entry point, so the connection's address is the
-//! client's. Behind a proxy it would be the proxy's, and every client would
-//! share one; keying by a forwarded header needs a list of proxies to trust
-//! first, or clients could pick their own identity.
+//! The address is the connection's, or, behind a proxy named in
+//! `TRUSTED_PROXIES`, the client's that the proxy forwarded
+//! ([`crate::forwarded`]): otherwise every client behind an Ingress would
+//! share the proxy's one share.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{ConnectInfo, Request};
 use shipshape_auth::Identity;
+
+use crate::forwarded::ClientAddress;
 
 /// Whom a share belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,15 +53,20 @@ impl ClientKeys {
         Self::default()
     }
 
-    /// Who sent `request`: the customer its token names, else its address.
+    /// Who sent `request`: the customer its token names, else its address
+    /// (the client's behind a trusted proxy, else the connection's).
     pub fn of(&self, request: &Request) -> ClientKey {
-        if let Some(identity) = request.extensions().get::<Identity>() {
+        let extensions = request.extensions();
+        if let Some(identity) = extensions.get::<Identity>() {
             return ClientKey::Customer(self.hasher.hash_one(identity.subject()));
         }
-        match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(peer)) => ClientKey::Address(address_key(peer.ip())),
-            None => ClientKey::Unknown,
-        }
+        let address = match extensions.get::<ClientAddress>() {
+            Some(ClientAddress(client)) => Some(*client),
+            None => extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip()),
+        };
+        address.map_or(ClientKey::Unknown, |ip| ClientKey::Address(address_key(ip)))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod catalog_cache;
 pub mod client;
 pub mod error;
+pub mod forwarded;
 pub mod host;
 pub mod http_metrics;
 pub mod load_shed;
@@ -36,6 +37,7 @@ use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::{CancellationToken, Readiness, config};
 use shipshape_telemetry::http;
 
+use crate::forwarded::TrustedProxies;
 use crate::load_shed::LoadShedder;
 use crate::rate_limit::RateLimiter;
 use crate::request_body::BodyLimits;
@@ -104,6 +106,10 @@ pub struct Config {
     /// keep-alive connections (`HTTP_HEADER_TIMEOUT_MS`, default 10000).
     /// See [`serve`].
     pub connections: ConnectionLimits,
+    /// The proxies in front of the gateway whose `X-Forwarded-For` names
+    /// the client (`TRUSTED_PROXIES`: addresses and blocks such as
+    /// `10.0.0.0/8`, comma separated; default none). See [`forwarded`].
+    pub trusted_proxies: TrustedProxies,
     /// How callers' bearer tokens are checked (`JWT_*`; see
     /// [`VerifierConfig::from_env`]). Required: without it no one could be
     /// authenticated.
@@ -154,6 +160,7 @@ impl Config {
             },
             auth: VerifierConfig::from_env()?,
             trust_client_trace_context: config::var_or("TRUST_CLIENT_TRACE_CONTEXT", false)?,
+            trusted_proxies: config::var_or("TRUSTED_PROXIES", TrustedProxies::default())?,
         })
     }
 }
@@ -242,14 +249,17 @@ pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
     Ok(http::traced(router, caller))
 }
 
-/// Readiness: both upstreams accept connections (some replica of each,
-/// when a URL setting lists several).
+/// Readiness: the gateway is ready once it serves, whatever its upstreams
+/// do. It answers without them (the last catalog, or `503` with
+/// `Retry-After`), and an unready gateway would leave its Service without
+/// endpoints, so clients would get refused connections instead. Whether
+/// some replica of each upstream accepts connections is reported beside it.
 fn readiness(config: &Config) -> anyhow::Result<Readiness> {
     let order = upstream::replicas(&config.order_url)?;
     let inventory = upstream::replicas(&config.inventory_url)?;
     Ok(Readiness::new()
-        .with_check("order", upstream::reachable(order))
-        .with_check("inventory", upstream::reachable(inventory)))
+        .with_report("order", upstream::reachable(order))
+        .with_report("inventory", upstream::reachable(inventory)))
 }
 
 /// Serves the API and the ops server until `shutdown` is cancelled, then
@@ -270,6 +280,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rate_limit_per_second = config.rate_limit_per_second,
         rate_limit_burst = config.rate_limit_burst,
         load_shed_enabled = config.load_shed_enabled,
+        trusted_proxies = %config.trusted_proxies,
         max_in_flight = config.max_in_flight,
         max_in_flight_per_client = config.max_in_flight_per_client,
         body_timeout_ms = config.body.timeout.as_millis(),
@@ -284,7 +295,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let ops = shipshape_runtime::ops::serve(config.ops_addr, readiness, shutdown.clone());
     let app = router(state, &config)?;
-    let api = serve::serve(listener, app, config.connections, shutdown.clone());
+    let api = serve::serve(
+        listener,
+        app,
+        config.connections,
+        config.trusted_proxies.clone(),
+        shutdown.clone(),
+    );
     // If either server fails, `try_join!` drops the other and the process
     // exits, rather than run half a gateway that probes report as healthy.
     tokio::try_join!(api, ops)?;

@@ -36,6 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::client::{Held, PerClient, address_key};
+use crate::forwarded::{ClientAddress, TrustedProxies};
 use crate::{host, http_metrics};
 
 /// Pause after a failed `accept` that is not the peer's doing (out of file
@@ -61,13 +62,18 @@ pub struct ConnectionLimits {
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops
 /// accepting and lets open connections finish their requests. Each request
-/// carries `ConnectInfo<SocketAddr>`, the peer's address.
+/// carries `ConnectInfo<SocketAddr>`, the peer's address, and
+/// [`ClientAddress`], the client's as `trusted` proxies name it. A trusted
+/// proxy carries many clients, so its connections count only toward the
+/// overall cap, not one address's.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    trusted: TrustedProxies,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let trusted = Arc::new(trusted);
     let open = Arc::new(Semaphore::new(
         limits.max_connections.get().min(Semaphore::MAX_PERMITS),
     ));
@@ -96,18 +102,26 @@ pub async fn serve(
             refuse(stream, http_metrics::LIMIT_ALL);
             continue;
         };
-        let Some(address) = per_address.admit(address_key(peer.ip())) else {
-            refuse(stream, http_metrics::LIMIT_ADDRESS);
-            continue;
+        let address = if trusted.contains(peer.ip()) {
+            None
+        } else {
+            let Some(address) = per_address.admit(address_key(peer.ip())) else {
+                refuse(stream, http_metrics::LIMIT_ADDRESS);
+                continue;
+            };
+            Some(address)
         };
         let router = router.clone();
+        let trusted = trusted.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let router = router.clone();
+            let client = ClientAddress(trusted.client_of(peer.ip(), request.headers()));
             async move {
                 if let Err(refusal) = host::check(&request) {
                     return Ok::<_, Infallible>(refusal.into_response());
                 }
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(client);
                 router.oneshot(request.map(Body::new)).await
             }
         });
@@ -149,14 +163,15 @@ fn refuse(stream: tokio::net::TcpStream, limit: &'static str) {
     drop(stream);
 }
 
-/// An accepted connection's places under both caps, and the gauge.
+/// An accepted connection's places under both caps (a trusted proxy's
+/// under the overall one only), and the gauge.
 struct OpenConnection {
     _connection: OwnedSemaphorePermit,
-    _address: Held<IpAddr>,
+    _address: Option<Held<IpAddr>>,
 }
 
 impl OpenConnection {
-    fn start(connection: OwnedSemaphorePermit, address: Held<IpAddr>) -> Self {
+    fn start(connection: OwnedSemaphorePermit, address: Option<Held<IpAddr>>) -> Self {
         metrics::gauge!(http_metrics::CONNECTIONS_OPEN).increment(1.0);
         Self {
             _connection: connection,
@@ -175,6 +190,7 @@ impl Drop for OpenConnection {
 mod tests {
     use std::time::Instant;
 
+    use axum::Extension;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -187,11 +203,27 @@ mod tests {
 
     /// A server on a free loopback port with these limits.
     async fn server(limits: ConnectionLimits) -> (SocketAddr, CancellationToken) {
+        server_behind(limits, TrustedProxies::default()).await
+    }
+
+    /// The same, trusting `trusted`'s forwarded addresses; `GET /client`
+    /// answers the client's address as the gateway counts it.
+    async fn server_behind(
+        limits: ConnectionLimits,
+        trusted: TrustedProxies,
+    ) -> (SocketAddr, CancellationToken) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let router = Router::new().route("/", get(|| async { "ok" }));
+        let router = Router::new().route("/", get(|| async { "ok" })).route(
+            "/client",
+            get(
+                |Extension(ClientAddress(ip)): Extension<ClientAddress>| async move {
+                    format!("client={ip}")
+                },
+            ),
+        );
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve(listener, router, limits, shutdown.clone()));
+        tokio::spawn(serve(listener, router, limits, trusted, shutdown.clone()));
         (addr, shutdown)
     }
 
@@ -336,6 +368,45 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut again = TcpStream::connect(addr).await.expect("connect");
         assert!(exchange(&mut again, GET).await.starts_with("HTTP/1.1 200"));
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn behind_a_trusted_proxy_clients_are_told_apart_and_the_proxy_is_not_capped() {
+        let limits = ConnectionLimits {
+            max_connections: non_zero(100),
+            max_per_address: non_zero(1),
+            header_timeout: Duration::from_secs(30),
+        };
+        // The whole answer: the connection closes after it.
+        let client_seen = async |stream: &mut TcpStream, forwarded: &str| {
+            let request = format!(
+                "GET /client HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {forwarded}\r\n\
+                 Connection: close\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.expect("read");
+            answer
+        };
+
+        // Not trusted: the header is the client's word, and is ignored.
+        let (addr, shutdown) = server(limits).await;
+        let mut direct = TcpStream::connect(addr).await.expect("connect");
+        let answer = client_seen(&mut direct, "203.0.113.9").await;
+        assert!(answer.ends_with("client=127.0.0.1"), "{answer:?}");
+        shutdown.cancel();
+
+        // Trusted (the test's connections come from 127.0.0.1): the hop the
+        // proxy added, over connections beyond one address's cap.
+        let trusted = "127.0.0.0/8".parse().expect("valid");
+        let (addr, shutdown) = server_behind(limits, trusted).await;
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        let mut second = TcpStream::connect(addr).await.expect("connect");
+        let answer = client_seen(&mut first, "198.51.100.1, 203.0.113.9").await;
+        assert!(answer.ends_with("client=203.0.113.9"), "{answer:?}");
+        let answer = client_seen(&mut second, "203.0.113.10").await;
+        assert!(answer.ends_with("client=203.0.113.10"), "{answer:?}");
         shutdown.cancel();
     }
 }
