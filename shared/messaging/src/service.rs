@@ -34,6 +34,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use shipshape_runtime::database::{self, DatabaseConfig};
+use shipshape_runtime::grpc::ServerSettings;
 use shipshape_runtime::{CancellationToken, Readiness, Tasks, Wiring, config, ops};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -48,10 +49,9 @@ pub struct ServiceConfig {
     pub kafka: KafkaSettings,
     /// `OPS_ADDR`: the `/healthz`, `/readyz` and `/metrics` server.
     pub ops_addr: SocketAddr,
-    /// `GRPC_REFLECTION` (`true` or `false`, default true): whether a
-    /// service's gRPC server (order's, inventory's) serves reflection. It
-    /// tells a caller every method, so production may switch it off.
-    pub grpc_reflection: bool,
+    /// `GRPC_REFLECTION` and `GRPC_MAX_CONNECTION_AGE_MS`: how a service's
+    /// gRPC server (order's, inventory's) runs.
+    pub grpc: ServerSettings,
 }
 
 impl ServiceConfig {
@@ -62,7 +62,7 @@ impl ServiceConfig {
             database: DatabaseConfig::from_env(service)?,
             kafka: KafkaSettings::from_env(service)?,
             ops_addr: config::addr_or("OPS_ADDR", default_ops_addr)?,
-            grpc_reflection: config::var_or("GRPC_REFLECTION", true)?,
+            grpc: ServerSettings::from_env()?,
         })
     }
 }
@@ -158,12 +158,7 @@ impl<S: ServiceSpec> App<S> {
         let broker = Broker::connect(config.kafka, &topics).await?;
         let ops_listener = ops::bind(config.ops_addr).await?;
         let ops_addr = ops_listener.local_addr()?;
-        let mut wiring = Wiring::new(
-            pool.clone(),
-            ops_addr,
-            config.grpc_reflection,
-            shutdown.clone(),
-        );
+        let mut wiring = Wiring::new(pool.clone(), ops_addr, config.grpc, shutdown.clone());
         let handler = S::wire(own, &mut wiring).await?;
         Ok(Self {
             pool,

@@ -15,6 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use shipshape_proto::{Event, common, events};
 use shipshape_runtime::CancellationToken;
 use shipshape_runtime::database::DatabaseConfig;
+use shipshape_runtime::grpc::ServerSettings;
 use shipshape_testkit::BackingServices;
 use shipshape_types::OrderId;
 use tokio::task::JoinHandle;
@@ -57,7 +58,7 @@ pub fn service_config<S: ServiceSpec>(backing: &BackingServices) -> anyhow::Resu
             max_attempts: 10,
         },
         ops_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        grpc_reflection: true,
+        grpc: ServerSettings::default(),
     })
 }
 

@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::http::{Request, Response};
 use tokio::net::TcpListener;
@@ -33,6 +34,54 @@ pub const CLIENT_DURATION: &str = "shipshape_grpc_client_request_duration_second
 /// such method: the path is the caller's to choose, so it must not become a
 /// label value.
 const UNMATCHED: &str = "unmatched";
+
+/// How a gRPC server runs, beyond the API it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// `GRPC_REFLECTION` (`true` or `false`, default true): whether server
+    /// reflection is served. It tells a caller every method, so production
+    /// may switch it off.
+    pub reflection: bool,
+    /// `GRPC_MAX_CONNECTION_AGE_MS` (default 30000): a connection this old
+    /// is told to go (HTTP/2 GOAWAY) and closed once its calls end. Its
+    /// client connects again, and through a Kubernetes Service's one
+    /// address reaches whichever pod the Service picks: without it a client
+    /// keeps the pod it first reached, and pods added later get no calls
+    /// from it.
+    ///
+    /// No grace period is set: tonic 0.14 (`connection_timeout_future`)
+    /// then waits for the age plus the grace and cuts the connection
+    /// without a GOAWAY, failing the calls under way. Without one it sends
+    /// the GOAWAY at the age and lets the calls under way finish.
+    pub max_connection_age: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            reflection: true,
+            max_connection_age: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let defaults = Self::default();
+        let max_connection_age = crate::config::millis_or(
+            "GRPC_MAX_CONNECTION_AGE_MS",
+            defaults.max_connection_age.as_millis() as u64,
+        )?;
+        anyhow::ensure!(
+            !max_connection_age.is_zero(),
+            "GRPC_MAX_CONNECTION_AGE_MS must be above 0: every connection would be told to go at once"
+        );
+        Ok(Self {
+            reflection: crate::config::var_or("GRPC_REFLECTION", defaults.reflection)?,
+            max_connection_age,
+        })
+    }
+}
 
 pub(crate) fn describe() {
     metrics::describe_counter!(
@@ -300,22 +349,26 @@ impl<S> GrpcApi for S where
 
 /// Serves `service` on `listener` the way every Shipshape gRPC server runs:
 /// with a server span per call continuing the caller's trace,
-/// [`ServerMetricsLayer`], `grpc.health.v1` and, given `descriptors` (an
-/// encoded file descriptor set), reflection, until `shutdown`, when health
-/// turns NOT_SERVING before the listener closes.
+/// [`ServerMetricsLayer`], `grpc.health.v1`, reflection from `descriptors`
+/// (an encoded file descriptor set) unless `settings` switch it off, and
+/// connections of a bounded age, until `shutdown`, when health turns
+/// NOT_SERVING before the listener closes.
 ///
 /// The listener is bound by the caller, before it serves, so that a test
 /// binding port 0 learns the port it was given.
 pub async fn serve<S: GrpcApi>(
     listener: TcpListener,
     service: S,
-    descriptors: Option<&'static [u8]>,
+    descriptors: &'static [u8],
+    settings: ServerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let descriptors = settings.reflection.then_some(descriptors);
     let (health, draining) = health::<S>(shutdown).await;
     // What tonic sets on the connections of a listener it binds itself.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        .max_connection_age(settings.max_connection_age)
         .layer(shipshape_telemetry::grpc::ServerTraceLayer)
         .layer(ServerMetricsLayer)
         .add_service(service)

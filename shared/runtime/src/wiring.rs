@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Tasks;
-use crate::grpc::GrpcApi;
+use crate::grpc::{GrpcApi, ServerSettings};
 
 /// A service's own servers and tasks, collected while it is built, on its
 /// connected and migrated database.
@@ -20,7 +20,7 @@ pub struct Wiring {
     pool: PgPool,
     ops_addr: SocketAddr,
     shutdown: CancellationToken,
-    grpc_reflection: bool,
+    grpc: ServerSettings,
     grpc_addr: Option<SocketAddr>,
     tasks: Tasks,
 }
@@ -28,18 +28,18 @@ pub struct Wiring {
 impl Wiring {
     /// Wiring for a service whose database is `pool` and whose ops server
     /// is bound to `ops_addr`; its tasks stop on `shutdown`. Its gRPC
-    /// server serves reflection if `grpc_reflection`.
+    /// server runs with `grpc`.
     pub fn new(
         pool: PgPool,
         ops_addr: SocketAddr,
-        grpc_reflection: bool,
+        grpc: ServerSettings,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             pool,
             ops_addr,
             shutdown,
-            grpc_reflection,
+            grpc,
             grpc_addr: None,
             tasks: Tasks::new(),
         }
@@ -61,8 +61,8 @@ impl Wiring {
     }
 
     /// Binds `addr` and, once the process runs, serves `api` there as
-    /// [`crate::grpc::serve`] does (metrics, tracing, health, and
-    /// reflection unless it is switched off).
+    /// [`crate::grpc::serve`] does (metrics, tracing, health, reflection
+    /// unless it is switched off, connections of a bounded age).
     /// Returns the bound address: `addr` itself, unless its port was 0.
     /// A process serves one gRPC API; a second one is refused.
     pub async fn serve_grpc<S: GrpcApi>(
@@ -80,8 +80,8 @@ impl Wiring {
         let server = crate::grpc::serve(
             listener,
             api,
-            self.grpc_reflection
-                .then_some(shipshape_proto::FILE_DESCRIPTOR_SET),
+            shipshape_proto::FILE_DESCRIPTOR_SET,
+            self.grpc,
             self.shutdown.clone(),
         );
         self.add_task("grpc server", server);
