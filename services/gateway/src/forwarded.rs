@@ -6,7 +6,7 @@
 //! could name itself anyone and get a fresh share with each request.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use axum::http::HeaderMap;
@@ -67,6 +67,17 @@ impl FromStr for Block {
                 .filter(|p| *p <= longest)
                 .ok_or_else(|| format!("`{text}`: the prefix must be 0 to {longest}"))?,
         };
+        // Kept masked, so the block is shown as it is matched.
+        let network = match network {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4((v4.to_bits() & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6((v6.to_bits() & mask).into())
+            }
+        };
         Ok(Self { network, prefix })
     }
 }
@@ -101,7 +112,7 @@ impl TrustedProxies {
             .flat_map(|value| value.split(','))
             .collect();
         for hop in hops.iter().rev() {
-            let Ok(address) = hop.trim().parse::<IpAddr>() else {
+            let Some(address) = hop_address(hop.trim()) else {
                 break;
             };
             client = address.to_canonical();
@@ -111,6 +122,14 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// One hop of `X-Forwarded-For`: an address, or (as some load balancers
+/// write it) an address and port, `203.0.113.9:4711` or `[2001:db8::1]:4711`.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
 }
 
 impl FromStr for TrustedProxies {
@@ -168,6 +187,8 @@ mod tests {
         assert!(trusted.contains(ip("fd12::1")));
         assert!(!trusted.contains(ip("2001:db8::1")));
         assert_eq!(trusted.to_string(), "10.0.0.0/8,192.0.2.7/32,fd00::/8");
+        let unmasked: TrustedProxies = "10.1.2.3/8".parse().expect("valid");
+        assert_eq!(unmasked.to_string(), "10.0.0.0/8");
         assert_eq!("".parse::<TrustedProxies>(), Ok(TrustedProxies::default()));
         for bad in ["10.0.0.0/33", "fd00::/129", "proxy.local", "10.0.0.0/x"] {
             assert!(bad.parse::<TrustedProxies>().is_err(), "{bad}");
@@ -194,6 +215,15 @@ mod tests {
         assert_eq!(
             trusted.client_of(proxy, &forwarded(&["203.0.113.9", "10.0.0.9"])),
             ip("203.0.113.9")
+        );
+        // Hops with ports, as some load balancers write them.
+        assert_eq!(
+            trusted.client_of(proxy, &forwarded(&["203.0.113.9:4711"])),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            trusted.client_of(proxy, &forwarded(&["[2001:db8::1]:4711"])),
+            ip("2001:db8::1")
         );
         // No header, a malformed hop, or only proxies: the nearest known.
         assert_eq!(trusted.client_of(proxy, &HeaderMap::new()), proxy);

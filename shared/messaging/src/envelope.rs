@@ -61,10 +61,12 @@ pub fn open(bytes: &[u8]) -> Result<Incoming, OpenError> {
 
 /// Checks that `incoming` belongs on `topic`, the topic (without prefix) it
 /// arrived on: that topic carries its event type, and its producer is the
-/// service that publishes there. The broker's ACLs let each service write
-/// only its own topic; this check holds where they are missing or wrong, so
-/// a service, or whoever holds its credentials, cannot pass off another
-/// service's events. The error is the dead letter's reason.
+/// service that publishes there. The `producer` field is the sender's word,
+/// so this cannot stop a writer of a topic from sending that topic's own
+/// events; with each service's broker credentials limited to its own topic
+/// (ACLs), it stops a service, or whoever holds its credentials, from
+/// passing off another service's events. The error is the dead letter's
+/// reason.
 pub fn check_provenance(incoming: &Incoming, topic: &str) -> Result<(), String> {
     let event_type = incoming.event.type_name();
     let home = incoming.event.topic();

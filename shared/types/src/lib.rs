@@ -278,11 +278,18 @@ impl CountryCode {
     }
 }
 
+/// How a stored code reads back: any two upper-case letters. Stored rows
+/// were checked when written, under the rules of their day, and an order
+/// must stay readable if a code leaves ISO 3166 or older rules were looser;
+/// [`CountryCode::parse`] is what checks what clients send.
 impl TryFrom<String> for CountryCode {
     type Error = InvalidValue;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
+        match s.as_bytes() {
+            [a, b] if a.is_ascii_uppercase() && b.is_ascii_uppercase() => Ok(Self([*a, *b])),
+            _ => Self::parse(&s),
+        }
     }
 }
 
