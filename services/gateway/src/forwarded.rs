@@ -28,20 +28,21 @@ struct Block {
 
 impl Block {
     fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(network), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                network.to_bits() & mask == ip.to_bits() & mask
-            }
-            (IpAddr::V6(network), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                network.to_bits() & mask == ip.to_bits() & mask
-            }
-            _ => false,
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.network.is_ipv4() && masked(ip, self.prefix) == self.network
+    }
+}
+
+/// `ip` with every bit past the first `prefix` cleared.
+fn masked(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((v4.to_bits() & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((v6.to_bits() & mask).into())
         }
     }
 }
@@ -68,17 +69,10 @@ impl FromStr for Block {
                 .ok_or_else(|| format!("`{text}`: the prefix must be 0 to {longest}"))?,
         };
         // Kept masked, so the block is shown as it is matched.
-        let network = match network {
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                IpAddr::V4((v4.to_bits() & mask).into())
-            }
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                IpAddr::V6((v6.to_bits() & mask).into())
-            }
-        };
-        Ok(Self { network, prefix })
+        Ok(Self {
+            network: masked(network, prefix),
+            prefix,
+        })
     }
 }
 

@@ -22,7 +22,7 @@ pub async fn begin(
 /// `false` when it was already recorded: the caller must then skip the
 /// effect. A concurrent delivery of the same event waits on the primary key
 /// until the first transaction ends, so only one of them sees `true`.
-pub async fn first_delivery(
+async fn first_delivery(
     conn: &mut PgConnection,
     event_id: Uuid,
     event_type: &str,
