@@ -93,6 +93,10 @@ pub async fn run(Args { nextest: args }: Args) -> anyhow::Result<ExitCode> {
         .env(postgres::ADMIN_URL_VAR, &admin_url)
         .env(broker::KAFKA_LIBS_VAR, kafka.libs())
         .env(broker::SHARED_BROKER_VAR, shared.address())
+        .env(
+            broker::SHARED_BROKER_PASSWORD_VAR,
+            shared.admin_password().expose(),
+        )
         .status()
         .await
         .context("running cargo nextest")?;

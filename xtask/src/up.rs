@@ -121,7 +121,12 @@ fn print_banner(stack: &Stack, log_dir: &Path) {
         "  PSP simulator  {}   (admin API of the card processor stand-in)",
         stack.psp_url()
     );
-    println!("  broker         {}", stack.broker_address());
+    println!(
+        "  broker         {}   (SASL_PLAINTEXT, SCRAM-SHA-512; super user `{}`, password in {})",
+        stack.broker_address(),
+        broker::ADMIN_USER,
+        stack.broker_admin_password_file().display()
+    );
     println!("  readiness");
     for replica in stack.replicas() {
         println!(

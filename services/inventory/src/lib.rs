@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use shipshape_messaging::ServiceSpec;
 use shipshape_proto::inventory::inventory_service_server::InventoryServiceServer;
-use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
+use shipshape_proto::{INVENTORY_ROLE, Role};
 use shipshape_runtime::{Wiring, config};
 use sqlx::migrate::Migrator;
 
@@ -33,10 +33,8 @@ pub struct Config {
 }
 
 impl ServiceSpec for Spec {
-    const NAME: &'static str = "inventory";
+    const ROLE: Role = INVENTORY_ROLE;
     const DEFAULT_OPS_ADDR: &'static str = "0.0.0.0:9102";
-    const PUBLISHES: &'static str = INVENTORY_EVENTS;
-    const CONSUMES: &'static [&'static str] = &[ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS];
 
     type Config = Config;
     type Handler = events::InventoryEvents;

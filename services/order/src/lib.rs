@@ -18,7 +18,7 @@ use std::time::Duration;
 use shipshape_messaging::ServiceSpec;
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::order::order_service_server::OrderServiceServer;
-use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
+use shipshape_proto::{ORDER_ROLE, Role};
 use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::{Wiring, config, grpc_balance};
 use sqlx::migrate::Migrator;
@@ -69,10 +69,8 @@ pub fn pricing_defaults() -> ResilienceConfig {
 }
 
 impl ServiceSpec for Spec {
-    const NAME: &'static str = "order";
+    const ROLE: Role = ORDER_ROLE;
     const DEFAULT_OPS_ADDR: &'static str = "0.0.0.0:9101";
-    const PUBLISHES: &'static str = ORDER_EVENTS;
-    const CONSUMES: &'static [&'static str] = &[INVENTORY_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS];
 
     type Config = Config;
     type Handler = events::OrderEvents;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shipshape_messaging::ServiceSpec;
-use shipshape_proto::{INVENTORY_EVENTS, ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
+use shipshape_proto::{PAYMENT_ROLE, Role};
 use shipshape_resilience::{Downstream, ResilienceConfig};
 use shipshape_runtime::{Wiring, config};
 use sqlx::migrate::Migrator;
@@ -41,10 +41,8 @@ pub struct Config {
 }
 
 impl ServiceSpec for Spec {
-    const NAME: &'static str = "payment";
+    const ROLE: Role = PAYMENT_ROLE;
     const DEFAULT_OPS_ADDR: &'static str = "0.0.0.0:9103";
-    const PUBLISHES: &'static str = PAYMENT_EVENTS;
-    const CONSUMES: &'static [&'static str] = &[ORDER_EVENTS, INVENTORY_EVENTS, SHIPPING_EVENTS];
 
     type Config = Config;
     type Handler = events::PaymentEvents;

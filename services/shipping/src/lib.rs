@@ -7,7 +7,7 @@ pub mod domain;
 pub mod events;
 
 use shipshape_messaging::ServiceSpec;
-use shipshape_proto::{ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS};
+use shipshape_proto::{Role, SHIPPING_ROLE};
 use shipshape_runtime::{Wiring, config};
 use sqlx::migrate::Migrator;
 
@@ -28,10 +28,8 @@ pub struct Config {
 }
 
 impl ServiceSpec for Spec {
-    const NAME: &'static str = "shipping";
+    const ROLE: Role = SHIPPING_ROLE;
     const DEFAULT_OPS_ADDR: &'static str = "0.0.0.0:9104";
-    const PUBLISHES: &'static str = SHIPPING_EVENTS;
-    const CONSUMES: &'static [&'static str] = &[ORDER_EVENTS, PAYMENT_EVENTS];
 
     type Config = Config;
     type Handler = events::ShippingEvents;

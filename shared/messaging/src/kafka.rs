@@ -1,25 +1,16 @@
 //! Broker settings and the clients built from them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::{FutureProducer, Producer};
+use shipshape_kafka::{Connection, TopicLayout, grants};
+use shipshape_runtime::config;
+use shipshape_runtime::ops::CheckFuture;
 
 use crate::consumer::GroupMembership;
-use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::types::RDKafkaErrorCode;
-use shipshape_runtime::ops::CheckFuture;
-use shipshape_runtime::{Backoff, config};
-
-/// Between attempts to create the topics while the broker is starting.
-const TOPIC_CREATION_BACKOFF: Backoff =
-    Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
-/// Attempts before giving up on a broker that never takes the topics: with
-/// the jittered waits above, about a minute.
-const TOPIC_CREATION_ATTEMPTS: u32 = 60;
 
 /// Which consumer-group protocol a consumer speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +57,9 @@ pub const DEFAULT_PARTITIONS: i32 = 3;
 /// Broker settings, read from the environment.
 #[derive(Clone, Debug)]
 pub struct KafkaSettings {
-    /// `KAFKA_BROKERS`, comma separated (default `127.0.0.1:9092`).
-    pub brokers: String,
+    /// `KAFKA_BROKERS` (comma separated, default `127.0.0.1:9092`) and the
+    /// login: see [`Connection::from_env`].
+    pub connection: Connection,
     /// `KAFKA_TOPIC_PREFIX` (default empty): put before every topic name
     /// and the default group id, so several stacks can share one broker
     /// (the test suite does) without seeing each other's events.
@@ -100,10 +92,10 @@ impl KafkaSettings {
         let topic_prefix = config::string_or("KAFKA_TOPIC_PREFIX", "")?;
         check_topic_prefix(&topic_prefix).context("KAFKA_TOPIC_PREFIX")?;
         Ok(Self {
-            brokers: config::string_or("KAFKA_BROKERS", "127.0.0.1:9092")?,
+            connection: Connection::from_env()?,
             group_id: config::string_or(
                 "KAFKA_GROUP_ID",
-                &format!("{topic_prefix}shipshape-{service}"),
+                &grants::group_id(&topic_prefix, service),
             )?,
             topic_prefix,
             group_protocol: config::var_or("KAFKA_GROUP_PROTOCOL", GroupProtocol::Classic)?,
@@ -127,13 +119,7 @@ impl KafkaSettings {
     }
 
     fn base(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.brokers)
-            // The services push no client metrics to the broker (KIP-714);
-            // without this the client keeps asking for a subscription.
-            .set("enable.metrics.push", "false");
-        config
+        self.connection.client_config()
     }
 
     /// An idempotent producer: retries cannot duplicate or reorder messages
@@ -181,87 +167,16 @@ impl KafkaSettings {
         config
     }
 
-    /// Creates the topics that do not exist yet, retrying while the broker
-    /// is unreachable.
+    /// Makes sure `topics` exist (see [`shipshape_kafka::topics::ensure`]):
+    /// on a secured broker the setup created them, on an open one this
+    /// creates them.
     pub async fn ensure_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .base()
-            .create()
-            .context("creating the Kafka admin client")?;
         let names: Vec<String> = topics.iter().map(|t| self.topic(t)).collect();
-        // Borrowed by the topics to create; the metadata wait takes the copy.
-        let wanted = names.clone();
-        let new_topics: Vec<NewTopic> = names
-            .iter()
-            .map(|t| {
-                NewTopic::new(
-                    t,
-                    self.partitions,
-                    TopicReplication::Fixed(self.replication),
-                )
-            })
-            .collect();
-        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
-        for attempt in 1.. {
-            match admin.create_topics(&new_topics, &options).await {
-                Ok(results) => {
-                    for result in results {
-                        match result {
-                            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
-                        }
-                    }
-                    return self.wait_until_visible(wanted).await;
-                }
-                Err(error) if attempt < TOPIC_CREATION_ATTEMPTS => {
-                    tracing::warn!(%error, attempt, "broker not ready for topic creation");
-                    tokio::time::sleep(TOPIC_CREATION_BACKOFF.delay(attempt)).await;
-                }
-                Err(error) => return Err(error).context("creating topics"),
-            }
-        }
-        unreachable!("the retry loop returns")
-    }
-
-    /// Waits until the broker's metadata shows each of `names` with a leader
-    /// for every partition. The controller acknowledges a new topic before
-    /// the broker's metadata has it, and a consumer that subscribes in that
-    /// moment leaves the topic out of its assignment until its next
-    /// metadata refresh, minutes later: its events would wait that long.
-    async fn wait_until_visible(&self, names: Vec<String>) -> anyhow::Result<()> {
-        const VISIBLE_WITHIN: Duration = Duration::from_secs(30);
-        let config = self.base();
-        tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = config.create().context("creating a metadata client")?;
-            let deadline = Instant::now() + VISIBLE_WITHIN;
-            loop {
-                let mut listed = Vec::with_capacity(names.len());
-                for name in &names {
-                    if let Ok(metadata) = client.fetch_metadata(Some(name), Duration::from_secs(2))
-                    {
-                        listed.extend(metadata.topics().iter().map(|topic| {
-                            let led = topic.error().is_none()
-                                && !topic.partitions().is_empty()
-                                && topic.partitions().iter().all(|p| p.leader() >= 0);
-                            (topic.name().to_owned(), led)
-                        }));
-                    }
-                }
-                let missing = not_visible(&listed, &names);
-                if missing.is_empty() {
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    anyhow::bail!(
-                        "created, but not in the broker's metadata within {VISIBLE_WITHIN:?}: {}",
-                        missing.join(", ")
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-        .await
-        .context("waiting for the topics' metadata")?
+        let layout = TopicLayout {
+            partitions: self.partitions,
+            replication: self.replication,
+        };
+        shipshape_kafka::topics::ensure(&self.connection, &names, layout).await
     }
 
     /// A readiness check: the broker answers a metadata request within a
@@ -285,16 +200,6 @@ impl KafkaSettings {
             })
         }
     }
-}
-
-/// The names in `wanted` that `listed` (topic name, all partitions led)
-/// does not show as ready.
-fn not_visible(listed: &[(String, bool)], wanted: &[String]) -> Vec<String> {
-    wanted
-        .iter()
-        .filter(|name| !listed.iter().any(|(topic, led)| topic == *name && *led))
-        .cloned()
-        .collect()
 }
 
 /// Fails unless `prefix` is made of the characters Kafka allows in topic
@@ -364,19 +269,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_topic_counts_as_visible_only_when_listed_with_every_partition_led() {
-        let wanted = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
-        let listed = [("a".to_owned(), true), ("b".to_owned(), false)];
-        assert_eq!(not_visible(&listed, &wanted), ["b", "c"]);
-        let all = [
-            ("c".to_owned(), true),
-            ("b".to_owned(), true),
-            ("a".to_owned(), true),
-        ];
-        assert!(not_visible(&all, &wanted).is_empty());
-    }
-
-    #[test]
     fn topic_prefixes_are_checked_for_what_kafka_allows() {
         for good in ["", "shipshape_t1a2b3c4d.", "team-a.v2_"] {
             check_topic_prefix(good).expect(good);
@@ -405,7 +297,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_classic_protocol_sets_client_side_session_timeouts() {
         let settings = |group_protocol| KafkaSettings {
-            brokers: "127.0.0.1:9".to_owned(),
+            connection: Connection::plaintext("127.0.0.1:9"),
             topic_prefix: String::new(),
             group_id: "g".to_owned(),
             group_protocol,

@@ -16,6 +16,7 @@ pub use envelope::Incoming;
 pub use kafka::{Broker, GroupProtocol, KafkaSettings};
 pub use outbox::OutboxRelay;
 pub use service::{App, ServiceConfig, ServiceSpec};
+pub use shipshape_proto::DEAD_LETTER_TOPIC;
 
 /// Creates the `outbox` and `inbox` tables; run it with the service's own
 /// migrator (see `shipshape_runtime::database::migrate`).
@@ -71,6 +72,3 @@ pub fn describe() {
         "Time from handing an outbox batch to the producer until the broker acknowledged all of it"
     );
 }
-
-/// Where messages go that cannot be decoded or keep failing.
-pub const DEAD_LETTER_TOPIC: &str = "dead-letters";

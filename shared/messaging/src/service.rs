@@ -40,6 +40,8 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 
+use shipshape_proto::Role;
+
 use crate::{Broker, Handler, KafkaSettings};
 
 /// Settings every event-driven service reads from the environment.
@@ -70,19 +72,16 @@ impl ServiceConfig {
 /// What one event-driven service is: everything that is its own, and
 /// nothing that every service does alike, which [`App`] does.
 pub trait ServiceSpec: 'static {
-    /// Its name: in logs and traces (`service.name`), and in the defaults
-    /// of its database and consumer group.
-    const NAME: &'static str;
+    /// Its name (in logs and traces as `service.name`, and in the
+    /// defaults of its database and consumer group), the topic it
+    /// publishes on and the topics whose events it handles.
+    const ROLE: Role;
     /// Where its ops server listens when `OPS_ADDR` is unset.
     const DEFAULT_OPS_ADDR: &'static str;
-    /// The topic it publishes its events on.
-    const PUBLISHES: &'static str;
-    /// The topics whose events it handles.
-    const CONSUMES: &'static [&'static str];
 
     /// Its own settings, beside the [`ServiceConfig`] every service has.
     type Config;
-    /// Applies the events of [`ServiceSpec::CONSUMES`].
+    /// Applies the events of the topics of [`ServiceSpec::ROLE`].
     type Handler: Handler;
 
     /// Its own tables, migrated after the outbox's and the inbox's.
@@ -108,13 +107,13 @@ pub trait ServiceSpec: 'static {
 /// environment, then [`App::build`] and [`App::run_until_stopped`]. Spans
 /// still buffered are exported before it returns.
 pub async fn main<S: ServiceSpec>() -> anyhow::Result<()> {
-    let telemetry = shipshape_telemetry::init(S::NAME)?;
+    let telemetry = shipshape_telemetry::init(S::ROLE.service)?;
     shipshape_runtime::metrics::install();
     S::describe_metrics();
     let shutdown = shipshape_runtime::shutdown::on_signal()?;
     telemetry
         .around(async {
-            let config = ServiceConfig::from_env(S::NAME, S::DEFAULT_OPS_ADDR)?;
+            let config = ServiceConfig::from_env(S::ROLE.service, S::DEFAULT_OPS_ADDR)?;
             let own = S::config_from_env()?;
             App::<S>::build(config, own, shutdown)
                 .await?
@@ -153,8 +152,8 @@ impl<S: ServiceSpec> App<S> {
         let db = &config.database;
         let pool = database::connect(&db.url, db.max_connections, &shutdown).await?;
         database::migrate(&pool, &[&crate::MIGRATOR, S::migrator()]).await?;
-        let mut topics = vec![S::PUBLISHES];
-        topics.extend_from_slice(S::CONSUMES);
+        let mut topics = vec![S::ROLE.publishes];
+        topics.extend_from_slice(S::ROLE.consumes);
         let broker = Broker::connect(config.kafka, &topics).await?;
         let ops_listener = ops::bind(config.ops_addr).await?;
         let ops_addr = ops_listener.local_addr()?;
@@ -199,7 +198,7 @@ impl<S: ServiceSpec> App<S> {
             ..
         } = self;
         crate::describe();
-        let consumer = broker.consumer(S::CONSUMES.to_vec(), handler);
+        let consumer = broker.consumer(S::ROLE.consumes.to_vec(), handler);
         let readiness = Readiness::new()
             .with_check("migrations", database::migrations_check())
             .with_check("database", database::check(pool.clone()))

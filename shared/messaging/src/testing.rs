@@ -42,13 +42,13 @@ pub fn service_config<S: ServiceSpec>(backing: &BackingServices) -> anyhow::Resu
     let topic_prefix = backing.topic_prefix();
     Ok(ServiceConfig {
         database: DatabaseConfig {
-            url: backing.database_url(S::NAME)?.to_owned(),
+            url: backing.database_url(S::ROLE.service)?.to_owned(),
             max_connections: 10,
         },
         kafka: KafkaSettings {
-            brokers: backing.brokers()?,
+            connection: backing.kafka()?,
             topic_prefix: topic_prefix.to_owned(),
-            group_id: format!("{topic_prefix}shipshape-{}", S::NAME),
+            group_id: shipshape_kafka::grants::group_id(topic_prefix, S::ROLE.service),
             group_protocol: GroupProtocol::Classic,
             fetch_wait_ms: 10,
             session_timeout_ms: 6000,

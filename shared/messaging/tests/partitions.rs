@@ -10,7 +10,8 @@ use std::time::Duration;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
+use shipshape_kafka::Connection;
 use shipshape_messaging::envelope::seal;
 use shipshape_messaging::{Broker, GroupProtocol, HandleError, Handler, Incoming, KafkaSettings};
 use shipshape_proto::{Event, ORDER_EVENTS, events};
@@ -43,9 +44,9 @@ impl Handler for Recorder {
     }
 }
 
-fn settings(brokers: &str, topic_prefix: &str, group: &str) -> KafkaSettings {
+fn settings(admin: &Connection, topic_prefix: &str, group: &str) -> KafkaSettings {
     KafkaSettings {
-        brokers: brokers.to_owned(),
+        connection: admin.clone(),
         topic_prefix: topic_prefix.to_owned(),
         group_id: group.to_owned(),
         group_protocol: GroupProtocol::Classic,
@@ -72,11 +73,10 @@ async fn eventually(within: Duration, what: &str, mut done: impl FnMut() -> bool
 
 /// The group's committed offset of each partition of `topic` (`None` when
 /// nothing was committed).
-fn committed(brokers: &str, topic: &str, group: &str, partitions: i32) -> Vec<Option<i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn committed(admin: &Connection, topic: &str, group: &str, partitions: i32) -> Vec<Option<i64>> {
+    let consumer: BaseConsumer = admin
+        .client_config()
         .set("group.id", group)
-        .set("enable.metrics.push", "false")
         .create()
         .expect("offset reader");
     let mut list = TopicPartitionList::new();
@@ -113,12 +113,12 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
     let logs = std::env::temp_dir().join(format!("shipshape-partitions-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&logs).expect("log dir");
     let test_broker = TestBroker::start(&logs).await.expect("broker");
-    let brokers = test_broker.address();
+    let admin = test_broker.admin();
     // Names of its own, in case the broker is the run's shared one.
     let prefix = shipshape_testkit::broker::test_topic_prefix();
     let topic = format!("{prefix}{ORDER_EVENTS}");
     let group = &format!("{prefix}partition-isolation");
-    let broker = Broker::connect(settings(&brokers, &prefix, group), &[ORDER_EVENTS])
+    let broker = Broker::connect(settings(&admin, &prefix, group), &[ORDER_EVENTS])
         .await
         .expect("connect");
 
@@ -179,7 +179,7 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
         recorder.handled().iter().all(|id| !behind.contains(id)),
         "nothing behind the failing message may be handled"
     );
-    let offsets = committed(&brokers, &topic, group, 2);
+    let offsets = committed(&admin, &topic, group, 2);
     assert_eq!(offsets[1], Some(other.len() as i64), "{offsets:?}");
     assert_eq!(offsets[0], None, "{offsets:?}");
     assert_eq!(
@@ -204,7 +204,7 @@ async fn a_failing_message_holds_back_only_its_own_partition() {
         .collect();
     assert_eq!(handled_0, expected_0, "partition 0 in order, exactly once");
     eventually(Duration::from_secs(10), "partition 0 committed", || {
-        committed(&brokers, &topic, group, 2)[0] == Some(expected_0.len() as i64)
+        committed(&admin, &topic, group, 2)[0] == Some(expected_0.len() as i64)
     })
     .await;
     assert_eq!(paused_partitions(), Some(0.0), "partition 0 resumed");

@@ -65,21 +65,53 @@ pub const PAYMENT_EVENTS: &str = "payment.events";
 /// Topic of the shipping service's events.
 pub const SHIPPING_EVENTS: &str = "shipping.events";
 
-/// Every topic with the one service that publishes on it: the only
-/// `producer` an envelope on that topic may name.
-pub const TOPIC_PRODUCERS: [(&str, &str); 4] = [
-    (ORDER_EVENTS, "order"),
-    (INVENTORY_EVENTS, "inventory"),
-    (PAYMENT_EVENTS, "payment"),
-    (SHIPPING_EVENTS, "shipping"),
-];
+/// Where a service sends a message it cannot apply (after its attempts, or
+/// at once when it can never be applied), with the reason in its headers.
+pub const DEAD_LETTER_TOPIC: &str = "dead-letters";
+
+/// What one event-driven service does on the broker: the topic it
+/// publishes on (it is that topic's only publisher) and the topics it
+/// consumes. The broker's access rules are made from these, and the
+/// services subscribe by them, so the two cannot drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Role {
+    /// The service's name, and its principal's on the broker.
+    pub service: &'static str,
+    pub publishes: &'static str,
+    pub consumes: &'static [&'static str],
+}
+
+pub const ORDER_ROLE: Role = Role {
+    service: "order",
+    publishes: ORDER_EVENTS,
+    consumes: &[INVENTORY_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS],
+};
+pub const INVENTORY_ROLE: Role = Role {
+    service: "inventory",
+    publishes: INVENTORY_EVENTS,
+    consumes: &[ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS],
+};
+pub const PAYMENT_ROLE: Role = Role {
+    service: "payment",
+    publishes: PAYMENT_EVENTS,
+    consumes: &[ORDER_EVENTS, INVENTORY_EVENTS, SHIPPING_EVENTS],
+};
+pub const SHIPPING_ROLE: Role = Role {
+    service: "shipping",
+    publishes: SHIPPING_EVENTS,
+    consumes: &[ORDER_EVENTS, PAYMENT_EVENTS],
+};
+
+/// Every service that uses the broker. The gateway is not one of them.
+pub const ROLES: [Role; 4] = [ORDER_ROLE, INVENTORY_ROLE, PAYMENT_ROLE, SHIPPING_ROLE];
 
 /// The service that publishes on `topic`; `None` for a topic not of ours.
+/// It is the only `producer` an envelope on that topic may name.
 pub fn producer_of(topic: &str) -> Option<&'static str> {
-    TOPIC_PRODUCERS
+    ROLES
         .iter()
-        .find(|(name, _)| *name == topic)
-        .map(|(_, producer)| *producer)
+        .find(|role| role.publishes == topic)
+        .map(|role| role.service)
 }
 
 /// An envelope whose payload could not be turned into an [`Event`].

@@ -41,3 +41,27 @@ pub fn addr_or(name: &str, default: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("default for {name}"))?;
     var_or(name, fallback)
 }
+
+/// A secret given either as the variable `name` or as a file named by
+/// `<name>_FILE` (as Kubernetes and Compose mount secrets), with the file's
+/// surrounding whitespace trimmed; `None` when neither is set.
+pub fn value_or_file(name: &str) -> anyhow::Result<Option<String>> {
+    value_or_file_in(&|name| std::env::var(name).ok(), name)
+}
+
+/// As [`value_or_file`], with the variables from `lookup`.
+pub fn value_or_file_in(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+) -> anyhow::Result<Option<String>> {
+    let file_var = format!("{name}_FILE");
+    let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    match (var(name), var(&file_var)) {
+        (Some(_), Some(_)) => Err(anyhow!("set {name} or {file_var}, not both")),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(|text| Some(text.trim().to_owned()))
+            .with_context(|| format!("reading {file_var}={path}")),
+        (None, None) => Ok(None),
+    }
+}

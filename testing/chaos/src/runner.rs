@@ -470,7 +470,7 @@ impl<'a> Run<'a> {
             payment_db: url(Service::Payment)?,
             shipping_db: url(Service::Shipping)?,
             psp_url: Some(self.stack.psp_url()),
-            brokers: Some(self.stack.broker_address()),
+            broker: Some(self.stack.broker_admin()),
             topic_prefix: self.stack.topic_prefix().to_owned(),
         })
         .await?)

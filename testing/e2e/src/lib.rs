@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{ClientConfig, Message};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shipshape_invariants::{Checker, SourceMessage, Sources};
+use shipshape_kafka::Connection;
 use shipshape_testkit::{Service, Stack, StackOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -38,13 +39,13 @@ pub struct Record {
 }
 
 /// Every message on `topics` (their names on the broker), in partition
-/// order, read from the beginning with no group offsets moved.
-fn read_all(brokers: &str, topics: &[String]) -> anyhow::Result<Vec<Record>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+/// order, read through `connection` from the beginning with no group
+/// offsets moved.
+fn read_all(connection: &Connection, topics: &[String]) -> anyhow::Result<Vec<Record>> {
+    let consumer: BaseConsumer = connection
+        .client_config()
         .set("group.id", format!("e2e-reader-{}", Uuid::new_v4()))
         .set("enable.auto.commit", "false")
-        .set("enable.metrics.push", "false")
         .create()?;
     let timeout = Duration::from_secs(5);
     let mut assignment = TopicPartitionList::new();
@@ -152,7 +153,7 @@ impl Shop {
             payment_db: url(Service::Payment)?,
             shipping_db: url(Service::Shipping)?,
             psp_url: Some(stack.psp_url()),
-            brokers: Some(stack.broker_address()),
+            broker: Some(stack.broker_admin()),
             topic_prefix: stack.topic_prefix().to_owned(),
         })
         .await?;
@@ -425,10 +426,7 @@ impl Shop {
     /// [`Shop::violations`] does not report them.
     pub async fn publish_raw(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
         let topic = &self.stack.topic(topic);
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", self.stack.broker_address())
-            .set("enable.metrics.push", "false")
-            .create()?;
+        let producer: FutureProducer = self.stack.broker_admin().client_config().create()?;
         let delivered = producer
             .send(
                 FutureRecord::to(topic).key(key).payload(payload),
@@ -457,9 +455,9 @@ impl Shop {
     /// Every message on `topics` (named as the services name them), with
     /// the partition it is on, in partition order.
     pub async fn published_records(&self, topics: &[&str]) -> anyhow::Result<Vec<Record>> {
-        let brokers = self.stack.broker_address();
+        let connection = self.stack.broker_admin();
         let topics: Vec<String> = topics.iter().map(|t| self.stack.topic(t)).collect();
-        tokio::task::spawn_blocking(move || read_all(&brokers, &topics)).await?
+        tokio::task::spawn_blocking(move || read_all(&connection, &topics)).await?
     }
 
     /// Every message on the dead-letter topic: its `dlq.*` headers.

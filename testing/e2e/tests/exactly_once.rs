@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shipshape_e2e::Shop;
 use shipshape_testkit::Service;
@@ -25,17 +24,13 @@ async fn every_event_delivered_twice_has_its_effect_once() -> anyhow::Result<()>
     }
     shop.wait_quiet(Duration::from_secs(30)).await?;
 
-    let brokers = shop.stack.broker_address();
     let messages = shop.published(&TOPICS).await?;
     assert!(
         messages.len() >= 12,
         "a checkout publishes at least a dozen events, got {}",
         messages.len()
     );
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("enable.metrics.push", "false")
-        .create()?;
+    let producer: FutureProducer = shop.stack.broker_admin().client_config().create()?;
     for (topic, key, payload) in &messages {
         producer
             .send(

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shipshape_e2e::Shop;
 use shipshape_testkit::Service;
@@ -33,10 +32,7 @@ async fn unprocessed_events_and_unexplained_dead_letters_are_violations() -> any
     shop.stack.terminate(Service::Shipping).await?;
     // Not through `Shop::publish_raw`, which explains what it sends: these
     // bytes come from nowhere the checker knows of.
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", shop.stack.broker_address())
-        .set("enable.metrics.push", "false")
-        .create()?;
+    let producer: FutureProducer = shop.stack.broker_admin().client_config().create()?;
     producer
         .send(
             FutureRecord::to(&shop.stack.topic("order.events"))

@@ -40,12 +40,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use shipshape_e2e::poison::Raw;
 use shipshape_e2e::{Outcome, Shop};
+use shipshape_kafka::Connection;
 use shipshape_proto::producer_of;
 use shipshape_testkit::{Service, StackOptions};
 use uuid::Uuid;
@@ -185,13 +185,13 @@ struct Published {
     payload: Vec<u8>,
 }
 
-/// Every envelope on `topic`, read from the beginning of each partition.
-fn read_topic(brokers: &str, topic: &str) -> anyhow::Result<Vec<Published>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+/// Every envelope on `topic`, read through `connection` from the beginning
+/// of each partition.
+fn read_topic(connection: &Connection, topic: &str) -> anyhow::Result<Vec<Published>> {
+    let consumer: BaseConsumer = connection
+        .client_config()
         .set("group.id", format!("e2e-poison-reader-{}", Uuid::new_v4()))
         .set("enable.auto.commit", "false")
-        .set("enable.metrics.push", "false")
         .create()?;
     let timeout = Duration::from_secs(5);
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
@@ -236,9 +236,9 @@ async fn find_event(
     event_type: &str,
     order_id: &str,
 ) -> anyhow::Result<Published> {
-    let brokers = shop.stack.broker_address();
+    let connection = shop.stack.broker_admin();
     let owned = shop.stack.topic(topic);
-    let events = tokio::task::spawn_blocking(move || read_topic(&brokers, &owned)).await??;
+    let events = tokio::task::spawn_blocking(move || read_topic(&connection, &owned)).await??;
     let mut found: Vec<Published> = events
         .into_iter()
         .filter(|e| e.event_type == event_type && e.order_id == order_id)

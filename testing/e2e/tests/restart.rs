@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use shipshape_e2e::Shop;
+use shipshape_kafka::Connection;
 use shipshape_testkit::{Service, StackOptions};
 use uuid::Uuid;
 
@@ -19,11 +19,11 @@ const TOPICS: [&str; 4] = [
 
 /// [`end_offsets`], asked again while the broker cannot answer yet: just
 /// after a start its partitions may have no leader for a moment.
-async fn end_offsets_once_led(brokers: &str, topics: &[String]) -> anyhow::Result<i64> {
+async fn end_offsets_once_led(connection: &Connection, topics: &[String]) -> anyhow::Result<i64> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (brokers, asked) = (brokers.to_owned(), topics.to_vec());
-        match tokio::task::spawn_blocking(move || end_offsets(&brokers, &asked)).await? {
+        let (connection, asked) = (connection.clone(), topics.to_vec());
+        match tokio::task::spawn_blocking(move || end_offsets(&connection, &asked)).await? {
             Ok(total) => return Ok(total),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 eprintln!("end offsets not readable yet: {e:#}");
@@ -35,12 +35,10 @@ async fn end_offsets_once_led(brokers: &str, topics: &[String]) -> anyhow::Resul
 }
 
 /// How many messages the broker holds on `topics` (their names on the
-/// broker): the sum of every partition's end offset.
-fn end_offsets(brokers: &str, topics: &[String]) -> anyhow::Result<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.metrics.push", "false")
-        .create()?;
+/// broker), asked through `connection`: the sum of every partition's end
+/// offset.
+fn end_offsets(connection: &Connection, topics: &[String]) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer = connection.client_config().create()?;
     let timeout = Duration::from_secs(10);
     let mut total = 0;
     for topic in topics {
@@ -187,13 +185,15 @@ async fn the_broker_killed_mid_flight_comes_back_on_its_data_and_every_order_com
         let sku = ["SKU-0015", "SKU-0016"][i % 2];
         orders.push(shop.place(&[(sku, 1)], "tok_visa", "FR").await?);
     }
-    let brokers = shop.stack.broker_address();
+    let broker = shop.stack.broker_admin();
     let topics: Vec<String> = TOPICS.iter().map(|t| shop.stack.topic(t)).collect();
-    let acknowledged = end_offsets_once_led(&brokers, &topics).await?;
+    let acknowledged = end_offsets_once_led(&broker, &topics).await?;
     assert!(acknowledged > 0, "events were published before the kill");
     shop.stack.kill_broker()?;
     assert!(
-        tokio::net::TcpStream::connect(&brokers).await.is_err(),
+        tokio::net::TcpStream::connect(&broker.brokers)
+            .await
+            .is_err(),
         "the killed broker still accepts connections"
     );
     // Orders placed while the broker is down wait in the order outbox.
@@ -210,7 +210,7 @@ async fn the_broker_killed_mid_flight_comes_back_on_its_data_and_every_order_com
     );
     shop.stack.start_broker().await?;
     // Every message acknowledged before the kill is still there.
-    let after_restart = end_offsets_once_led(&brokers, &topics).await?;
+    let after_restart = end_offsets_once_led(&broker, &topics).await?;
     assert!(
         after_restart >= acknowledged,
         "{acknowledged} messages acknowledged before the kill, {after_restart} after the restart"

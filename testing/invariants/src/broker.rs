@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
+use shipshape_kafka::Connection;
 use uuid::Uuid;
 
 use crate::report::{Violation, ViolationKind};
@@ -144,20 +144,20 @@ pub(crate) fn unexplained(
         .collect()
 }
 
-/// Reads the broker at `brokers`, where every topic and group name of the
-/// services starts with `prefix`.
+/// Reads the broker `connection` reaches (logged in as its principal),
+/// where every topic and group name of the services starts with `prefix`.
 pub(crate) struct Broker {
-    brokers: String,
+    connection: Connection,
     prefix: String,
 }
 
 impl Broker {
-    pub fn new(brokers: String, prefix: String) -> Self {
-        Self { brokers, prefix }
+    pub fn new(connection: Connection, prefix: String) -> Self {
+        Self { connection, prefix }
     }
 
     fn failed(&self, context: &str) -> impl FnOnce(KafkaError) -> Error {
-        let (brokers, context) = (self.brokers.clone(), context.to_owned());
+        let (brokers, context) = (self.connection.brokers.clone(), context.to_owned());
         move |source| Error::Broker {
             brokers,
             context,
@@ -168,10 +168,9 @@ impl Broker {
     /// A consumer in `group` that never commits: reading offsets and
     /// watermarks must not move any group.
     fn consumer(&self, group: &str) -> Result<BaseConsumer> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        self.connection
+            .client_config()
             .set("group.id", group)
-            .set("enable.metrics.push", "false")
             .set("enable.auto.commit", "false")
             .create()
             .map_err(self.failed("creating a consumer"))
@@ -285,7 +284,7 @@ impl Broker {
         }
         if remaining > 0 {
             return Err(Error::Incomplete {
-                brokers: self.brokers.clone(),
+                brokers: self.connection.brokers.clone(),
                 context: format!("{remaining} dead letters could not be read in {READ_TIMEOUT:?}"),
             });
         }

@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use shipshape_kafka::Connection;
+
 use crate::broker::{self, Broker, DeadLetter, SourceMessage};
 use crate::ledger::Ledger;
 use crate::report::{Report, Violation};
@@ -21,9 +23,10 @@ pub struct Sources {
     /// The PSP simulator's base URL; without it the payment table stands in
     /// for the ledger and a double charge cannot be seen.
     pub psp_url: Option<String>,
-    /// `host:port` of the broker; without it consumer lag and dead letters
-    /// are not checked.
-    pub brokers: Option<String>,
+    /// The broker and the login to read it with (one allowed to describe
+    /// every service's group and read the dead-letter topic); without it
+    /// consumer lag and dead letters are not checked.
+    pub broker: Option<Connection>,
     /// What the services put before every topic and group name
     /// (`KAFKA_TOPIC_PREFIX`); empty unless they share a broker.
     pub topic_prefix: String,
@@ -66,7 +69,7 @@ impl Checker {
             http,
             psp_url: sources.psp_url,
             broker: sources
-                .brokers
+                .broker
                 .map(|b| Arc::new(Broker::new(b, sources.topic_prefix))),
             explained: Mutex::new(HashSet::new()),
             explanations: Vec::new(),

@@ -15,6 +15,7 @@
 //! ```no_run
 //! # async fn example() -> Result<(), shipshape_invariants::Error> {
 //! use shipshape_invariants::{Checker, Sources};
+//! use shipshape_kafka::{Connection, Login, Password};
 //!
 //! let checker = Checker::connect(Sources {
 //!     order_db: "postgres://shipshape_order@127.0.0.1/shipshape_order".into(),
@@ -22,7 +23,10 @@
 //!     payment_db: "postgres://shipshape_payment@127.0.0.1/shipshape_payment".into(),
 //!     shipping_db: "postgres://shipshape_shipping@127.0.0.1/shipshape_shipping".into(),
 //!     psp_url: Some("http://127.0.0.1:8090".into()),
-//!     brokers: Some("127.0.0.1:9092".into()),
+//!     broker: Some(Connection::sasl_plaintext(
+//!         "127.0.0.1:9092",
+//!         Login::scram("admin", Password::new("admin-secret")),
+//!     )),
 //!     topic_prefix: String::new(),
 //! })
 //! .await?;

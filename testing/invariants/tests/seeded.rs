@@ -84,7 +84,7 @@ impl Scratch {
             payment_db: self.urls[2].clone(),
             shipping_db: self.urls[3].clone(),
             psp_url: None,
-            brokers: None,
+            broker: None,
             topic_prefix: String::new(),
         })
         .await?;

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use shipshape_kafka::Connection;
 
 use crate::broker::{TestBroker, shared_broker, test_topic_prefix};
 use crate::postgres;
@@ -78,11 +79,12 @@ impl BackingServices {
             .with_context(|| format!("no database was started for {name}"))
     }
 
-    /// The broker's address, the services' `KAFKA_BROKERS`.
-    pub fn brokers(&self) -> anyhow::Result<String> {
+    /// A login to the broker as its super user: a service under test in
+    /// this process connects with it and creates its own topics.
+    pub fn kafka(&self) -> anyhow::Result<Connection> {
         self.broker
             .as_ref()
-            .map(TestBroker::address)
+            .map(TestBroker::admin)
             .context("the broker was not started")
     }
 

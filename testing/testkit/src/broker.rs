@@ -10,6 +10,12 @@
 //! is formatted (`kafka.tools.StorageTool format`), exactly what the
 //! distribution's shell scripts do.
 //!
+//! Every broker is secured as a production one would be: clients log in
+//! with SCRAM-SHA-512 and an authorizer refuses whatever no ACL allows.
+//! The broker's super user (`admin`, with a password made at its first
+//! start and kept with its data) sets up each stack's principals, topics
+//! and ACLs (`shipshape_kafka::Deployment`).
+//!
 //! Each broker keeps its data in a directory of its own, so a broker killed
 //! with SIGKILL comes back on the same data with every acknowledged message
 //! (producers use `acks=all`). The first broker to stop cleanly on a
@@ -22,10 +28,12 @@ mod install;
 mod running;
 mod shared;
 
-pub use config::BrokerConfig;
+pub use config::{ADMIN_USER, BrokerConfig};
 pub use install::{Installation, KAFKA_LIBS_VAR, KAFKA_VERSION, kafka_dir};
-pub use running::{Broker, KAFKA_HEAP_VAR};
-pub use shared::{SHARED_BROKER_VAR, TestBroker, shared_broker, test_topic_prefix};
+pub use running::{ADMIN_PASSWORD_FILE, Broker, KAFKA_HEAP_VAR};
+pub use shared::{
+    SHARED_BROKER_PASSWORD_VAR, SHARED_BROKER_VAR, TestBroker, shared_broker, test_topic_prefix,
+};
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 
 use shipshape_faultproxy::FaultProxy;
+use shipshape_kafka::{Connection, Login};
 
 use crate::broker::{Broker, Installation};
 use crate::process::Process;
@@ -37,6 +38,9 @@ pub(crate) use databases::drop_databases_blocking;
 
 use port_map::PortMap;
 
+/// The own broker's data directory, in the log directory.
+const BROKER_DATA_DIR: &str = "broker-data";
+
 /// The PSP simulator's journal, in the log directory.
 const PSP_JOURNAL_FILE: &str = "psp-ledger.jsonl";
 
@@ -56,6 +60,10 @@ pub struct Stack {
     databases: Vec<String>,
     /// `None` while the broker is down ([`Stack::kill_broker`]).
     broker: Option<Broker>,
+    /// A super user's login to the broker, once it runs.
+    broker_admin: Option<Connection>,
+    /// Each service's own login to the broker, made for this stack.
+    broker_logins: BTreeMap<Service, Login>,
     /// The Java runtime and jars the stack's own broker runs on, to start
     /// it again; `None` on a shared broker.
     installation: Option<Installation>,

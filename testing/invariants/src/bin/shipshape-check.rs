@@ -4,8 +4,10 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use shipshape_invariants::{Checker, SourceMessage, Sources};
+use shipshape_kafka::Connection;
 
 /// Checks the checkout saga's invariants across every service's database,
 /// the PSP ledger and the broker, once the system is quiet, and prints the
@@ -31,7 +33,11 @@ struct Cli {
     #[arg(long, value_name = "URL")]
     psp: Option<String>,
     /// The broker [default: none; consumer lag and dead letters are not
-    /// checked]
+    /// checked]. The login comes from the environment, read as the services
+    /// read theirs: KAFKA_SECURITY_PROTOCOL (PLAINTEXT, the default,
+    /// SASL_PLAINTEXT or SASL_SSL), KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD
+    /// (or KAFKA_SASL_PASSWORD_FILE), KAFKA_SASL_MECHANISM and
+    /// KAFKA_SSL_CA_LOCATION; this flag stands for KAFKA_BROKERS
     #[arg(long, value_name = "HOST:PORT")]
     brokers: Option<String>,
     /// What the services put before every topic and group name
@@ -66,13 +72,22 @@ fn source_message(text: &str) -> Result<SourceMessage, String> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
+    // Only with a broker to check: a login nobody uses must not fail the run.
+    let broker = match cli.brokers {
+        Some(brokers) => {
+            let login = Connection::from_env()
+                .context("the broker login (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*)")?;
+            Some(Connection { brokers, ..login })
+        }
+        None => None,
+    };
     let checker = Checker::connect(Sources {
         order_db: cli.order_db,
         inventory_db: cli.inventory_db,
         payment_db: cli.payment_db,
         shipping_db: cli.shipping_db,
         psp_url: cli.psp,
-        brokers: cli.brokers,
+        broker,
         topic_prefix: cli.topic_prefix,
     })
     .await?;

@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use shipshape_kafka::Password;
+
 /// A random cluster id as Kafka writes them: 16 random bytes in URL-safe
 /// base64 without padding (22 characters), never starting with `-`, which
 /// the storage tool would read as an option (Kafka's own ids avoid it too).
@@ -38,6 +40,10 @@ fn encoded_uuid() -> String {
     id
 }
 
+/// The broker's super user: the broker itself, the setup and the tests'
+/// own clients log in as it.
+pub const ADMIN_USER: &str = "admin";
+
 /// Where and how one broker runs.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -69,8 +75,16 @@ impl BrokerConfig {
         }
     }
 
-    /// The broker's `server.properties`.
-    pub(super) fn server_properties(&self) -> String {
+    /// The broker's `server.properties`, with `admin_password` as the
+    /// super user's.
+    ///
+    /// Clients log in with SCRAM-SHA-512 on the one client listener, which
+    /// the broker also uses to reach itself (as the super user, whose
+    /// credential the storage is formatted with). The controller listener
+    /// takes the super user only, with PLAIN: SCRAM's credentials live in
+    /// the metadata log the controller serves, so it cannot check them
+    /// there. The authorizer refuses whatever no ACL allows.
+    pub(super) fn server_properties(&self, admin_password: &Password) -> String {
         let Self {
             port,
             controller_port,
@@ -89,18 +103,47 @@ impl BrokerConfig {
         );
         set(
             "listeners",
-            &format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
+            &format!("CLIENTS://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
         );
         set(
             "advertised.listeners",
-            &format!("PLAINTEXT://127.0.0.1:{advertised_port}"),
+            &format!("CLIENTS://127.0.0.1:{advertised_port}"),
         );
         set("controller.listener.names", &"CONTROLLER");
-        set("inter.broker.listener.name", &"PLAINTEXT");
+        set("inter.broker.listener.name", &"CLIENTS");
         set(
             "listener.security.protocol.map",
-            &"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            &"CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
         );
+        let password = admin_password.expose();
+        set("sasl.mechanism.inter.broker.protocol", &"SCRAM-SHA-512");
+        set(
+            "listener.name.clients.sasl.enabled.mechanisms",
+            &"SCRAM-SHA-512",
+        );
+        set(
+            "listener.name.clients.scram-sha-512.sasl.jaas.config",
+            &format!(
+                "org.apache.kafka.common.security.scram.ScramLoginModule required \
+                 username=\"{ADMIN_USER}\" password=\"{password}\";"
+            ),
+        );
+        set("sasl.mechanism.controller.protocol", &"PLAIN");
+        set("listener.name.controller.sasl.enabled.mechanisms", &"PLAIN");
+        set(
+            "listener.name.controller.plain.sasl.jaas.config",
+            &format!(
+                "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 username=\"{ADMIN_USER}\" password=\"{password}\" \
+                 user_{ADMIN_USER}=\"{password}\";"
+            ),
+        );
+        set(
+            "authorizer.class.name",
+            &"org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        );
+        set("super.users", &format!("User:{ADMIN_USER}"));
+        set("allow.everyone.if.no.acl.found", &false);
         set("log.dirs", &self.data_dir.join("kraft-logs").display());
         // Topics are made by the services, with the partition count they
         // are configured with; a typo must not create one.

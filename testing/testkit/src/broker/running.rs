@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
-use super::config::{LOG4J2, cluster_id};
+use shipshape_kafka::{Connection, Login, Password};
+
+use super::config::{ADMIN_USER, LOG4J2, cluster_id};
 use super::{BrokerConfig, Installation};
 use crate::process::{Process, Stopped, run};
 
@@ -18,6 +20,9 @@ pub const KAFKA_HEAP_VAR: &str = "SHIPSHAPE_KAFKA_HEAP";
 /// How long a started broker has to accept connections. A cold JVM on a
 /// busy two-core machine takes a few seconds.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The super user's password, in the broker's data directory.
+pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 
 /// How long a stopping broker has to exit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -33,6 +38,8 @@ pub struct Broker {
     recording: Option<PathBuf>,
     /// Frozen with SIGSTOP ([`Broker::pause`]).
     paused: bool,
+    /// The super user's, kept with the data it was formatted into.
+    admin_password: Password,
 }
 
 impl Broker {
@@ -53,19 +60,33 @@ impl Broker {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the broker's directory {}", dir.display()))?;
+        let formatted = dir.join("kraft-logs/meta.properties").is_file();
+        if formatted && !dir.join(ADMIN_PASSWORD_FILE).is_file() {
+            bail!(
+                "{} holds a broker formatted without logins (before brokers were secured): \
+                 remove the directory to start afresh",
+                dir.display()
+            );
+        }
+        let admin_password = admin_password(dir)?;
         let properties = dir.join("server.properties");
-        std::fs::write(&properties, config.server_properties())
+        std::fs::write(&properties, config.server_properties(&admin_password))
             .with_context(|| format!("writing {}", properties.display()))?;
         let log4j2 = dir.join("log4j2.properties");
         std::fs::write(&log4j2, LOG4J2).with_context(|| format!("writing {}", log4j2.display()))?;
         let heap = std::env::var(KAFKA_HEAP_VAR).unwrap_or_else(|_| "512m".to_owned());
 
-        if !dir.join("kraft-logs/meta.properties").is_file() {
+        if !formatted {
             let mut format = installation.java_command("128m", &log4j2, None);
             format
                 .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
                 .args(["--cluster-id", &cluster_id(), "--config"])
-                .arg(&properties);
+                .arg(&properties)
+                .arg("--add-scram")
+                .arg(format!(
+                    "SCRAM-SHA-512=[name={ADMIN_USER},password={}]",
+                    admin_password.expose()
+                ));
             run(format, "formatting the Kafka broker's storage")?;
         }
 
@@ -92,6 +113,7 @@ impl Broker {
             installation: installation.clone(),
             recording,
             paused: false,
+            admin_password,
         };
         broker.wait_accepting().await?;
         Ok(broker)
@@ -150,6 +172,19 @@ impl Broker {
     /// `127.0.0.1:<port>`, the value for `KAFKA_BROKERS`.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.config.port)
+    }
+
+    /// A login to it as the super user.
+    pub fn admin(&self) -> Connection {
+        Connection::sasl_plaintext(
+            self.address(),
+            Login::scram(ADMIN_USER, self.admin_password.clone()),
+        )
+    }
+
+    /// The super user's password.
+    pub fn admin_password(&self) -> &Password {
+        &self.admin_password
     }
 
     /// The port it listens on.
@@ -219,4 +254,30 @@ impl Broker {
             )),
         }
     }
+}
+
+/// The super user's password of the broker whose data is in `dir`: made on
+/// the first start and kept there (readable by its owner only), since the
+/// storage is formatted with it.
+fn admin_password(dir: &Path) -> anyhow::Result<Password> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let path = dir.join(ADMIN_PASSWORD_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(password) => return Ok(Password::new(password.trim())),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(error).with_context(|| format!("reading {}", path.display()));
+        }
+        Err(_) => {}
+    }
+    let password = Password::random();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(password.expose().as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(password)
 }

@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+use shipshape_kafka::{Connection, Login, Password};
+
+use super::config::ADMIN_USER;
 use super::{Broker, Installation};
 
 /// Environment variable with the address (`127.0.0.1:<port>`) of the
@@ -11,12 +14,21 @@ use super::{Broker, Installation};
 /// test that kills the broker or cuts it off still starts its own.
 pub const SHARED_BROKER_VAR: &str = "SHIPSHAPE_SHARED_BROKER";
 
-/// The address of the run's shared broker ([`SHARED_BROKER_VAR`]), if the
-/// run has one.
-pub fn shared_broker() -> Option<String> {
-    std::env::var(SHARED_BROKER_VAR)
+/// Environment variable with the super user's password of the broker in
+/// [`SHARED_BROKER_VAR`].
+pub const SHARED_BROKER_PASSWORD_VAR: &str = "SHIPSHAPE_SHARED_BROKER_PASSWORD";
+
+/// A super user's login to the run's shared broker ([`SHARED_BROKER_VAR`],
+/// [`SHARED_BROKER_PASSWORD_VAR`]), if the run has one.
+pub fn shared_broker() -> Option<Connection> {
+    let address = std::env::var(SHARED_BROKER_VAR)
         .ok()
-        .filter(|address| !address.is_empty())
+        .filter(|address| !address.is_empty())?;
+    let password = std::env::var(SHARED_BROKER_PASSWORD_VAR).unwrap_or_default();
+    Some(Connection::sasl_plaintext(
+        address,
+        Login::scram(ADMIN_USER, Password::new(password)),
+    ))
 }
 
 /// A fresh topic prefix for one test on a shared broker: `t`, 8 random hex
@@ -30,8 +42,9 @@ pub fn test_topic_prefix() -> String {
 /// or else a broker started for this test alone.
 #[derive(Debug)]
 pub enum TestBroker {
-    /// The run's broker, at this address; the test keeps to its own topics.
-    Shared(String),
+    /// The run's broker, logged in as its super user; the test keeps to its
+    /// own topics.
+    Shared(Connection),
     /// A broker of the test's own, stopped with it.
     Own(Box<Broker>),
 }
@@ -40,8 +53,8 @@ impl TestBroker {
     /// The shared broker, or a broker of its own with its data and log in
     /// `dir`.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        if let Some(address) = shared_broker() {
-            return Ok(Self::Shared(address));
+        if let Some(admin) = shared_broker() {
+            return Ok(Self::Shared(admin));
         }
         let installation = Installation::install()?;
         Ok(Self::Own(Box::new(
@@ -49,11 +62,11 @@ impl TestBroker {
         )))
     }
 
-    /// `127.0.0.1:<port>`, the value for `KAFKA_BROKERS`.
-    pub fn address(&self) -> String {
+    /// A login to it as the super user.
+    pub fn admin(&self) -> Connection {
         match self {
-            Self::Shared(address) => address.clone(),
-            Self::Own(broker) => broker.address(),
+            Self::Shared(admin) => admin.clone(),
+            Self::Own(broker) => broker.admin(),
         }
     }
 

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use shipshape_kafka::Password;
+
 use super::config::cluster_id;
 use super::*;
 use crate::scratch::ScratchDir;
@@ -31,10 +33,13 @@ fn the_configuration_listens_on_loopback_only() {
             PathBuf::from("/b.log"),
         )
     };
-    let properties = config.server_properties();
+    let properties = config.server_properties(&Password::new("s3cret"));
     for line in [
-        "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093",
-        "advertised.listeners=PLAINTEXT://127.0.0.1:29092",
+        "listeners=CLIENTS://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093",
+        "advertised.listeners=CLIENTS://127.0.0.1:29092",
+        "listener.security.protocol.map=CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "super.users=User:admin",
+        "allow.everyone.if.no.acl.found=false",
         "controller.quorum.voters=1@127.0.0.1:19093",
         "log.dirs=/data/kraft-logs",
         "offsets.topic.replication.factor=1",

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use shipshape_kafka::Connection;
 
 use super::Service;
 use crate::auth;
@@ -64,7 +65,8 @@ pub enum BrokerChoice {
     /// [`SHARED_BROKER_VAR`]): the stack keeps to topics and groups
     /// whose names start with `topic_prefix`, and never stops it.
     Shared {
-        address: String,
+        /// A login to it as its super user.
+        admin: Connection,
         topic_prefix: String,
     },
 }
@@ -74,8 +76,8 @@ impl BrokerChoice {
     /// one, else a broker of the stack's own.
     pub fn for_tests() -> Self {
         match crate::broker::shared_broker() {
-            Some(address) => Self::Shared {
-                address,
+            Some(admin) => Self::Shared {
+                admin,
                 topic_prefix: crate::broker::test_topic_prefix(),
             },
             None => Self::Own,

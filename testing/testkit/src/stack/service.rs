@@ -68,6 +68,13 @@ impl Service {
         }
     }
 
+    /// The process whose [`Service::name`] is `name`.
+    pub fn named(name: &str) -> Option<Service> {
+        Service::ALL
+            .into_iter()
+            .find(|service| service.name() == name)
+    }
+
     /// Its binary's file name, as `cargo build --bins` produces it.
     pub fn binary(self) -> &'static str {
         match self {

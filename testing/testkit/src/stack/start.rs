@@ -9,18 +9,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 
 use shipshape_faultproxy::FaultProxy;
+use shipshape_kafka::{Connection, Deployment, Login, Password, TopicLayout};
+use shipshape_proto::ROLES;
 
 use super::databases::create_databases;
 use super::port_map::PortMap;
 use super::{
-    BIN_DIR_VAR, BrokerChoice, Link, PSP_JOURNAL_FILE, Ports, Replica, Service, Stack, StackOptions,
+    BIN_DIR_VAR, BROKER_DATA_DIR, BrokerChoice, Link, PSP_JOURNAL_FILE, Ports, Replica, Service,
+    Stack, StackOptions,
 };
 use crate::broker::{Broker, BrokerConfig, Installation, SHARED_BROKER_VAR};
 use crate::postgres;
 use crate::process::Process;
-
-/// The broker's data directory, in the log directory.
-const BROKER_DATA_DIR: &str = "broker-data";
 
 /// Lines of a process's log quoted in error messages.
 const LOG_TAIL_LINES: usize = 30;
@@ -94,6 +94,8 @@ impl Stack {
             database_urls,
             databases,
             broker: None,
+            broker_admin: None,
+            broker_logins: BTreeMap::new(),
             installation,
             processes: BTreeMap::new(),
             proxies: BTreeMap::new(),
@@ -108,6 +110,7 @@ impl Stack {
         if stack.options.broker == BrokerChoice::Own {
             stack.broker = Some(stack.spawn_broker().await?);
         }
+        stack.set_up_broker().await?;
         let replicas = stack.options.replicas.max(1);
         for service in Service::START_ORDER {
             let count = if Service::REPLICATED.contains(&service) {
@@ -144,6 +147,41 @@ impl Stack {
             )
         })?;
         Broker::start(installation, config).await
+    }
+
+    /// Gives each service of the stack a login of its own on the broker
+    /// (with a fresh password), creates the topics and grants each service
+    /// what its role needs, as the broker's super user.
+    async fn set_up_broker(&mut self) -> anyhow::Result<()> {
+        let admin = match (&self.options.broker, &self.broker) {
+            (BrokerChoice::Shared { admin, .. }, _) => admin.clone(),
+            (BrokerChoice::Own, Some(broker)) => Connection {
+                brokers: self.broker_address(),
+                ..broker.admin()
+            },
+            (BrokerChoice::Own, None) => bail!("the stack's broker is not running"),
+        };
+        let deployment = Deployment {
+            prefix: self.topic_prefix().to_owned(),
+            layout: TopicLayout {
+                partitions: i32::try_from(self.topic_partitions())?,
+                replication: 1,
+            },
+        };
+        let mut logins = BTreeMap::new();
+        for role in &ROLES {
+            let service = Service::named(role.service)
+                .with_context(|| format!("no service of the stack plays {}", role.service))?;
+            logins.insert(service, deployment.login(role, Password::random()));
+        }
+        let all: Vec<Login> = logins.values().cloned().collect();
+        deployment
+            .apply(&admin, &all)
+            .await
+            .context("setting up the broker: logins, topics, ACLs")?;
+        self.broker_admin = Some(admin);
+        self.broker_logins = logins;
+        Ok(())
     }
 
     pub(super) fn spawn(&mut self, replica: Replica) -> anyhow::Result<()> {

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use shipshape_kafka::{Login, Password};
+
 use super::service::all_replicas;
 use super::*;
 use crate::postgres;
@@ -20,6 +22,8 @@ fn idle_stack(options: StackOptions) -> Stack {
         database_urls,
         databases: Vec::new(),
         broker: None,
+        broker_admin: None,
+        broker_logins: BTreeMap::new(),
         installation: Some(Installation::unchecked()),
         processes: BTreeMap::new(),
         proxies: BTreeMap::new(),
@@ -93,7 +97,10 @@ fn each_process_gets_the_contracted_environment() {
 fn a_stack_on_a_shared_broker_names_its_topics_and_may_not_kill_it() {
     let mut options = StackOptions::local("/bin", "/tmp");
     options.broker = BrokerChoice::Shared {
-        address: "127.0.0.1:39092".to_owned(),
+        admin: Connection::sasl_plaintext(
+            "127.0.0.1:39092",
+            Login::scram("admin", Password::new("s3cret")),
+        ),
         topic_prefix: "t0123abcd.".to_owned(),
     };
     let mut stack = idle_stack(options);
@@ -125,7 +132,10 @@ fn a_stack_on_a_shared_broker_names_its_topics_and_may_not_kill_it() {
 fn a_proxied_broker_is_always_the_stacks_own() {
     let mut options = StackOptions::local("/bin", "/tmp");
     options.broker = BrokerChoice::Shared {
-        address: "127.0.0.1:39092".to_owned(),
+        admin: Connection::sasl_plaintext(
+            "127.0.0.1:39092",
+            Login::scram("admin", Password::new("s3cret")),
+        ),
         topic_prefix: "t0123abcd.".to_owned(),
     };
     assert_eq!(options.with_proxy(Link::Broker).broker, BrokerChoice::Own);

@@ -11,6 +11,12 @@ pub const LOG_FORMAT: &str = "LOG_FORMAT";
 pub const DATABASE_URL: &str = "DATABASE_URL";
 /// Order, inventory, payment, shipping: the broker's `host:port`.
 pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
+/// Same: `SASL_PLAINTEXT` on the test kit's brokers, which want a login.
+pub const KAFKA_SECURITY_PROTOCOL: &str = "KAFKA_SECURITY_PROTOCOL";
+/// Same: the service's own principal on the broker.
+pub const KAFKA_SASL_USERNAME: &str = "KAFKA_SASL_USERNAME";
+/// Same: its password.
+pub const KAFKA_SASL_PASSWORD: &str = "KAFKA_SASL_PASSWORD";
 /// Same: put before every topic and group name, on a shared broker.
 pub const KAFKA_TOPIC_PREFIX: &str = "KAFKA_TOPIC_PREFIX";
 /// Same: the partition count of the topics the service creates.

@@ -3,8 +3,10 @@
 //! environment each process is started with, and tokens for the gateway.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
+use shipshape_kafka::{Connection, Protocol};
 
 use super::{BrokerChoice, Link, PSP_JOURNAL_FILE, Replica, Service, Stack, vars};
 use crate::{auth, postgres};
@@ -107,6 +109,17 @@ impl Stack {
             };
             set(vars::DATABASE_URL, database_url);
             set(vars::KAFKA_BROKERS, self.broker_address());
+            if let Some(login) = self.broker_logins.get(&service) {
+                set(
+                    vars::KAFKA_SECURITY_PROTOCOL,
+                    Protocol::SaslPlaintext.name().to_owned(),
+                );
+                set(vars::KAFKA_SASL_USERNAME, login.username.clone());
+                set(
+                    vars::KAFKA_SASL_PASSWORD,
+                    login.password.expose().to_owned(),
+                );
+            }
             if let BrokerChoice::Shared { topic_prefix, .. } = &self.options.broker {
                 set(vars::KAFKA_TOPIC_PREFIX, topic_prefix.clone());
             }
@@ -116,10 +129,7 @@ impl Stack {
             );
             set(
                 vars::KAFKA_TOPIC_PARTITIONS,
-                self.options
-                    .max_replicas
-                    .max(MIN_TOPIC_PARTITIONS)
-                    .to_string(),
+                self.topic_partitions().to_string(),
             );
         }
         match service {
@@ -194,8 +204,42 @@ impl Stack {
     pub fn broker_address(&self) -> String {
         match &self.options.broker {
             BrokerChoice::Own => format!("127.0.0.1:{}", self.broker_port()),
-            BrokerChoice::Shared { address, .. } => address.clone(),
+            BrokerChoice::Shared { admin, .. } => admin.brokers.clone(),
         }
+    }
+
+    /// A login to the broker as its super user, for test clients that read
+    /// every topic or write where no service may. (A stack is set up before
+    /// [`Stack::start`] returns; only one that never started has none, and
+    /// gets a connection without a login.)
+    pub fn broker_admin(&self) -> Connection {
+        self.broker_admin
+            .clone()
+            .unwrap_or_else(|| Connection::plaintext(self.broker_address()))
+    }
+
+    /// Where the super user's password of the stack's own broker is kept.
+    pub fn broker_admin_password_file(&self) -> PathBuf {
+        self.options
+            .log_dir
+            .join(super::BROKER_DATA_DIR)
+            .join(crate::broker::ADMIN_PASSWORD_FILE)
+    }
+
+    /// `service`'s own login to the broker: what that service may do, and
+    /// nothing more.
+    pub fn broker_login(&self, service: Service) -> anyhow::Result<Connection> {
+        let admin = self.broker_admin();
+        let login = self
+            .broker_logins
+            .get(&service)
+            .with_context(|| format!("{service} has no login to the broker"))?;
+        Ok(admin.as_login(login.clone()))
+    }
+
+    /// Partitions of each topic: enough for every replica to get one.
+    pub(super) fn topic_partitions(&self) -> usize {
+        self.options.max_replicas.max(MIN_TOPIC_PARTITIONS)
     }
 
     /// What the services put before every topic and group name: empty on
