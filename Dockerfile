@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # The Shipshape image: all six processes in one image, one binary per
-# service, the service chosen by the container's command:
+# service, the service chosen by the container's command, and the one-shot
+# `shipshape-kafka-setup` that gives a secured broker the services' logins,
+# topics and ACLs (docker-compose.yml's kafka-setup, the chart's setup Job):
 #
 #   docker build -t shipshape:0.1.0 .
 #   docker run --rm -p 8090:8090 shipshape:0.1.0 /usr/local/bin/shipshape-psp-simulator
@@ -15,12 +17,13 @@
 # price of six artifacts that must move in lock-step.
 #
 # Runtime base: gcr.io/distroless/cc-debian12:nonroot, which holds glibc,
-# libgcc and CA certificates and nothing else: no shell, no package manager,
-# no curl. The binaries link glibc, libgcc_s and zlib dynamically (zlib
-# through rdkafka's `libz` feature), so this stage adds libz.so.1 from the
+# libgcc, OpenSSL's libraries (libssl3) and CA certificates and nothing else:
+# no shell, no package manager, no curl. The binaries link glibc, libgcc_s,
+# zlib and OpenSSL dynamically (through rdkafka's `libz` and `ssl` features:
+# SCRAM logins and TLS to the broker), so this stage adds libz.so.1 from the
 # build stage (same Debian release, same glibc) and refuses to finish if a
 # binary needs any other library. The build stage is Debian bookworm to match
-# debian12's glibc.
+# debian12's glibc and OpenSSL 3.
 #
 # Health checks without a shell: `shipshape-healthcheck` is a 150-line Rust
 # program (deploy/healthcheck/main.rs, the standard library and clap, built
@@ -56,10 +59,11 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# A C compiler, make and zlib headers for the bundled librdkafka (gcc and
-# make come with the rust image).
+# A C compiler, make, and zlib's and OpenSSL's headers for the bundled
+# librdkafka, which openssl-sys finds with pkg-config (gcc and make come with
+# the rust image).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends zlib1g-dev \
+    && apt-get install -y --no-install-recommends zlib1g-dev libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -83,18 +87,20 @@ RUN --mount=type=cache,id=shipshape-cargo-registry,target=/usr/local/cargo/regis
         --package shipshape-shipping \
         --package shipshape-psp-simulator \
         --package shipshape-healthcheck \
+        --package shipshape-kafka \
     && mkdir -p /out/usr/local/bin \
-    && for binary in gateway order inventory payment shipping psp-simulator healthcheck; do \
+    && for binary in gateway order inventory payment shipping psp-simulator healthcheck kafka-setup; do \
         cp "target/release/shipshape-$binary" /out/usr/local/bin/; \
     done
 
 # zlib for the runtime image, and a guard: every binary must need nothing
-# beyond what distroless/cc provides plus that zlib.
+# beyond what distroless/cc provides (glibc, libgcc_s, libssl3's libssl and
+# libcrypto) plus that zlib.
 RUN set -eu; \
     triple="$(gcc -dumpmachine)"; \
     mkdir -p "/out/usr/lib/$triple"; \
     cp -L "/usr/lib/$triple/libz.so.1" "/out/usr/lib/$triple/libz.so.1"; \
-    allowed='^(linux-vdso\.so\.1|linux-gate\.so\.1|/lib(64)?/ld-linux[-a-z0-9_.]*\.so\.[0-9]+|libc\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libz\.so\.1|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1)$'; \
+    allowed='^(linux-vdso\.so\.1|linux-gate\.so\.1|/lib(64)?/ld-linux[-a-z0-9_.]*\.so\.[0-9]+|libc\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libssl\.so\.3|libcrypto\.so\.3|libz\.so\.1|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1)$'; \
     for binary in /out/usr/local/bin/*; do \
         extra="$(ldd "$binary" | awk '{print $1}' | grep -Ev "$allowed" || true)"; \
         if [ -n "$extra" ]; then \
@@ -106,7 +112,7 @@ RUN set -eu; \
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 
 LABEL org.opencontainers.image.title="shipshape" \
-      org.opencontainers.image.description="Shipshape services: gateway, order, inventory, payment, shipping and the PSP simulator; pick one with the container command" \
+      org.opencontainers.image.description="Shipshape services: gateway, order, inventory, payment, shipping, the PSP simulator and the Kafka setup; pick one with the container command" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 COPY --from=build /out/ /
@@ -121,7 +127,9 @@ EXPOSE 8080 8090 50051 50052 9100 9101 9102 9103 9104 9105
 ENV LOG_FORMAT=json
 
 # Probes /readyz on the ops port of the service running as PID 1 (or the
-# port of OPS_ADDR). start-period covers migrations and topic creation.
+# port of OPS_ADDR). start-period covers migrations and the wait for the
+# broker's topics. (shipshape-kafka-setup serves no ops port: it runs once
+# and exits, and its containers disable this check.)
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/usr/local/bin/shipshape-healthcheck"]
 

@@ -34,7 +34,7 @@ class Pod:
 def pods(manifests: Manifests) -> dict[str, Pod]:
     found = {}
     for obj in manifests.objects:
-        if obj["kind"] not in ("Deployment", "StatefulSet", "Pod"):
+        if obj["kind"] not in ("Deployment", "StatefulSet", "Job", "Pod"):
             continue
         template = pod_template(obj)
         labels = template["metadata"]["labels"]

@@ -14,8 +14,8 @@ from urllib.parse import urlparse
 import pytest
 
 from conftest import (ALL, API_PORT, DEV_VALUES, OPS_PORT, REPO, SERVICES, WITH_DATABASE,
-                      Manifests, container, matches, pod_template, render, render_error,
-                      render_notes)
+                      Manifests, container, helm_template, matches, pod_template, render,
+                      render_error, render_notes)
 from netpol import allowed_edges, pods
 
 NAME = "shipshape"  # the fullname for release "shipshape"
@@ -308,7 +308,8 @@ ARCHITECTURE = {
     ("test", "gateway", 8080),  # helm test
 }
 BROKER_AND_DATABASE = {(s, "kafka", 9092) for s in WITH_DATABASE} | \
-    {(s, "postgresql", 5432) for s in WITH_DATABASE} | {("kafka", "kafka", 9092)}
+    {(s, "postgresql", 5432) for s in WITH_DATABASE} | {("kafka", "kafka", 9092)} | \
+    {("kafka-setup", "kafka", 9092)}  # the setup Job
 
 
 def test_only_the_architecture_edges_are_open_between_pods(default):
@@ -827,7 +828,7 @@ def test_dev_deploys_kafka_and_postgres_in_the_release(dev):
     kafka = dev.get("StatefulSet", "shipshape-kafka")
     properties = dev.get("ConfigMap", "shipshape-kafka")["data"]["server.properties"]
     assert "process.roles=broker,controller" in properties  # KRaft, no ZooKeeper
-    assert "advertised.listeners=PLAINTEXT://shipshape-kafka:9092" in properties
+    assert "advertised.listeners=CLIENTS://shipshape-kafka:9092" in properties
     assert container(kafka)["image"].startswith("apache/kafka:")
     for sts in dev.of("StatefulSet"):
         c = container(sts)
@@ -921,6 +922,8 @@ def test_k8s_manifests_have_no_test_hook_and_no_helm_ownership():
         text = (REPO / "k8s" / overlay / "shipshape.yaml").read_text()
         assert "helm.sh/hook" not in text
         assert not re.search(r"managed-by: Helm", text)
+        # The Kafka setup is a plain Job, which kubectl applies like the rest.
+        assert [o["metadata"]["name"] for o in Manifests(text).of("Job")] == ["shipshape-kafka-setup-1"]
 
 
 # ------------------------------------------------------------------- NOTES ----
@@ -939,3 +942,407 @@ def test_notes_for_development_values():
     notes = render_notes(DEV_VALUES)
     assert "create secret" not in notes
     assert "DEVELOPMENT passwords" in notes and "one node, KRaft" in notes
+
+
+# ------------------------------------------------------------ Kafka logins ----
+
+KAFKA_DIR = "/var/run/secrets/shipshape/kafka"
+KAFKA_CA = "/var/run/secrets/shipshape/kafka-ca/ca.crt"
+KAFKA_LOGINS = ["admin"] + WITH_DATABASE
+TLS = {"kafka.tls.enabled": "true", "kafka.tls.secretName": "kafka-tls"}
+DEV_TLS = {**TLS, "kafka.auth.securityProtocol": "SASL_SSL"}
+
+
+def pod_volumes(workload: dict) -> dict[str, dict]:
+    return {v["name"]: v for v in pod_template(workload)["spec"].get("volumes", [])}
+
+
+def pod_mounts(workload: dict) -> dict[str, dict]:
+    return {v["name"]: v for v in container(workload).get("volumeMounts", [])}
+
+
+def setup_job(m: Manifests) -> dict:
+    # `helm template` renders revision 1.
+    return m.get("Job", name("kafka-setup-1"))
+
+
+def job_env(m: Manifests) -> dict:
+    return {e["name"]: e["value"] for e in container(setup_job(m))["env"]}
+
+
+def kafka_properties(m: Manifests) -> str:
+    return m.get("ConfigMap", "shipshape-kafka")["data"]["server.properties"]
+
+
+@pytest.mark.parametrize("component", WITH_DATABASE)
+def test_each_service_logs_in_to_kafka_with_its_own_password_only(default, dev, component):
+    for m, secret, protocol in ((default, "shipshape-kafka", "SASL_SSL"),
+                                (dev, "shipshape-kafka-auth", "SASL_PLAINTEXT")):
+        data = config(m, component)
+        assert data["KAFKA_SECURITY_PROTOCOL"] == protocol
+        assert data["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert data["KAFKA_SASL_USERNAME"] == component
+        assert data["KAFKA_SASL_PASSWORD_FILE"] == f"{KAFKA_DIR}/password"
+        assert "KAFKA_SASL_PASSWORD" not in data  # a file, never a value
+        deployment = m.get("Deployment", name(component))
+        assert "KAFKA_SASL_PASSWORD" not in {e["name"] for e in container(deployment).get("env", [])}
+        volumes = pod_volumes(deployment)
+        # Of the Secret with every login's password, only its own key.
+        assert volumes["kafka-login"]["secret"] == {
+            "secretName": secret, "items": [{"key": f"{component}-password", "path": "password"}],
+            "defaultMode": 0o440}
+        assert [v for v in volumes.values() if v.get("secret", {}).get("secretName") == secret] == \
+            [volumes["kafka-login"]]
+        assert pod_mounts(deployment)["kafka-login"] == {
+            "name": "kafka-login", "mountPath": KAFKA_DIR, "readOnly": True}
+
+
+@pytest.mark.parametrize("component", ["gateway", "psp-simulator"])
+def test_services_that_never_reach_kafka_get_no_login(default, dev, component):
+    for m in (default, dev, render(DEV_VALUES, sets=DEV_TLS)):
+        assert not any(k.startswith("KAFKA_") for k in config(m, component)), component
+        deployment = m.get("Deployment", name(component))
+        assert not any(e["name"].startswith("KAFKA_") for e in container(deployment).get("env", []))
+        assert not any(v.startswith("kafka") for v in pod_volumes(deployment))
+        kafka_secrets = {"shipshape-kafka", "shipshape-kafka-auth", "kafka-tls"}
+        assert not any(v.get("secret", {}).get("secretName") in kafka_secrets
+                       for v in pod_volumes(deployment).values())
+
+
+def test_topic_prefix_names_the_logins_and_reaches_the_setup():
+    m = render(sets={"kafka.topicPrefix": "shop-"})
+    for component in WITH_DATABASE:
+        data = config(m, component)
+        assert data["KAFKA_SASL_USERNAME"] == f"shop-{component}"
+        assert data["KAFKA_TOPIC_PREFIX"] == "shop-"
+    assert job_env(m)["KAFKA_TOPIC_PREFIX"] == "shop-"
+    assert "KAFKA_TOPIC_PREFIX" not in job_env(render())
+
+
+@pytest.mark.parametrize("values", [(), (DEV_VALUES,)])
+def test_kafka_setup_is_a_plain_job_of_each_revision(values):
+    m = render(*values)
+    job = setup_job(m)
+    # Not a hook: `helm install --wait` (and GitOps health checks) would run a
+    # post-install hook only once every pod is ready, and the services are
+    # not before it ran.
+    assert not any(k.startswith("helm.sh/hook") for k in job["metadata"].get("annotations") or {})
+    # The revision in its name: every install and upgrade creates a new Job
+    # (a Job's pod template cannot change) and Helm deletes the last one.
+    assert [j["metadata"]["name"] for j in m.of("Job")] == [name("kafka-setup-1")]
+    helper = (REPO / "helm/shipshape/templates/_helpers.tpl").read_text()
+    assert re.search(r'define "shipshape.kafkaSetupJobName".*\n.*\.Release\.Revision', helper)
+    # It retries while the broker starts, and is cleaned up after an hour.
+    assert job["spec"]["backoffLimit"] >= 6
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600
+    c = container(job)
+    assert c["command"] == ["/usr/local/bin/shipshape-kafka-setup"]
+    assert c["image"] == container(m.get("Deployment", name("order")))["image"]
+    spec = pod_template(job)["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert set(c["resources"]) == {"requests", "limits"}
+
+
+@pytest.mark.parametrize("values", [(), (DEV_VALUES,)])
+def test_kafka_setup_job_name_and_cleanup_settings(values):
+    m = render(*values, sets={"fullnameOverride": "s" * 63, "kafka.setup.ttlSecondsAfterFinished": "null",
+                     "kafka.setup.backoffLimit": "10"})
+    (job,) = m.of("Job")
+    assert len(job["metadata"]["name"]) <= 63 and job["metadata"]["name"].endswith("-kafka-setup-1")
+    assert "ttlSecondsAfterFinished" not in job["spec"]  # kept until the next upgrade
+    assert job["spec"]["backoffLimit"] == 10
+
+
+@pytest.mark.parametrize("values", [(), (DEV_VALUES,)])
+def test_kafka_setup_logs_in_as_admin_and_lays_topics_out_as_the_services(values):
+    m = render(*values)
+    env = job_env(m)
+    assert env["KAFKA_SASL_USERNAME"] == "admin"
+    assert env["KAFKA_SASL_PASSWORD_FILE"] == f"{KAFKA_DIR}/admin-password"
+    for service in WITH_DATABASE:
+        assert env[f"KAFKA_PASSWORD_{service.upper()}_FILE"] == f"{KAFKA_DIR}/{service}-password"
+    assert not any(k.startswith("KAFKA_PASSWORD_") and not k.endswith("_FILE") for k in env)
+    assert "KAFKA_SASL_PASSWORD" not in env
+    for variable in ("KAFKA_BROKERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM",
+                     "KAFKA_TOPIC_PARTITIONS", "KAFKA_REPLICATION_FACTOR"):
+        assert env[variable] == config(m, "order")[variable], variable
+    # The Secret the services' passwords come from.
+    (secret,) = {pod_volumes(m.get("Deployment", name(s)))["kafka-login"]["secret"]["secretName"]
+                 for s in WITH_DATABASE}
+    volume = pod_volumes(setup_job(m))["kafka-logins"]["secret"]
+    assert volume["secretName"] == secret
+    assert volume["items"] == [{"key": f"{who}-password", "path": f"{who}-password"} for who in KAFKA_LOGINS]
+    assert pod_mounts(setup_job(m))["kafka-logins"]["mountPath"] == KAFKA_DIR
+
+
+def test_kafka_setup_reaches_only_dns_and_kafka(default, dev):
+    for m in (default, dev):
+        policy = m.get("NetworkPolicy", name("kafka-setup"))
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        assert "ingress" not in policy["spec"]  # nothing may reach it
+        assert matches(policy["spec"]["podSelector"], pod_template(setup_job(m))["metadata"]["labels"])
+        assert [rule_ports(r) for r in policy["spec"]["egress"]] == [{53}, {9092}]
+        assert "helm.sh/hook" not in policy["metadata"].get("annotations", {})  # there before the Job
+    assert {e for e in allowed_edges(dev) if "kafka-setup" in e[:2]} == {("kafka-setup", "kafka", 9092)}
+    m = render(sets={"kafka.networkPolicy.to[0].ipBlock.cidr": "10.20.0.0/16"})
+    kafka = m.get("NetworkPolicy", name("kafka-setup"))["spec"]["egress"][1]
+    assert kafka["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+
+
+def test_dev_kafka_refuses_whatever_no_acl_allows(dev):
+    lines = set(kafka_properties(dev).splitlines())
+    assert "allow.everyone.if.no.acl.found=false" in lines
+    assert "super.users=User:admin" in lines
+    assert "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer" in lines
+    assert "listener.security.protocol.map=CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT" in lines
+    assert "inter.broker.listener.name=CLIENTS" in lines
+    assert "listener.name.clients.sasl.enabled.mechanisms=SCRAM-SHA-512" in lines
+    assert "sasl.mechanism.controller.protocol=PLAIN" in lines
+    assert "auto.create.topics.enable=false" in lines
+
+
+def test_dev_kafka_formats_the_admin_in_from_the_secret(dev):
+    # The ConfigMap holds no password: the start script reads it from the
+    # Secret, adds the JAAS lines and formats the storage with it once.
+    assert "password" not in kafka_properties(dev) and "jaas" not in kafka_properties(dev)
+    script = dev.get("ConfigMap", "shipshape-kafka")["data"]["start.sh"]
+    assert '--add-scram "SCRAM-SHA-512=[name=admin,password=$password]"' in script
+    assert "/etc/shipshape/kafka-admin/admin-password" in script
+    kafka = dev.get("StatefulSet", "shipshape-kafka")
+    assert container(kafka)["command"] == ["/bin/bash", "/etc/shipshape/kafka/start.sh"]
+    assert pod_volumes(kafka)["admin-login"]["secret"] == {
+        "secretName": "shipshape-kafka-auth",
+        "items": [{"key": "admin-password", "path": "admin-password"}], "defaultMode": 0o440}
+    assert pod_mounts(kafka)["admin-login"]["mountPath"] == "/etc/shipshape/kafka-admin"
+
+
+@pytest.mark.parametrize("sets", [{}, {"kafka.auth.enabled": "false"}, DEV_TLS])
+def test_dev_kafka_start_script_passes_shellcheck(sets):
+    script = render(DEV_VALUES, sets=sets).get("ConfigMap", "shipshape-kafka")["data"]["start.sh"]
+    done = subprocess.run(["shellcheck", "--shell=bash", "-"], input=script, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def test_dev_kafka_serves_tls_from_a_cert_manager_secret():
+    m = render(DEV_VALUES, sets=DEV_TLS)
+    lines = set(kafka_properties(m).splitlines())
+    assert "listener.security.protocol.map=CLIENTS:SASL_SSL,CONTROLLER:SASL_PLAINTEXT" in lines
+    assert {"ssl.keystore.type=PEM", "ssl.truststore.type=PEM",
+            "ssl.truststore.location=/etc/shipshape/kafka-tls/ca.crt"} <= lines
+    script = m.get("ConfigMap", "shipshape-kafka")["data"]["start.sh"]
+    assert "ssl.keystore.certificate.chain=" in script and "ssl.keystore.key=" in script
+    kafka = m.get("StatefulSet", "shipshape-kafka")
+    assert pod_volumes(kafka)["tls"]["secret"]["secretName"] == "kafka-tls"
+    assert {i["key"] for i in pod_volumes(kafka)["tls"]["secret"]["items"]} == {"tls.crt", "tls.key", "ca.crt"}
+    assert pod_mounts(kafka)["tls"]["mountPath"] == "/etc/shipshape/kafka-tls"
+
+
+@pytest.mark.parametrize("values, sets", [((DEV_VALUES,), DEV_TLS), ((), TLS)])
+def test_clients_trust_the_brokers_ca_with_tls(values, sets):
+    m = render(*values, sets=sets)
+    for workload in [m.get("Deployment", name(c)) for c in WITH_DATABASE] + [setup_job(m)]:
+        assert pod_volumes(workload)["kafka-ca"]["secret"] == {
+            "secretName": "kafka-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}], "defaultMode": 0o444}
+        assert pod_mounts(workload)["kafka-ca"]["mountPath"] == KAFKA_CA.rsplit("/", 1)[0]
+    for component in WITH_DATABASE:
+        assert config(m, component)["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert config(m, component)["KAFKA_SSL_CA_LOCATION"] == KAFKA_CA
+    assert job_env(m)["KAFKA_SSL_CA_LOCATION"] == KAFKA_CA
+    # Without kafka.tls, SASL_SSL trusts the system's CAs.
+    assert "KAFKA_SSL_CA_LOCATION" not in config(render(), "order")
+
+
+def test_existing_secret_replaces_the_chart_made_one():
+    m = render(DEV_VALUES, sets={"kafka.auth.existingSecret": "my-kafka"})
+    assert not any("admin-password" in (s.get("data") or {}) for s in m.of("Secret"))
+    assert m.find("Secret", "shipshape-kafka-auth") is None
+    for component in WITH_DATABASE:
+        assert pod_volumes(m.get("Deployment", name(component)))["kafka-login"]["secret"]["secretName"] == "my-kafka"
+    assert pod_volumes(setup_job(m))["kafka-logins"]["secret"]["secretName"] == "my-kafka"
+    kafka = m.get("StatefulSet", "shipshape-kafka")
+    assert pod_volumes(kafka)["admin-login"]["secret"]["secretName"] == "my-kafka"
+    # With your own Kafka the chart never makes one.
+    assert render().of("Secret") == []
+    assert render(sets={"kafka.auth.existingSecret": "prod-kafka"}).of("Secret") == []
+
+
+def test_chart_made_kafka_passwords(dev):
+    secret = dev.get("Secret", "shipshape-kafka-auth")
+    assert set(secret["data"]) == {f"{who}-password" for who in KAFKA_LOGINS}
+    # Kept on uninstall, like the broker's volume formatted with the admin's.
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # helm template reaches no cluster: fixed DEVELOPMENT passwords, the same
+    # in every rendering (k8s/development), each login its own. Installs
+    # make random ones and read them back on upgrades.
+    values = [base64.b64decode(v).decode() for v in secret["data"].values()]
+    assert all(v.startswith("dev-only-kafka-") for v in values) and len(set(values)) == len(values)
+    assert helm_template("-f", str(DEV_VALUES)) == helm_template("-f", str(DEV_VALUES))
+    template = (REPO / "helm/shipshape/templates/kafka-auth.yaml").read_text()
+    assert "randAlphaNum" in template and 'lookup "v1" "Secret"' in template
+
+
+def test_kafka_without_logins():
+    m = render(DEV_VALUES, sets={"kafka.auth.enabled": "false"})
+    assert m.of("Job") == []
+    assert m.find("Secret", "shipshape-kafka-auth") is None
+    assert "listener.security.protocol.map=CLIENTS:PLAINTEXT,CONTROLLER:PLAINTEXT" in kafka_properties(m)
+    for component in WITH_DATABASE:
+        data = config(m, component)
+        assert not any(k.startswith(("KAFKA_SASL_", "KAFKA_SECURITY_")) for k in data)
+        assert "kafka-login" not in pod_volumes(m.get("Deployment", name(component)))
+    assert "WARNING: kafka.auth.enabled is false" in render_notes(DEV_VALUES, sets={"kafka.auth.enabled": "false"})
+
+
+@pytest.mark.parametrize("values, sets, message", [
+    ((), {"kafka.auth.existingSecret": ""}, "kafka.auth.existingSecret is required with your own Kafka"),
+    ((DEV_VALUES,), {"kafka.auth.securityProtocol": "SASL_SSL"}, "the in-release broker serves TLS only with a certificate"),
+    ((), {"kafka.tls.enabled": "true"}, "kafka.tls.enabled needs kafka.tls.secretName"),
+    ((), {**TLS, "kafka.auth.securityProtocol": "SASL_PLAINTEXT"}, "set it to SASL_SSL"),
+    ((), {**TLS, "kafka.auth.enabled": "false"}, "kafka.tls.enabled needs kafka.auth.enabled"),
+    ((DEV_VALUES,), {"kafka.auth.mechanism": "SCRAM-SHA-256"}, "the in-release broker's logins are SCRAM-SHA-512"),
+    ((), {"services.order.env.KAFKA_SASL_USERNAME": "admin"}, "services.order.env.KAFKA_SASL_USERNAME"),
+    ((), {"services.payment.env.KAFKA_GROUP_ID": "other"}, "services.payment.env.KAFKA_GROUP_ID"),
+    ((), {"kafka.auth.securityProtocol": "PLAINTEXT"}, 'must be one of the following: "SASL_SSL", "SASL_PLAINTEXT"'),
+    ((), {"kafka.topicPrefix": "a/b"}, "Does not match pattern"),
+])
+def test_kafka_settings_that_cannot_work_are_refused(values, sets, message):
+    assert message in render_error(*values, sets=sets)
+
+
+def test_notes_tell_how_to_create_the_kafka_secret():
+    notes = render_notes()
+    assert "kubectl -n shop create secret generic shipshape-kafka" in notes
+    for who in KAFKA_LOGINS:
+        assert f"--from-literal={who}-password=" in notes
+    assert "kubectl -n shop logs job/shipshape-kafka-setup-1" in notes
+    assert "--wait" not in notes  # the setup Job holds nothing back
+    notes = render_notes(DEV_VALUES)
+    assert 'the Secret "shipshape-kafka-auth"' in notes and "kubectl -n shop logs job/shipshape-kafka-setup-1" in notes
+
+
+# ------------------------------------------------------- gRPC mutual TLS ----
+
+GRPC_PEERS = ["gateway", "order", "inventory"]
+GRPC_TLS_DIR = "/var/run/secrets/shipshape/grpc-tls"
+GRPC_TLS_ENV = {"GRPC_TLS_CERT": f"{GRPC_TLS_DIR}/tls.crt", "GRPC_TLS_KEY": f"{GRPC_TLS_DIR}/tls.key",
+                "GRPC_TLS_CA": f"{GRPC_TLS_DIR}/ca.crt"}
+NO_GRPC_TLS = {"grpc.tls.enabled": "false"}
+
+
+def grpc_tls_secrets(workload: dict) -> set[str]:
+    return {v["secret"]["secretName"] for v in pod_template(workload)["spec"].get("volumes", [])
+            if "grpc-tls" in v.get("secret", {}).get("secretName", "")}
+
+
+@pytest.mark.parametrize("component", GRPC_PEERS)
+def test_grpc_peers_mount_their_own_certificate(default, dev, component):
+    for m in (default, dev):
+        data = config(m, component)
+        assert {k: v for k, v in data.items() if k.startswith("GRPC_TLS_")} == GRPC_TLS_ENV
+        deployment = m.get("Deployment", name(component))
+        # Its own Secret, with cert-manager's keys, readable by the pod's group.
+        assert pod_volumes(deployment)["grpc-tls"]["secret"] == {
+            "secretName": name(f"{component}-grpc-tls"),
+            "items": [{"key": k, "path": k} for k in ("tls.crt", "tls.key", "ca.crt")],
+            "defaultMode": 0o440}
+        assert pod_mounts(deployment)["grpc-tls"] == {
+            "name": "grpc-tls", "mountPath": GRPC_TLS_DIR, "readOnly": True}
+        assert grpc_tls_secrets(deployment) == {name(f"{component}-grpc-tls")}
+        # No other workload holds its key.
+        holders = [o["metadata"]["name"] for o in m.objects if o["kind"] in ("Deployment", "StatefulSet", "Job")
+                   and name(f"{component}-grpc-tls") in grpc_tls_secrets(o)]
+        assert holders == [name(component)]
+
+
+@pytest.mark.parametrize("component", ["payment", "shipping", "psp-simulator"])
+def test_services_without_grpc_get_no_certificate(default, dev, component):
+    for m in (default, dev):
+        assert not any(k.startswith("GRPC_TLS_") for k in config(m, component))
+        deployment = m.get("Deployment", name(component))
+        assert "grpc-tls" not in pod_volumes(deployment) and not grpc_tls_secrets(deployment)
+    assert not any(k.startswith("GRPC_TLS_") for k in job_env(default))
+
+
+def grpc_urls(m: Manifests) -> dict[tuple[str, str], str]:
+    return {(component, variable): config(m, component)[variable]
+            for component, variable in [("gateway", "ORDER_URL"), ("gateway", "INVENTORY_URL"),
+                                        ("order", "INVENTORY_URL")]}
+
+
+def test_grpc_urls_are_https_with_tls_and_http_without(default, dev):
+    for m in (default, dev):
+        assert grpc_urls(m) == {("gateway", "ORDER_URL"): "https://shipshape-order:50051",
+                                ("gateway", "INVENTORY_URL"): "https://shipshape-inventory:50052",
+                                ("order", "INVENTORY_URL"): "https://shipshape-inventory:50052"}
+    for m in (render(sets=NO_GRPC_TLS), render(DEV_VALUES, sets=NO_GRPC_TLS)):
+        assert {url.split("://")[0] for url in grpc_urls(m).values()} == {"http"}
+        for component in ALL:
+            assert not any(k.startswith("GRPC_TLS_") for k in config(m, component)), component
+            assert "grpc-tls" not in pod_volumes(m.get("Deployment", name(component))), component
+        assert not any("grpc" in s["metadata"]["name"] for s in m.of("Secret"))
+
+
+def test_grpc_tls_secret_names_can_be_chosen():
+    m = render(sets={"grpc.tls.secretNames.order": "order-cert", "grpc.tls.secretNames.gateway": "gw-cert"})
+    assert pod_volumes(m.get("Deployment", name("order")))["grpc-tls"]["secret"]["secretName"] == "order-cert"
+    assert pod_volumes(m.get("Deployment", name("gateway")))["grpc-tls"]["secret"]["secretName"] == "gw-cert"
+    assert pod_volumes(m.get("Deployment", name("inventory")))["grpc-tls"]["secret"]["secretName"] == \
+        name("inventory-grpc-tls")
+
+
+def test_no_generated_certificates_under_helm_template(dev):
+    # grpc.tls.generate makes a CA and the certificates only with a cluster
+    # to keep them in (helm install/upgrade); helm template, and so
+    # k8s/development, renders no Secret and no random material for them.
+    assert render(DEV_VALUES).find("Secret", name("order-grpc-tls")) is None
+    for m in (dev, render(sets={"grpc.tls.generate": "true"})):
+        assert not any("grpc" in s["metadata"]["name"] or s.get("type") == "kubernetes.io/tls"
+                       for s in m.of("Secret"))
+    assert "PRIVATE KEY" not in helm_template("-f", str(DEV_VALUES))
+    assert helm_template("-f", str(DEV_VALUES)) == helm_template("-f", str(DEV_VALUES))
+    for overlay in ("production", "development"):
+        text = (REPO / "k8s" / overlay / "shipshape.yaml").read_text()
+        assert "PRIVATE KEY" not in text and "BEGIN CERTIFICATE" not in text
+        assert not [s for s in Manifests(text).of("Secret") if "grpc" in s["metadata"]["name"]]
+    # Made only where lookup answers, and read back on upgrades.
+    template = (REPO / "helm/shipshape/templates/grpc-tls-dev-only.yaml").read_text()
+    assert "genCA" in template and "genSignedCert" in template and 'lookup "v1" "Secret"' in template
+    assert template.index("if $online") < template.index("genCA")
+
+
+def test_no_probe_speaks_grpc(default, dev):
+    # A kubelet gRPC probe presents no client certificate: the probes stay on
+    # the ops port's HTTP endpoints.
+    for m in (default, dev):
+        for workload in m.of("Deployment"):
+            c = container(workload)
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert "grpc" not in c.get(probe, {}), (workload["metadata"]["name"], probe)
+                assert c[probe]["httpGet"]["port"] == "ops"
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({"services.gateway.env.ORDER_URL": "http://elsewhere:50051"}, "must start with https:// with grpc.tls.enabled"),
+    ({**NO_GRPC_TLS, "services.order.env.INVENTORY_URL": "https://elsewhere:50052"}, "https:// needs grpc.tls.enabled"),
+    ({"services.order.env.GRPC_TLS_CA": "/elsewhere/ca.crt"}, "services.order.env.GRPC_TLS_CA"),
+    ({"grpc.tls.secretNames.order": "Not_A_Name"}, "Does not match pattern"),
+    ({"grpc.tls.enabled": "maybe"}, "boolean"),
+    ({"grpc.tls.secretNames.payment": "x"}, "Additional property payment is not allowed"),
+])
+def test_grpc_tls_settings_that_cannot_work_are_refused(sets, message):
+    assert message in render_error(sets=sets)
+
+
+def test_notes_name_the_grpc_secrets():
+    notes = render_notes()
+    for component in GRPC_PEERS:
+        assert name(f"{component}-grpc-tls") in notes
+    assert "cert-manager" in notes
+    notes = render_notes(DEV_VALUES)
+    assert "DEVELOPMENT certificates" in notes and name("grpc-ca") in notes
+    assert "WARNING: grpc.tls.enabled is false" in render_notes(sets=NO_GRPC_TLS)
+    assert "WARNING: grpc.tls.enabled is false" not in render_notes()

@@ -51,6 +51,10 @@ pub struct Args {
     /// Whether the services export traces during the load
     #[arg(long, value_enum, default_value_t = Tracing::Off)]
     tracing: Tracing,
+    /// Whether the broker wants logins and checks ACLs and gRPC runs over
+    /// mutual TLS, as everywhere else
+    #[arg(long, value_enum, default_value_t = Security::On)]
+    security: Security,
     /// Replicas of each saga service, from 1 to 8; with a list such as 1,2
     /// the command runs once per count, each on a fresh stack, and the
     /// reports are printed side by side
@@ -113,6 +117,18 @@ enum Tracing {
     Compare,
 }
 
+/// Whether the broker and gRPC are secured during the load (`--security`).
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+enum Security {
+    /// SASL/SCRAM logins and ACLs on the broker, mutual TLS on gRPC
+    On,
+    /// A PLAINTEXT broker that checks no one, and gRPC in the clear
+    Off,
+    /// The command twice, off then on, each on a fresh stack, compared:
+    /// what the security costs
+    Compare,
+}
+
 /// The most replicas of a service a load test runs.
 const MAX_REPLICAS: usize = 8;
 
@@ -135,7 +151,13 @@ fn parse_replicas(list: &str) -> anyhow::Result<Vec<usize>> {
 }
 
 /// This command's own flags, which the load test does not take.
-const OWN_FLAGS: [&str; 4] = ["--baseline", "--tracing", "--replicas", "--out"];
+const OWN_FLAGS: [&str; 5] = [
+    "--baseline",
+    "--tracing",
+    "--security",
+    "--replicas",
+    "--out",
+];
 
 impl Args {
     /// Fails on flags that clap takes one by one but that do not go
@@ -166,6 +188,17 @@ impl Args {
             bail!(
                 "--tracing compare runs `run` twice; it takes no other command, no --baseline and \
                  one replica count"
+            );
+        }
+        if self.security == Security::Compare
+            && (!matches!(self.command, LoadCommand::Run | LoadCommand::Capacity)
+                || self.baseline
+                || comparing
+                || self.tracing == Tracing::Compare)
+        {
+            bail!(
+                "--security compare runs `run` or `capacity` twice; it takes no --baseline, one \
+                 replica count and no --tracing compare"
             );
         }
         Ok(())
@@ -203,6 +236,31 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     broker::Installation::install()?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let secured = args.security != Security::Off;
+    if args.security == Security::Compare {
+        let traced = args.tracing == Tracing::On;
+        let replicas = args.replicas[0];
+        let runs = [
+            (
+                "security-off",
+                Run {
+                    traced,
+                    secured: false,
+                    replicas,
+                },
+            ),
+            (
+                "security-on",
+                Run {
+                    traced,
+                    secured: true,
+                    replicas,
+                },
+            ),
+        ];
+        let file = "security-cost.txt";
+        return off_then_on(&args, &bin_dir, &out, runs, file, &mut interrupt).await;
+    }
     if let [replicas] = args.replicas[..]
         && args.tracing != Tracing::Compare
     {
@@ -212,6 +270,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             &out,
             Run {
                 traced: args.tracing == Tracing::On,
+                secured,
                 replicas,
             },
             &mut interrupt,
@@ -229,6 +288,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let run = Run {
                 traced: args.tracing == Tracing::On,
+                secured,
                 replicas,
             };
             let status = run_once(&args, &bin_dir, &dir, run, &mut interrupt).await?;
@@ -247,27 +307,61 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(out.join("replicas.txt"), &comparison).context("writing replicas.txt")?;
         return Ok(ExitCode::SUCCESS);
     }
-    // Off first, then on: each on a fresh stack and fresh databases, the
-    // same command and the same load.
+    let replicas = args.replicas[0];
+    let runs = [
+        (
+            "tracing-off",
+            Run {
+                traced: false,
+                secured,
+                replicas,
+            },
+        ),
+        (
+            "tracing-on",
+            Run {
+                traced: true,
+                secured,
+                replicas,
+            },
+        ),
+    ];
+    off_then_on(
+        &args,
+        &bin_dir,
+        &out,
+        runs,
+        "tracing-overhead.txt",
+        &mut interrupt,
+    )
+    .await
+}
+
+/// The command twice, as `runs` say, each on a fresh stack and fresh
+/// databases with the same load, then the two reports side by side, also
+/// written to `file` in `out`.
+async fn off_then_on(
+    args: &Args,
+    bin_dir: &Path,
+    out: &Path,
+    runs: [(&'static str, Run); 2],
+    file: &str,
+    interrupt: &mut Signal,
+) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
-    for (name, traced) in [("tracing-off", false), ("tracing-on", true)] {
+    for (name, run) in runs {
         let dir = out.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let run = Run {
-            traced,
-            replicas: args.replicas[0],
-        };
-        let status = run_once(&args, &bin_dir, &dir, run, &mut interrupt).await?;
+        let status = run_once(args, bin_dir, &dir, run, interrupt).await?;
         if status != Some(0) {
             eprintln!("the {name} run failed; not comparing");
             return Ok(exit_code(status));
         }
         reports.push((name, read_report(&dir)?));
     }
-    let comparison = compare(&reports, RUN_ROWS);
+    let comparison = compare(&reports, rows_for(args.command));
     println!("{comparison}");
-    std::fs::write(out.join("tracing-overhead.txt"), &comparison)
-        .context("writing tracing-overhead.txt")?;
+    std::fs::write(out.join(file), &comparison).with_context(|| format!("writing {file}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -276,6 +370,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 struct Run {
     /// Every service exports its spans to a collector in this process.
     traced: bool,
+    /// The broker wants logins and gRPC runs over mutual TLS.
+    secured: bool,
     /// Replicas of each saga service.
     replicas: usize,
 }
@@ -287,7 +383,11 @@ async fn run_once(
     args: &Args,
     bin_dir: &Path,
     out: &Path,
-    Run { traced, replicas }: Run,
+    Run {
+        traced,
+        secured,
+        replicas,
+    }: Run,
     interrupt: &mut Signal,
 ) -> anyhow::Result<Option<i32>> {
     let admin_url = postgres::ensure_server().await?;
@@ -298,6 +398,8 @@ async fn run_once(
     let mut options = StackOptions::scratch(bin_dir, out.join("logs"), "lt")?
         .with_client_limits_out_of_reach()
         .with_replicas(replicas, replicas);
+    options.grpc_tls = secured;
+    options.broker_security = secured;
     let prefix = options.database_prefix.clone();
     let collector = if traced {
         let collector = Collector::start().await?;
@@ -310,8 +412,10 @@ async fn run_once(
         None
     };
     eprintln!(
-        "starting the stack, {replicas} replica(s) of each saga service, tracing {} (logs in {})",
+        "starting the stack, {replicas} replica(s) of each saga service, tracing {}, security {} \
+         (logs in {})",
         if traced { "on" } else { "off" },
+        if secured { "on" } else { "off" },
         out.join("logs").display()
     );
     let stack_secret = options.jwt_secret.clone();
@@ -462,6 +566,7 @@ mod tests {
             Args {
                 baseline: true,
                 tracing: Tracing::Off,
+                security: Security::On,
                 replicas: vec![1],
                 out: Some(PathBuf::from("/tmp/x")),
                 command: LoadCommand::Capacity,
@@ -516,6 +621,30 @@ mod tests {
         assert!(parse("--tracing compare capacity").is_err());
         assert!(parse("--tracing compare --baseline run").is_err());
         assert!(parse("--tracing compare --replicas 1,2 run").is_err());
+    }
+
+    #[test]
+    fn the_security_comparison_runs_one_load_twice_and_nothing_else() {
+        for line in [
+            "--security compare run --rate 10",
+            "--security compare capacity",
+        ] {
+            assert_eq!(parse(line).expect(line).security, Security::Compare);
+        }
+        assert_eq!(parse("run").expect("args").security, Security::On);
+        assert_eq!(
+            parse("--security off run").expect("args").security,
+            Security::Off
+        );
+        for line in [
+            "--security compare sequential",
+            "--security compare --baseline run",
+            "--security compare --replicas 1,2 run",
+            "--security compare --tracing compare run",
+            "run --rate 5 --security off",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
     }
 
     #[test]

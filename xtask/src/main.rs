@@ -2,6 +2,7 @@
 //! command line; each command lives in its own module, with its options.
 #![forbid(unsafe_code)]
 
+mod certs;
 mod chaos;
 mod loadtest;
 mod run_tests;
@@ -70,6 +71,9 @@ enum Command {
     /// queries at compile time with no database, from scratch databases
     /// with the migrations; with --check, fail when a folder is out of date
     SqlxPrepare(sqlx_prepare::Args),
+    /// Write a development CA and a certificate for each gRPC peer (gateway,
+    /// order, inventory) for Compose or services run by hand
+    Certs(certs::Args),
     /// Print a development bearer token for the gateway of cargo xtask up,
     /// signed with the secret in ~/.cache/shipshape/dev-jwt-secret
     Token(token::Args),
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Schemathesis(args) => block_on(schemathesis::run(args)),
         Command::Chaos(args) => block_on(chaos::run(args)),
         Command::SqlxPrepare(args) => block_on(sqlx_prepare::run(args)),
+        Command::Certs(args) => block_on(certs::run(args)),
         Command::Token(args) => token::run(args),
     };
     match outcome {

@@ -127,6 +127,15 @@ fn print_banner(stack: &Stack, log_dir: &Path) {
         broker::ADMIN_USER,
         stack.broker_admin_password_file().display()
     );
+    if let Some(pki) = stack.pki() {
+        println!(
+            "  gRPC           mutual TLS; the CA and each peer's certificate in {}",
+            pki.ca_path()
+                .parent()
+                .map(|dir| dir.display().to_string())
+                .unwrap_or_default()
+        );
+    }
     println!("  readiness");
     for replica in stack.replicas() {
         println!(

@@ -128,6 +128,104 @@ Usage: $cfg := include "shipshape.serviceConfig" (dict "root" $ "key" "order") |
 {{- end }}
 {{- end }}
 
+{{/*
+How the release reaches Kafka (values.yaml: kafka.auth, kafka.tls), as YAML,
+after refusing settings that cannot work:
+  auth: whether the clients log in (SCRAM)
+  protocol: KAFKA_SECURITY_PROTOCOL
+  secretName: the Secret with the passwords ("" without auth)
+  tls: whether the CA (and the in-release broker's certificate) come from
+    kafka.tls.secretName
+Usage: $k := include "shipshape.kafkaAuth" $ | fromYaml
+*/}}
+{{- define "shipshape.kafkaAuth" -}}
+{{- $kafka := .Values.kafka }}
+{{- $auth := $kafka.auth }}
+{{- $tls := $kafka.tls }}
+{{- if and $tls.enabled (not $auth.enabled) }}
+{{- fail "kafka.tls.enabled needs kafka.auth.enabled: the services speak TLS to the broker only with SASL_SSL" }}
+{{- end }}
+{{- if and $tls.enabled (ne $auth.securityProtocol "SASL_SSL") }}
+{{- fail (printf "kafka.tls.enabled: the services trust the broker's CA only over TLS, but kafka.auth.securityProtocol is %s: set it to SASL_SSL" $auth.securityProtocol) }}
+{{- end }}
+{{- if and $tls.enabled (not $tls.secretName) }}
+{{- fail "kafka.tls.enabled needs kafka.tls.secretName: a Secret with ca.crt (and, for the in-release broker, tls.crt and tls.key), such as cert-manager makes" }}
+{{- end }}
+{{- if and $kafka.deploy $auth.enabled (eq $auth.securityProtocol "SASL_SSL") (not $tls.enabled) }}
+{{- fail "kafka.auth.securityProtocol SASL_SSL: the in-release broker serves TLS only with a certificate; set kafka.tls.enabled and kafka.tls.secretName (values.yaml: kafka.tls), or use SASL_PLAINTEXT" }}
+{{- end }}
+{{- if and $auth.enabled (not $kafka.deploy) (not $auth.existingSecret) }}
+{{- fail "kafka.auth.existingSecret is required with your own Kafka: the setup Job logs in as the broker's super user, whose password only you know. Create a Secret with keys admin-password, order-password, inventory-password, payment-password and shipping-password (NOTES.txt shows how) and set kafka.auth.existingSecret to its name (values.yaml: kafka.auth)" }}
+{{- end }}
+auth: {{ $auth.enabled }}
+protocol: {{ ternary $auth.securityProtocol "PLAINTEXT" $auth.enabled | quote }}
+secretName: {{ ternary ($auth.existingSecret | default (printf "%s-kafka-auth" (include "shipshape.fullname" .))) "" $auth.enabled | quote }}
+tls: {{ $tls.enabled }}
+{{- end }}
+
+{{/* Where the services and the setup Job find Kafka's passwords and CA. */}}
+{{- define "shipshape.kafkaSecretsDir" -}}
+/var/run/secrets/shipshape/kafka
+{{- end }}
+{{- define "shipshape.kafkaCaDir" -}}
+/var/run/secrets/shipshape/kafka-ca
+{{- end }}
+
+{{/*
+The setup Job of this release revision (kafka-setup.yaml):
+<fullname>-kafka-setup-<revision>, within a Job name's 63 characters (the
+fullname cut to 40 for "-kafka-setup-" and up to ten digits).
+*/}}
+{{- define "shipshape.kafkaSetupJobName" -}}
+{{- printf "%s-kafka-setup-%d" (include "shipshape.fullname" . | trunc 40 | trimSuffix "-") (int .Release.Revision) }}
+{{- end }}
+
+{{/* Whose passwords the Kafka Secret holds: the super user and each service. */}}
+{{- define "shipshape.kafkaLogins" -}}
+{{- list "admin" "order" "inventory" "payment" "shipping" | toJson }}
+{{- end }}
+
+{{/*
+The settings of every Kafka client of the release (the services with a
+consumer and the setup Job), as YAML; each adds its own login.
+*/}}
+{{- define "shipshape.kafkaClientEnv" -}}
+{{- $k := include "shipshape.kafkaAuth" . | fromYaml }}
+KAFKA_BROKERS: {{ include "shipshape.kafkaBrokers" . | quote }}
+KAFKA_TOPIC_PARTITIONS: {{ toString .Values.kafka.topicPartitions | quote }}
+KAFKA_REPLICATION_FACTOR: {{ toString .Values.kafka.replicationFactor | quote }}
+{{- with .Values.kafka.topicPrefix }}
+KAFKA_TOPIC_PREFIX: {{ . | quote }}
+{{- end }}
+{{- if $k.auth }}
+KAFKA_SECURITY_PROTOCOL: {{ $k.protocol | quote }}
+KAFKA_SASL_MECHANISM: {{ .Values.kafka.auth.mechanism | quote }}
+{{- end }}
+{{- if $k.tls }}
+KAFKA_SSL_CA_LOCATION: {{ printf "%s/ca.crt" (include "shipshape.kafkaCaDir" .) | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+gRPC over mutual TLS (values.yaml: grpc.tls): the services that serve or call
+gRPC, each with a certificate naming it (its key here is its name too), where
+they find their files, and each one's Secret.
+*/}}
+{{- define "shipshape.grpcTlsPeers" -}}
+{{- list "gateway" "order" "inventory" | toJson }}
+{{- end }}
+{{- define "shipshape.grpcTlsDir" -}}
+/var/run/secrets/shipshape/grpc-tls
+{{- end }}
+{{/* (dict "root" $ "key" "order") */}}
+{{- define "shipshape.grpcTlsSecretName" -}}
+{{- index (.root.Values.grpc.tls.secretNames | default dict) .key | default (printf "%s-%s-grpc-tls" (include "shipshape.fullname" .root) .key) }}
+{{- end }}
+{{/* Whether a service key presents a certificate: a gRPC peer, with grpc.tls. */}}
+{{- define "shipshape.grpcTls" -}}
+{{- if and .root.Values.grpc.tls.enabled (has .key (include "shipshape.grpcTlsPeers" .root | fromJsonArray)) }}true{{ end }}
+{{- end }}
+
 {{/* The Secret with the services' DATABASE_URLs. */}}
 {{- define "shipshape.databaseSecretName" -}}
 {{- if .Values.postgresql.deploy }}
@@ -190,9 +288,19 @@ The environment of one service (its ConfigMap's data), as YAML.
 {{- if $root.Values.observability.otlpEndpoint }}
 {{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $root.Values.observability.otlpEndpoint }}
 {{- end }}
+{{- /* With grpc.tls, https: the process refuses http:// URLs once it holds a
+certificate. The servers' certificates name the short service names
+(order, inventory), which the clients check whatever address they dial. */}}
+{{- $grpcScheme := ternary "https" "http" (not (empty $root.Values.grpc.tls.enabled)) }}
+{{- if include "shipshape.grpcTls" (dict "root" $root "key" .key) }}
+{{- $dir := include "shipshape.grpcTlsDir" $root }}
+{{- $_ := set $env "GRPC_TLS_CERT" (printf "%s/tls.crt" $dir) }}
+{{- $_ := set $env "GRPC_TLS_KEY" (printf "%s/tls.key" $dir) }}
+{{- $_ := set $env "GRPC_TLS_CA" (printf "%s/ca.crt" $dir) }}
+{{- end }}
 {{- if eq .key "gateway" }}
-{{- $_ := set $env "ORDER_URL" (printf "http://%s-order:50051" $fullname) }}
-{{- $_ := set $env "INVENTORY_URL" (printf "http://%s-inventory:50052" $fullname) }}
+{{- $_ := set $env "ORDER_URL" (printf "%s://%s-order:50051" $grpcScheme $fullname) }}
+{{- $_ := set $env "INVENTORY_URL" (printf "%s://%s-inventory:50052" $grpcScheme $fullname) }}
 {{- /* The key itself is a mounted file (deployment.yaml); only its path is here. */}}
 {{- $key := include "shipshape.authKey" $root | fromYaml }}
 {{- $_ := set $env "JWT_ISSUER" $root.Values.auth.issuer }}
@@ -202,7 +310,7 @@ The environment of one service (its ConfigMap's data), as YAML.
 {{- $_ := set $env $key.variable $key.path }}
 {{- end }}
 {{- if eq .key "order" }}
-{{- $_ := set $env "INVENTORY_URL" (printf "http://%s-inventory:50052" $fullname) }}
+{{- $_ := set $env "INVENTORY_URL" (printf "%s://%s-inventory:50052" $grpcScheme $fullname) }}
 {{- end }}
 {{- if eq .key "payment" }}
 {{- $_ := set $env "PSP_URL" (printf "http://%s-psp-simulator:8090" $fullname) }}
@@ -211,9 +319,14 @@ The environment of one service (its ConfigMap's data), as YAML.
 {{- $_ := set $env "PSP_JOURNAL_PATH" (printf "%s/ledger.jsonl" (include "shipshape.pspJournalDir" $root)) }}
 {{- end }}
 {{- if .svc.database }}
-{{- $_ := set $env "KAFKA_BROKERS" (include "shipshape.kafkaBrokers" $root) }}
-{{- $_ := set $env "KAFKA_TOPIC_PARTITIONS" (toString $root.Values.kafka.topicPartitions) }}
-{{- $_ := set $env "KAFKA_REPLICATION_FACTOR" (toString $root.Values.kafka.replicationFactor) }}
+{{- range $name, $value := include "shipshape.kafkaClientEnv" $root | fromYaml }}
+{{- $_ := set $env $name (toString $value) }}
+{{- end }}
+{{- /* Its own login: the password is a mounted file (deployment.yaml). */}}
+{{- if (include "shipshape.kafkaAuth" $root | fromYaml).auth }}
+{{- $_ := set $env "KAFKA_SASL_USERNAME" (printf "%s%s" $root.Values.kafka.topicPrefix .svc.component) }}
+{{- $_ := set $env "KAFKA_SASL_PASSWORD_FILE" (printf "%s/password" (include "shipshape.kafkaSecretsDir" $root)) }}
+{{- end }}
 {{- $_ := set $env "DATABASE_MAX_CONNECTIONS" (toString $root.Values.postgresql.maxConnections) }}
 {{- end }}
 {{- range $name, $value := .cfg.env }}
@@ -255,6 +368,30 @@ seccompProfile:
     - {port: {{ int . }}, protocol: UDP}
     - {port: {{ int . }}, protocol: TCP}
     {{- end }}
+{{- end }}
+
+{{/*
+NetworkPolicy egress rule to Kafka: the in-release broker's pods, or
+kafka.networkPolicy's ports and peers.
+*/}}
+{{- define "shipshape.kafkaEgress" -}}
+{{- if .Values.kafka.deploy }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "shipshape.componentSelectorLabels" (dict "root" . "component" "kafka") | nindent 10 }}
+  ports:
+    - {port: 9092, protocol: TCP}
+{{- else }}
+- ports:
+    {{- range .Values.kafka.networkPolicy.ports }}
+    - {port: {{ . }}, protocol: TCP}
+    {{- end }}
+  {{- with .Values.kafka.networkPolicy.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
 {{- end }}
 
 {{/*

@@ -34,6 +34,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post, put};
 use shipshape_auth::{Verifier, VerifierConfig};
 use shipshape_resilience::{Downstream, ResilienceConfig};
+use shipshape_runtime::grpc_tls::TlsFiles;
 use shipshape_runtime::{CancellationToken, Readiness, config};
 use shipshape_telemetry::http;
 
@@ -66,6 +67,11 @@ pub struct Config {
     /// The inventory service's gRPC URL (`INVENTORY_URL`), or a
     /// comma-separated list of its replicas' URLs, as for `order_url`.
     pub inventory_url: String,
+    /// The certificate the gateway presents to the order and inventory
+    /// services and the CA it trusts for theirs (`GRPC_TLS_CERT`,
+    /// `GRPC_TLS_KEY`, `GRPC_TLS_CA`; see `shipshape_runtime::grpc_tls`).
+    /// With them, `ORDER_URL` and `INVENTORY_URL` are `https://`.
+    pub grpc_tls: Option<TlsFiles>,
     /// The resilience stack around calls to the order service, from
     /// `ORDER_*`: `ORDER_TIMEOUT_MS` per attempt (default 3000), and
     /// `ORDER_RETRY_*`, `ORDER_BREAKER_*`, `ORDER_BULKHEAD_*` and
@@ -134,6 +140,7 @@ impl Config {
             ops_addr: config::addr_or("OPS_ADDR", "0.0.0.0:9100")?,
             order_url: config::string_or("ORDER_URL", "http://127.0.0.1:50051")?,
             inventory_url: config::string_or("INVENTORY_URL", "http://127.0.0.1:50052")?,
+            grpc_tls: TlsFiles::from_env()?,
             order: ResilienceConfig::from_env("ORDER")?,
             inventory: ResilienceConfig::from_env("INVENTORY")?,
             rate_limit_enabled: config::var_or("RATE_LIMIT_ENABLED", true)?,
@@ -173,9 +180,21 @@ impl AppState {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let orders = Downstream::new(upstream::ORDER, config.order.clone());
         let inventory = Downstream::new(upstream::INVENTORY, config.inventory.clone());
+        let tls = config.grpc_tls.as_ref();
         Ok(Self {
-            orders: Orders::new(upstream::channel(&config.order_url)?, &orders),
-            inventory: Inventory::new(upstream::channel(&config.inventory_url)?, &inventory),
+            orders: Orders::new(
+                upstream::channel("ORDER_URL", &config.order_url, upstream::ORDER, tls)?,
+                &orders,
+            ),
+            inventory: Inventory::new(
+                upstream::channel(
+                    "INVENTORY_URL",
+                    &config.inventory_url,
+                    upstream::INVENTORY,
+                    tls,
+                )?,
+                &inventory,
+            ),
         })
     }
 }

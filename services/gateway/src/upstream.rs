@@ -29,7 +29,8 @@ use shipshape_proto::order::{
 };
 use shipshape_resilience::{Classify, Downstream, FailureClass, Idempotency, ResilienceError};
 use shipshape_runtime::grpc::ClientMetricsLayer;
-use shipshape_runtime::grpc_balance::{balanced_channel, host_port, split_urls};
+use shipshape_runtime::grpc_balance::{host_port, split_urls};
+use shipshape_runtime::grpc_tls::{self, TlsFiles};
 use shipshape_runtime::ops::CheckFuture;
 use shipshape_telemetry::grpc::traced;
 use tokio::task::JoinSet;
@@ -55,17 +56,21 @@ const DEPENDENCY_UNAVAILABLE_CODES: [&str; 1] = ["inventory_unavailable"];
 pub const ORDER: &str = "order";
 pub const INVENTORY: &str = "inventory";
 
-/// A channel to the upstream at `urls`, one URL or a comma-separated list of
-/// its replicas' (calls are then balanced over the replicas that accept
-/// connections; see `shipshape_runtime::grpc_balance`). It connects on first
-/// use (and reconnects after a failure), so the gateway starts, and answers
-/// 503, while an upstream is not up yet. It sets no call timeout: the
-/// resilience stack's per-attempt timeout is the only one, so there is one
-/// setting and one error for it.
-pub fn channel(urls: &str) -> anyhow::Result<Channel> {
-    balanced_channel(&split_urls(urls)?, |endpoint| {
-        endpoint.connect_timeout(CONNECT_TIMEOUT)
-    })
+/// A channel to the upstream `service` at `urls` (the setting
+/// `variable`), one URL or a comma-separated list of its replicas' (calls
+/// are then balanced over the replicas that accept connections; see
+/// `shipshape_runtime::grpc_balance`), over mutual TLS with `tls`. It
+/// connects on first use (and reconnects after a failure), so the gateway
+/// starts, and answers 503, while an upstream is not up yet. It sets no
+/// call timeout: the resilience stack's per-attempt timeout is the only
+/// one, so there is one setting and one error for it.
+pub fn channel(
+    variable: &str,
+    urls: &str,
+    service: &str,
+    tls: Option<&TlsFiles>,
+) -> anyhow::Result<Channel> {
+    grpc_tls::channel(variable, urls, service, tls, CONNECT_TIMEOUT)
 }
 
 /// The host and port of each replica `urls` (one URL or a comma-separated

@@ -13,9 +13,11 @@ use std::net::SocketAddr;
 
 use shipshape_messaging::ServiceSpec;
 use shipshape_proto::inventory::inventory_service_server::InventoryServiceServer;
-use shipshape_proto::{INVENTORY_ROLE, Role};
+use shipshape_proto::{GATEWAY, INVENTORY_ROLE, ORDER_ROLE, Role};
+use shipshape_runtime::grpc_tls::CallerPolicy;
 use shipshape_runtime::{Wiring, config};
 use sqlx::migrate::Migrator;
+use tonic::server::NamedService;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -52,9 +54,22 @@ impl ServiceSpec for Spec {
     async fn wire(config: Config, wiring: &mut Wiring) -> anyhow::Result<events::InventoryEvents> {
         let catalog = grpc::Catalog::new(wiring.pool().clone());
         let grpc_addr = wiring
-            .serve_grpc(config.grpc_addr, InventoryServiceServer::new(catalog))
+            .serve_grpc(
+                config.grpc_addr,
+                InventoryServiceServer::new(catalog),
+                callers(),
+            )
             .await?;
         tracing::info!(grpc = %grpc_addr, ops = %wiring.ops_addr(), "inventory serving");
         Ok(events::InventoryEvents::new(wiring.pool().clone()))
     }
+}
+
+/// The gateway may call every method (the catalog, and restocking for its
+/// admins); the order service only prices the lines of an order.
+fn callers() -> CallerPolicy {
+    let api = InventoryServiceServer::<grpc::Catalog>::NAME;
+    CallerPolicy::new()
+        .allow(&format!("/{api}/"), &[GATEWAY])
+        .allow(&format!("/{api}/PriceSkus"), &[GATEWAY, ORDER_ROLE.service])
 }

@@ -18,10 +18,12 @@ use std::time::Duration;
 use shipshape_messaging::ServiceSpec;
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::order::order_service_server::OrderServiceServer;
-use shipshape_proto::{ORDER_ROLE, Role};
+use shipshape_proto::{GATEWAY, INVENTORY_ROLE, ORDER_ROLE, Role};
 use shipshape_resilience::{Downstream, ResilienceConfig};
-use shipshape_runtime::{Wiring, config, grpc_balance};
+use shipshape_runtime::grpc_tls::{self, CallerPolicy};
+use shipshape_runtime::{Wiring, config};
 use sqlx::migrate::Migrator;
+use tonic::server::NamedService;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -97,9 +99,12 @@ impl ServiceSpec for Spec {
     async fn wire(config: Config, wiring: &mut Wiring) -> anyhow::Result<events::OrderEvents> {
         // No call timeout on the channel: the stack's per-attempt timeout is
         // the one bound on a pricing call.
-        let inventory = grpc_balance::balanced_channel(
-            &grpc_balance::split_urls(&config.inventory_url)?,
-            |endpoint| endpoint.connect_timeout(Duration::from_secs(1)),
+        let inventory = grpc_tls::channel(
+            "INVENTORY_URL",
+            &config.inventory_url,
+            INVENTORY_ROLE.service,
+            wiring.grpc_tls(),
+            Duration::from_secs(1),
         )?;
         let api = grpc::OrderApi::new(
             wiring.pool().clone(),
@@ -108,7 +113,16 @@ impl ServiceSpec for Spec {
             config.saga_deadline.as_secs_f64(),
         );
         let grpc_addr = wiring
-            .serve_grpc(config.grpc_addr, OrderServiceServer::new(api))
+            .serve_grpc(
+                config.grpc_addr,
+                OrderServiceServer::new(api),
+                // Only the gateway places and reads orders, on its
+                // customers' behalf.
+                CallerPolicy::new().allow(
+                    &format!("/{}/", OrderServiceServer::<grpc::OrderApi>::NAME),
+                    &[GATEWAY],
+                ),
+            )
             .await?;
         tracing::info!(grpc = %grpc_addr, ops = %wiring.ops_addr(), "order serving");
         let sweeper = deadline::sweep(

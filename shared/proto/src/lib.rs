@@ -102,6 +102,10 @@ pub const SHIPPING_ROLE: Role = Role {
     consumes: &[ORDER_EVENTS, PAYMENT_EVENTS],
 };
 
+/// The gateway's name: its certificate names it so for the gRPC services
+/// it calls, which let it in by that name.
+pub const GATEWAY: &str = "gateway";
+
 /// Every service that uses the broker. The gateway is not one of them.
 pub const ROLES: [Role; 4] = [ORDER_ROLE, INVENTORY_ROLE, PAYMENT_ROLE, SHIPPING_ROLE];
 

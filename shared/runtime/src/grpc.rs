@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
+use crate::grpc_tls::{CallerCheckLayer, CallerPolicy, TlsFiles};
+
 pub const SERVER_REQUESTS: &str = "shipshape_grpc_server_requests_total";
 pub const SERVER_DURATION: &str = "shipshape_grpc_server_request_duration_seconds";
 pub const CLIENT_REQUESTS: &str = "shipshape_grpc_client_requests_total";
@@ -36,7 +39,7 @@ pub const CLIENT_DURATION: &str = "shipshape_grpc_client_request_duration_second
 const UNMATCHED: &str = "unmatched";
 
 /// How a gRPC server runs, beyond the API it serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ServerSettings {
     /// `GRPC_REFLECTION` (`true` or `false`, default true): whether server
     /// reflection is served. It tells a caller every method, so production
@@ -54,6 +57,11 @@ pub struct ServerSettings {
     /// without a GOAWAY, failing the calls under way. Without one it sends
     /// the GOAWAY at the age and lets the calls under way finish.
     pub max_connection_age: Duration,
+    /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS, and
+    /// the callers checked against the API's [`CallerPolicy`] (see
+    /// [`crate::grpc_tls`]). Without them the server believes whoever
+    /// reaches its port, which only loopback makes safe.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerSettings {
@@ -61,6 +69,7 @@ impl Default for ServerSettings {
         Self {
             reflection: true,
             max_connection_age: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -79,6 +88,7 @@ impl ServerSettings {
         Ok(Self {
             reflection: crate::config::var_or("GRPC_REFLECTION", defaults.reflection)?,
             max_connection_age,
+            tls: TlsFiles::from_env()?,
         })
     }
 }
@@ -352,7 +362,9 @@ impl<S> GrpcApi for S where
 /// [`ServerMetricsLayer`], `grpc.health.v1`, reflection from `descriptors`
 /// (an encoded file descriptor set) unless `settings` switch it off, and
 /// connections of a bounded age, until `shutdown`, when health turns
-/// NOT_SERVING before the listener closes.
+/// NOT_SERVING before the listener closes. With TLS in `settings`, only
+/// callers with a certificate of the CA get through the handshake, and
+/// only those `callers` allows on a method reach its handler.
 ///
 /// The listener is bound by the caller, before it serves, so that a test
 /// binding port 0 learns the port it was given.
@@ -361,16 +373,24 @@ pub async fn serve<S: GrpcApi>(
     service: S,
     descriptors: &'static [u8],
     settings: ServerSettings,
+    callers: CallerPolicy,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let descriptors = settings.reflection.then_some(descriptors);
     let (health, draining) = health::<S>(shutdown).await;
     // What tonic sets on the connections of a listener it binds itself.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .max_connection_age(settings.max_connection_age)
+    let mut builder =
+        tonic::transport::Server::builder().max_connection_age(settings.max_connection_age);
+    if let Some(tls) = &settings.tls {
+        builder = builder.tls_config(tls.server())?;
+    }
+    builder
         .layer(shipshape_telemetry::grpc::ServerTraceLayer)
         .layer(ServerMetricsLayer)
+        .layer(CallerCheckLayer {
+            policy: settings.tls.is_some().then(|| Arc::new(callers)),
+        })
         .add_service(service)
         .add_service(health)
         .add_optional_service(

@@ -84,14 +84,14 @@ pub fn split_urls(list: &str) -> anyhow::Result<Vec<String>> {
 /// probes connect to.
 pub fn balanced_channel(
     urls: &[String],
-    configure: impl Fn(Endpoint) -> Endpoint,
+    configure: impl Fn(Endpoint) -> anyhow::Result<Endpoint>,
 ) -> anyhow::Result<Channel> {
     let mut endpoints = urls
         .iter()
         .map(|url| -> anyhow::Result<Endpoint> {
             let endpoint = Endpoint::from_shared(url.clone())
                 .with_context(|| format!("gRPC URL {url:?} is invalid"))?;
-            Ok(configure(endpoint))
+            configure(endpoint)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if endpoints.len() > 1 {
@@ -534,22 +534,22 @@ mod tests {
     #[tokio::test]
     async fn one_url_or_several_make_a_channel_and_bad_ones_do_not() {
         let one = ["http://127.0.0.1:1".to_owned()];
-        assert!(balanced_channel(&one, |endpoint| endpoint).is_ok());
+        assert!(balanced_channel(&one, Ok).is_ok());
         let two = [
             "http://127.0.0.1:1".to_owned(),
             "http://127.0.0.1:2".to_owned(),
         ];
         let configured = balanced_channel(&two, |endpoint| {
-            endpoint.connect_timeout(Duration::from_millis(100))
+            Ok(endpoint.connect_timeout(Duration::from_millis(100)))
         });
         assert!(configured.is_ok());
-        assert!(balanced_channel(&[], |endpoint| endpoint).is_err());
-        assert!(balanced_channel(&["not a url".to_owned()], |endpoint| endpoint).is_err());
+        assert!(balanced_channel(&[], Ok).is_err());
+        assert!(balanced_channel(&["not a url".to_owned()], Ok).is_err());
         // A replica in a list must have an address to probe.
         let socket = [
             "http://127.0.0.1:1".to_owned(),
             "unix:/tmp/grpc.sock".to_owned(),
         ];
-        assert!(balanced_channel(&socket, |endpoint| endpoint).is_err());
+        assert!(balanced_channel(&socket, Ok).is_err());
     }
 }

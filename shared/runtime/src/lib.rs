@@ -8,6 +8,7 @@ pub mod config;
 pub mod database;
 pub mod grpc;
 pub mod grpc_balance;
+pub mod grpc_tls;
 pub mod metrics;
 pub mod ops;
 pub mod shutdown;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Tasks;
 use crate::grpc::{GrpcApi, ServerSettings};
+use crate::grpc_tls::{CallerPolicy, TlsFiles};
 
 /// A service's own servers and tasks, collected while it is built, on its
 /// connected and migrated database.
@@ -62,13 +63,15 @@ impl Wiring {
 
     /// Binds `addr` and, once the process runs, serves `api` there as
     /// [`crate::grpc::serve`] does (metrics, tracing, health, reflection
-    /// unless it is switched off, connections of a bounded age).
+    /// unless it is switched off, connections of a bounded age, and with
+    /// TLS only to the callers `callers` allows).
     /// Returns the bound address: `addr` itself, unless its port was 0.
     /// A process serves one gRPC API; a second one is refused.
     pub async fn serve_grpc<S: GrpcApi>(
         &mut self,
         addr: SocketAddr,
         api: S,
+        callers: CallerPolicy,
     ) -> anyhow::Result<SocketAddr> {
         if let Some(serving) = self.grpc_addr {
             anyhow::bail!("a gRPC API is already served on {serving}; a process serves one");
@@ -81,12 +84,19 @@ impl Wiring {
             listener,
             api,
             shipshape_proto::FILE_DESCRIPTOR_SET,
-            self.grpc,
+            self.grpc.clone(),
+            callers,
             self.shutdown.clone(),
         );
         self.add_task("grpc server", server);
         self.grpc_addr = Some(bound);
         Ok(bound)
+    }
+
+    /// The TLS files this process's gRPC server presents, which its own
+    /// gRPC clients present too.
+    pub fn grpc_tls(&self) -> Option<&TlsFiles> {
+        self.grpc.tls.as_ref()
     }
 
     /// Adds `task` to what runs beside the servers once the process runs.

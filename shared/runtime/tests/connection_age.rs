@@ -22,6 +22,7 @@ use shipshape_proto::inventory::{
 };
 use shipshape_runtime::CancellationToken;
 use shipshape_runtime::grpc::{self, ServerSettings};
+use shipshape_runtime::grpc_tls;
 use tokio::net::{TcpListener, TcpStream};
 use tonic::{Request, Response, Status};
 
@@ -75,12 +76,14 @@ async fn serve(
     let settings = ServerSettings {
         reflection: false,
         max_connection_age,
+        tls: None,
     };
     tokio::spawn(grpc::serve(
         listener,
         InventoryServiceServer::new(Replica(name)),
         shipshape_proto::FILE_DESCRIPTOR_SET,
         settings,
+        grpc_tls::CallerPolicy::new(),
         shutdown.clone(),
     ));
     addr

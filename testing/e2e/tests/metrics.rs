@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use shipshape_e2e::Shop;
 use shipshape_testkit::{Service, StackOptions};
-use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -345,8 +344,8 @@ async fn grpc_servers_answer_health_checks_and_reflection() -> anyhow::Result<()
             "shipshape.inventory.v1.InventoryService",
         ),
     ] {
-        let url = shop.stack.grpc_url(service).expect("a gRPC service");
-        let channel = Endpoint::from_shared(url)?.connect().await?;
+        // Health and reflection answer every peer the CA vouches for.
+        let channel = shop.stack.grpc_channel(service, "payment")?;
         let mut health = HealthClient::new(channel.clone());
         // The server as a whole (""), and the service by its name.
         for checked in ["", name] {
@@ -400,8 +399,8 @@ async fn reflection_can_be_switched_off() -> anyhow::Result<()> {
         .with_env(Service::Inventory, "GRPC_REFLECTION", "false");
     let shop = Shop::start_with(options).await?;
     for service in [Service::Order, Service::Inventory] {
-        let url = shop.stack.grpc_url(service).expect("a gRPC service");
-        let channel = Endpoint::from_shared(url)?.connect().await?;
+        // Health and reflection answer every peer the CA vouches for.
+        let channel = shop.stack.grpc_channel(service, "payment")?;
         let health = HealthClient::new(channel.clone())
             .check(HealthCheckRequest {
                 service: String::new(),
@@ -425,11 +424,7 @@ async fn reflection_can_be_switched_off() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_server_shutting_down_reports_not_serving_first() -> anyhow::Result<()> {
     let mut shop = Shop::start().await?;
-    let url = shop
-        .stack
-        .grpc_url(Service::Inventory)
-        .expect("a gRPC service");
-    let channel = Endpoint::from_shared(url)?.connect().await?;
+    let channel = shop.stack.grpc_channel(Service::Inventory, "gateway")?;
     let mut watch = HealthClient::new(channel)
         .watch(HealthCheckRequest {
             service: String::new(),

@@ -129,8 +129,8 @@ async fn the_services_refuse_calls_without_a_forwarded_identity() -> anyhow::Res
     let shop = Shop::start().await?;
     let id = shop.place(&[("SKU-0002", 1)], "tok_visa", "DE").await?;
 
-    let order_url = shop.stack.grpc_url(Service::Order).context("order gRPC")?;
-    let mut orders = OrderServiceClient::connect(order_url).await?;
+    // As the gateway: the one caller the order service lets in.
+    let mut orders = OrderServiceClient::new(shop.stack.grpc_channel(Service::Order, "gateway")?);
     let anonymous = orders
         .get_order(GetOrderRequest {
             order_id: id.clone(),
@@ -169,11 +169,8 @@ async fn the_services_refuse_calls_without_a_forwarded_identity() -> anyhow::Res
         .expect_err("not hers");
     assert_eq!(other.code(), tonic::Code::NotFound);
 
-    let inventory_url = shop
-        .stack
-        .grpc_url(Service::Inventory)
-        .context("inventory gRPC")?;
-    let mut inventory = InventoryServiceClient::connect(inventory_url).await?;
+    let mut inventory =
+        InventoryServiceClient::new(shop.stack.grpc_channel(Service::Inventory, "gateway")?);
     let mut restock = tonic::Request::new(RestockProductRequest {
         sku: "SKU-0002".into(),
         quantity: 5,

@@ -41,6 +41,7 @@ pub mod backing;
 pub mod broker;
 pub mod http;
 pub mod otlp;
+pub mod pki;
 pub mod ports;
 pub mod postgres;
 mod process;

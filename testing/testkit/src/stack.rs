@@ -16,6 +16,7 @@ use shipshape_faultproxy::FaultProxy;
 use shipshape_kafka::{Connection, Login};
 
 use crate::broker::{Broker, Installation};
+use crate::pki::Pki;
 use crate::process::Process;
 
 mod control;
@@ -67,6 +68,9 @@ pub struct Stack {
     /// The Java runtime and jars the stack's own broker runs on, to start
     /// it again; `None` on a shared broker.
     installation: Option<Installation>,
+    /// The development CA and the gRPC peers' certificates, with
+    /// [`StackOptions::grpc_tls`].
+    pki: Option<Pki>,
     processes: BTreeMap<Replica, Process>,
     proxies: BTreeMap<Link, FaultProxy>,
 }

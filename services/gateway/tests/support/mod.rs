@@ -24,6 +24,7 @@ pub fn config(upstream: &str) -> Config {
         ops_addr: ([127, 0, 0, 1], 0).into(),
         order_url: upstream.into(),
         inventory_url: upstream.into(),
+        grpc_tls: None,
         order: ResilienceConfig::default(),
         inventory: ResilienceConfig::default(),
         rate_limit_enabled: true,

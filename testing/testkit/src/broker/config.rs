@@ -60,6 +60,10 @@ pub struct BrokerConfig {
     pub log_path: PathBuf,
     /// As in [`crate::StackOptions::own_process_group`].
     pub own_process_group: bool,
+    /// Whether clients log in and an authorizer checks them (the default).
+    /// Off, the listener is PLAINTEXT and anyone may do anything: only for
+    /// measuring what the security costs.
+    pub secured: bool,
 }
 
 impl BrokerConfig {
@@ -72,6 +76,7 @@ impl BrokerConfig {
             data_dir,
             log_path,
             own_process_group: false,
+            secured: true,
         }
     }
 
@@ -111,39 +116,46 @@ impl BrokerConfig {
         );
         set("controller.listener.names", &"CONTROLLER");
         set("inter.broker.listener.name", &"CLIENTS");
-        set(
-            "listener.security.protocol.map",
-            &"CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
-        );
-        let password = admin_password.expose();
-        set("sasl.mechanism.inter.broker.protocol", &"SCRAM-SHA-512");
-        set(
-            "listener.name.clients.sasl.enabled.mechanisms",
-            &"SCRAM-SHA-512",
-        );
-        set(
-            "listener.name.clients.scram-sha-512.sasl.jaas.config",
-            &format!(
-                "org.apache.kafka.common.security.scram.ScramLoginModule required \
-                 username=\"{ADMIN_USER}\" password=\"{password}\";"
-            ),
-        );
-        set("sasl.mechanism.controller.protocol", &"PLAIN");
-        set("listener.name.controller.sasl.enabled.mechanisms", &"PLAIN");
-        set(
-            "listener.name.controller.plain.sasl.jaas.config",
-            &format!(
-                "org.apache.kafka.common.security.plain.PlainLoginModule required \
-                 username=\"{ADMIN_USER}\" password=\"{password}\" \
-                 user_{ADMIN_USER}=\"{password}\";"
-            ),
-        );
-        set(
-            "authorizer.class.name",
-            &"org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        );
-        set("super.users", &format!("User:{ADMIN_USER}"));
-        set("allow.everyone.if.no.acl.found", &false);
+        if self.secured {
+            set(
+                "listener.security.protocol.map",
+                &"CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            );
+            let password = admin_password.expose();
+            set("sasl.mechanism.inter.broker.protocol", &"SCRAM-SHA-512");
+            set(
+                "listener.name.clients.sasl.enabled.mechanisms",
+                &"SCRAM-SHA-512",
+            );
+            set(
+                "listener.name.clients.scram-sha-512.sasl.jaas.config",
+                &format!(
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required \
+                     username=\"{ADMIN_USER}\" password=\"{password}\";"
+                ),
+            );
+            set("sasl.mechanism.controller.protocol", &"PLAIN");
+            set("listener.name.controller.sasl.enabled.mechanisms", &"PLAIN");
+            set(
+                "listener.name.controller.plain.sasl.jaas.config",
+                &format!(
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                     username=\"{ADMIN_USER}\" password=\"{password}\" \
+                     user_{ADMIN_USER}=\"{password}\";"
+                ),
+            );
+            set(
+                "authorizer.class.name",
+                &"org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            );
+            set("super.users", &format!("User:{ADMIN_USER}"));
+            set("allow.everyone.if.no.acl.found", &false);
+        } else {
+            set(
+                "listener.security.protocol.map",
+                &"CLIENTS:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            );
+        }
         set("log.dirs", &self.data_dir.join("kraft-logs").display());
         // Topics are made by the services, with the partition count they
         // are configured with; a typo must not create one.

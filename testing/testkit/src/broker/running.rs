@@ -81,12 +81,13 @@ impl Broker {
             format
                 .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
                 .args(["--cluster-id", &cluster_id(), "--config"])
-                .arg(&properties)
-                .arg("--add-scram")
-                .arg(format!(
+                .arg(&properties);
+            if config.secured {
+                format.arg("--add-scram").arg(format!(
                     "SCRAM-SHA-512=[name={ADMIN_USER},password={}]",
                     admin_password.expose()
                 ));
+            }
             run(format, "formatting the Kafka broker's storage")?;
         }
 
@@ -174,8 +175,12 @@ impl Broker {
         format!("127.0.0.1:{}", self.config.port)
     }
 
-    /// A login to it as the super user.
+    /// A login to it as the super user (on a broker that is not secured,
+    /// a plain connection).
     pub fn admin(&self) -> Connection {
+        if !self.config.secured {
+            return Connection::plaintext(self.address());
+        }
         Connection::sasl_plaintext(
             self.address(),
             Login::scram(ADMIN_USER, self.admin_password.clone()),

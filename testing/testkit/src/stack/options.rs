@@ -125,6 +125,16 @@ pub struct StackOptions {
     /// [`Stack::add_replica`] can scale out up to this many. At least
     /// `replicas`.
     pub max_replicas: usize,
+    /// Whether gRPC runs over mutual TLS (default true): the stack makes a
+    /// development CA and a certificate for each gRPC peer in
+    /// `<log_dir>/tls/`, and each server lets in only the callers its
+    /// policy names. Off, any process on the machine may call the ports.
+    pub grpc_tls: bool,
+    /// Whether the broker wants logins and checks ACLs (default true; see
+    /// `crate::broker`). Off, on a broker of the stack's own only, the
+    /// services connect without a login and create their own topics: only
+    /// for measuring what the security costs.
+    pub broker_security: bool,
 }
 
 impl StackOptions {
@@ -148,6 +158,8 @@ impl StackOptions {
             broker: BrokerChoice::for_tests(),
             replicas: 1,
             max_replicas: 1,
+            grpc_tls: true,
+            broker_security: true,
         })
     }
 
@@ -171,6 +183,8 @@ impl StackOptions {
             broker: BrokerChoice::Own,
             replicas: 1,
             max_replicas: 1,
+            grpc_tls: true,
+            broker_security: true,
         }
     }
 

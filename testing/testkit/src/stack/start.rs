@@ -19,6 +19,7 @@ use super::{
     Stack, StackOptions,
 };
 use crate::broker::{Broker, BrokerConfig, Installation, SHARED_BROKER_VAR};
+use crate::pki::Pki;
 use crate::postgres;
 use crate::process::Process;
 
@@ -96,6 +97,7 @@ impl Stack {
             broker: None,
             broker_admin: None,
             broker_logins: BTreeMap::new(),
+            pki: None,
             installation,
             processes: BTreeMap::new(),
             proxies: BTreeMap::new(),
@@ -111,6 +113,10 @@ impl Stack {
             stack.broker = Some(stack.spawn_broker().await?);
         }
         stack.set_up_broker().await?;
+        if stack.options.grpc_tls {
+            let dir = stack.options.log_dir.join("tls");
+            stack.pki = Some(Pki::create(&dir, "Shipshape development CA")?);
+        }
         let replicas = stack.options.replicas.max(1);
         for service in Service::START_ORDER {
             let count = if Service::REPLICATED.contains(&service) {
@@ -133,6 +139,7 @@ impl Stack {
         let config = BrokerConfig {
             advertised_port: self.broker_port(),
             own_process_group: self.options.own_process_group,
+            secured: self.options.broker_security,
             ..BrokerConfig::new(
                 self.ports.broker,
                 self.ports.broker_controller,
@@ -161,6 +168,15 @@ impl Stack {
             },
             (BrokerChoice::Own, None) => bail!("the stack's broker is not running"),
         };
+        if !self.options.broker_security {
+            if self.installation.is_none() {
+                bail!(
+                    "only a broker of the stack's own runs without security: use with_own_broker"
+                );
+            }
+            self.broker_admin = Some(admin);
+            return Ok(());
+        }
         let deployment = Deployment {
             prefix: self.topic_prefix().to_owned(),
             layout: TopicLayout {

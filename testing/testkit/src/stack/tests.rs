@@ -24,6 +24,7 @@ fn idle_stack(options: StackOptions) -> Stack {
         broker: None,
         broker_admin: None,
         broker_logins: BTreeMap::new(),
+        pki: None,
         installation: Some(Installation::unchecked()),
         processes: BTreeMap::new(),
         proxies: BTreeMap::new(),

@@ -23,6 +23,13 @@ pub const KAFKA_TOPIC_PREFIX: &str = "KAFKA_TOPIC_PREFIX";
 pub const KAFKA_TOPIC_PARTITIONS: &str = "KAFKA_TOPIC_PARTITIONS";
 /// Order, inventory, payment, shipping: the consumer-group session timeout.
 pub const KAFKA_SESSION_TIMEOUT_MS: &str = "KAFKA_SESSION_TIMEOUT_MS";
+/// Gateway, order and inventory: the PEM certificate naming the process,
+/// which it presents as a gRPC server and client (mutual TLS).
+pub const GRPC_TLS_CERT: &str = "GRPC_TLS_CERT";
+/// Same: its private key.
+pub const GRPC_TLS_KEY: &str = "GRPC_TLS_KEY";
+/// Same: the CA whose certificates it accepts from its peers.
+pub const GRPC_TLS_CA: &str = "GRPC_TLS_CA";
 /// Order and inventory: where the gRPC server listens.
 pub const GRPC_ADDR: &str = "GRPC_ADDR";
 /// Order and gateway: the inventory service's gRPC URL.

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use shipshape_kafka::{Connection, Protocol};
+use tonic::transport::{Channel, Endpoint};
 
 use super::{BrokerChoice, Link, PSP_JOURNAL_FILE, Replica, Service, Stack, vars};
+use crate::pki::{GRPC_PEERS, Pki};
 use crate::{auth, postgres};
 
 /// The consumer-group session timeout every service gets: short (Kafka's
@@ -65,14 +67,24 @@ impl Stack {
         self.ports_for(link)[0]
     }
 
-    /// `http://` URLs of every port of `link`, comma-separated, as the
-    /// services read a list of replicas.
+    /// URLs of every port of `link`, comma-separated, as the services read
+    /// a list of replicas: `https://` on a gRPC link over TLS.
     fn urls_for(&self, link: Link) -> String {
+        let scheme = match link {
+            Link::GatewayToOrder | Link::GatewayToInventory | Link::OrderToInventory => {
+                self.grpc_scheme()
+            }
+            Link::Broker | Link::PaymentToPsp | Link::Database(_) => "http",
+        };
         self.ports_for(link)
             .iter()
-            .map(|port| format!("http://127.0.0.1:{port}"))
+            .map(|port| format!("{scheme}://127.0.0.1:{port}"))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    fn grpc_scheme(&self) -> &'static str {
+        if self.pki.is_some() { "https" } else { "http" }
     }
 
     /// The port Kafka clients connect to.
@@ -131,6 +143,19 @@ impl Stack {
                 vars::KAFKA_TOPIC_PARTITIONS,
                 self.topic_partitions().to_string(),
             );
+        }
+        if let Some(pki) = self
+            .pki
+            .as_ref()
+            .filter(|_| GRPC_PEERS.contains(&service.name()))
+        {
+            let path = |path: PathBuf| path.display().to_string();
+            set(
+                vars::GRPC_TLS_CERT,
+                path(pki.certificate_path(service.name())),
+            );
+            set(vars::GRPC_TLS_KEY, path(pki.key_path(service.name())));
+            set(vars::GRPC_TLS_CA, path(pki.ca_path()));
         }
         match service {
             Service::Gateway => {
@@ -191,7 +216,35 @@ impl Stack {
     /// for the others, which serve no gRPC.
     pub fn grpc_url(&self, replica: impl Into<Replica>) -> Option<String> {
         let port = self.ports.grpc(replica.into())?;
-        Some(format!("http://127.0.0.1:{port}"))
+        Some(format!("{}://127.0.0.1:{port}", self.grpc_scheme()))
+    }
+
+    /// A channel to a replica of the order or inventory service that
+    /// presents a certificate naming `caller` (issued now by the stack's CA)
+    /// when gRPC runs over TLS: a test calls as the gateway, as the order
+    /// service, or as a service the server does not let in.
+    pub fn grpc_channel(
+        &self,
+        replica: impl Into<Replica>,
+        caller: &str,
+    ) -> anyhow::Result<Channel> {
+        let replica = replica.into();
+        let url = self
+            .grpc_url(replica)
+            .with_context(|| format!("{replica} serves no gRPC"))?;
+        let endpoint = Endpoint::from_shared(url)?;
+        let endpoint = match &self.pki {
+            Some(pki) => {
+                endpoint.tls_config(pki.tls_files(caller)?.client(replica.service.name()))?
+            }
+            None => endpoint,
+        };
+        Ok(endpoint.connect_lazy())
+    }
+
+    /// The stack's development CA, with [`StackOptions::grpc_tls`].
+    pub fn pki(&self) -> Option<&Pki> {
+        self.pki.as_ref()
     }
 
     /// The URL of `service`'s database, as the service connects to it;
