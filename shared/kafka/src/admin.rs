@@ -207,6 +207,12 @@ fn upsert_users(
         }
         let mut count = 0;
         let responses = rd::rd_kafka_AlterUserScramCredentials_result_responses(result, &mut count);
+        if count != logins.len() {
+            bail!(
+                "the broker answered for {count} of {} credentials",
+                logins.len()
+            );
+        }
         for index in 0..count {
             let response = *responses.add(index);
             let user = text(rd::rd_kafka_AlterUserScramCredentials_result_response_user(
@@ -286,6 +292,9 @@ fn create_acls(client: &AdminClient<DefaultClientContext>, grants: &[Grant]) -> 
         }
         let mut count = 0;
         let results = rd::rd_kafka_CreateAcls_result_acls(result, &mut count);
+        if count != grants.len() {
+            bail!("the broker answered for {count} of {} ACLs", grants.len());
+        }
         for (index, grant) in grants.iter().enumerate().take(count) {
             if let Some(error) = error_text(rd::rd_kafka_acl_result_error(*results.add(index))) {
                 failures.push(format!("{grant:?}: {error}"));

@@ -52,7 +52,7 @@ impl std::str::FromStr for Protocol {
 /// How a SASL login proves the password.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
-    /// SCRAM with SHA-512: the password never crosses the wire, and the
+    /// SCRAM with SHA-512: a login never sends the password, and the
     /// broker keeps only a salted hash of it. What every principal of ours
     /// uses.
     ScramSha512,

@@ -38,7 +38,13 @@ async fn main() -> anyhow::Result<()> {
         let var = format!("KAFKA_PASSWORD_{}", role.service.to_ascii_uppercase());
         let password = config::value_or_file(&var)?
             .with_context(|| format!("{var} (or {var}_FILE) is required"))?;
-        logins.push(deployment.login(role, Password::new(password)));
+        let mut login = deployment.login(role, Password::new(password));
+        // The services log in with the mechanism the setup does
+        // (KAFKA_SASL_MECHANISM, the same for every login of a deployment).
+        if let Some(admin) = &admin.login {
+            login.mechanism = admin.mechanism;
+        }
+        logins.push(login);
     }
     deployment.apply(&admin, &logins).await?;
     for login in &logins {

@@ -70,8 +70,11 @@ impl Broker {
         }
         let admin_password = admin_password(dir)?;
         let properties = dir.join("server.properties");
-        std::fs::write(&properties, config.server_properties(&admin_password))
-            .with_context(|| format!("writing {}", properties.display()))?;
+        // It holds the super user's password.
+        write_private(
+            &properties,
+            config.server_properties(&admin_password).as_bytes(),
+        )?;
         let log4j2 = dir.join("log4j2.properties");
         std::fs::write(&log4j2, LOG4J2).with_context(|| format!("writing {}", log4j2.display()))?;
         let heap = std::env::var(KAFKA_HEAP_VAR).unwrap_or_else(|_| "512m".to_owned());
@@ -265,9 +268,6 @@ impl Broker {
 /// the first start and kept there (readable by its owner only), since the
 /// storage is formatted with it.
 fn admin_password(dir: &Path) -> anyhow::Result<Password> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-
     let path = dir.join(ADMIN_PASSWORD_FILE);
     match std::fs::read_to_string(&path) {
         Ok(password) => return Ok(Password::new(password.trim())),
@@ -277,12 +277,24 @@ fn admin_password(dir: &Path) -> anyhow::Result<Password> {
         Err(_) => {}
     }
     let password = Password::random();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut file| file.write_all(password.expose().as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))?;
+    write_private(&path, password.expose().as_bytes())?;
     Ok(password)
+}
+
+/// Writes `contents` to `path`, readable and writable by its owner only.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // A file made before it held a secret keeps its mode: tighten it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(contents))
+        .with_context(|| format!("writing {}", path.display()))
 }
