@@ -1201,6 +1201,7 @@ def test_kafka_without_logins():
     ((), {"kafka.auth.existingSecret": ""}, "kafka.auth.existingSecret is required with your own Kafka"),
     ((DEV_VALUES,), {"kafka.auth.securityProtocol": "SASL_SSL"}, "the in-release broker serves TLS only with a certificate"),
     ((), {"kafka.tls.enabled": "true"}, "kafka.tls.enabled needs kafka.tls.secretName"),
+    ((), {"kafka.tls.secretName": "kafka-ca"}, "kafka.tls.secretName is set but kafka.tls.enabled is false"),
     ((), {**TLS, "kafka.auth.securityProtocol": "SASL_PLAINTEXT"}, "set it to SASL_SSL"),
     ((), {**TLS, "kafka.auth.enabled": "false"}, "kafka.tls.enabled needs kafka.auth.enabled"),
     ((DEV_VALUES,), {"kafka.auth.mechanism": "SCRAM-SHA-256"}, "the in-release broker's logins are SCRAM-SHA-512"),

@@ -148,6 +148,9 @@ Usage: $k := include "shipshape.kafkaAuth" $ | fromYaml
 {{- if and $tls.enabled (ne $auth.securityProtocol "SASL_SSL") }}
 {{- fail (printf "kafka.tls.enabled: the services trust the broker's CA only over TLS, but kafka.auth.securityProtocol is %s: set it to SASL_SSL" $auth.securityProtocol) }}
 {{- end }}
+{{- if and $tls.secretName (not $tls.enabled) }}
+{{- fail "kafka.tls.secretName is set but kafka.tls.enabled is false: the services would trust only the system's CAs and ignore the Secret; set kafka.tls.enabled=true (values.yaml: kafka.tls)" }}
+{{- end }}
 {{- if and $tls.enabled (not $tls.secretName) }}
 {{- fail "kafka.tls.enabled needs kafka.tls.secretName: a Secret with ca.crt (and, for the in-release broker, tls.crt and tls.key), such as cert-manager makes" }}
 {{- end }}
