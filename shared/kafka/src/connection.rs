@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use rdkafka::ClientConfig;
 use shipshape_runtime::config;
 
@@ -179,20 +179,8 @@ impl Connection {
     /// As [`Connection::from_env`], with the variables from `lookup`.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let protocol: Protocol = match var("KAFKA_SECURITY_PROTOCOL") {
-            Some(value) => value
-                .trim()
-                .parse()
-                .map_err(|e| anyhow!("KAFKA_SECURITY_PROTOCOL: {e}"))?,
-            None => Protocol::Plaintext,
-        };
-        let mechanism: Mechanism = match var("KAFKA_SASL_MECHANISM") {
-            Some(value) => value
-                .trim()
-                .parse()
-                .map_err(|e| anyhow!("KAFKA_SASL_MECHANISM: {e}"))?,
-            None => Mechanism::ScramSha512,
-        };
+        let protocol = config::var_or_in(&var, "KAFKA_SECURITY_PROTOCOL", Protocol::Plaintext)?;
+        let mechanism = config::var_or_in(&var, "KAFKA_SASL_MECHANISM", Mechanism::ScramSha512)?;
         let username = var("KAFKA_SASL_USERNAME");
         let password = config::value_or_file_in(lookup, "KAFKA_SASL_PASSWORD")?;
         let login = match (protocol.logs_in(), username, password) {

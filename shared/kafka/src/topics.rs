@@ -43,10 +43,9 @@ pub async fn ensure(
     names: &[String],
     layout: TopicLayout,
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = connection
-        .client_config()
-        .create()
-        .context("creating the Kafka admin client")?;
+    // Made only once a topic is missing: on a secured broker the setup has
+    // made them all, and a service never needs it.
+    let mut admin: Option<AdminClient<DefaultClientContext>> = None;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
     let who = connection.username().unwrap_or("an anonymous client");
     for attempt in 1.. {
@@ -64,6 +63,15 @@ pub async fn ensure(
                 )
             })
             .collect();
+        let admin = match &mut admin {
+            Some(admin) => admin,
+            None => admin.insert(
+                connection
+                    .client_config()
+                    .create()
+                    .context("creating the Kafka admin client")?,
+            ),
+        };
         let failure = match admin.create_topics(&new_topics, &options).await {
             Ok(results) => {
                 let mut refused = Vec::new();

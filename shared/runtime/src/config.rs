@@ -15,13 +15,33 @@ where
     T::Err: Display,
 {
     match std::env::var(name) {
-        Ok(raw) => raw
-            .trim()
-            .parse()
-            .map_err(|e| anyhow!("environment variable {name}={raw:?} is invalid: {e}")),
+        Ok(raw) => parsed(name, &raw),
         Err(std::env::VarError::NotPresent) => Ok(default),
         Err(e) => Err(e).with_context(|| format!("environment variable {name}")),
     }
+}
+
+/// As [`var_or`], with the variables from `lookup`.
+pub fn var_or_in<T>(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+) -> anyhow::Result<T>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    lookup(name).map_or(Ok(default), |raw| parsed(name, &raw))
+}
+
+fn parsed<T>(name: &str, raw: &str) -> anyhow::Result<T>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    raw.trim()
+        .parse()
+        .map_err(|e| anyhow!("environment variable {name}={raw:?} is invalid: {e}"))
 }
 
 /// The variable's value, or `default` when it is unset.
