@@ -55,6 +55,10 @@ pub struct Args {
     /// mutual TLS, as everywhere else
     #[arg(long, value_enum, default_value_t = Security::On)]
     security: Security,
+    /// With the security on, the broker's listener is SASL_SSL (TLS), as
+    /// in the chart's production values, not SASL_PLAINTEXT
+    #[arg(long)]
+    broker_tls: bool,
     /// Replicas of each saga service, from 1 to 8; with a list such as 1,2
     /// the command runs once per count, each on a fresh stack, and the
     /// reports are printed side by side
@@ -151,10 +155,11 @@ fn parse_replicas(list: &str) -> anyhow::Result<Vec<usize>> {
 }
 
 /// This command's own flags, which the load test does not take.
-const OWN_FLAGS: [&str; 5] = [
+const OWN_FLAGS: [&str; 6] = [
     "--baseline",
     "--tracing",
     "--security",
+    "--broker-tls",
     "--replicas",
     "--out",
 ];
@@ -189,6 +194,9 @@ impl Args {
                 "--tracing compare runs `run` twice; it takes no other command, no --baseline and \
                  one replica count"
             );
+        }
+        if self.broker_tls && self.security == Security::Off {
+            bail!("--broker-tls secures the broker's listener: it needs --security on or compare");
         }
         if self.security == Security::Compare
             && (!matches!(self.command, LoadCommand::Run | LoadCommand::Capacity)
@@ -400,6 +408,7 @@ async fn run_once(
         .with_replicas(replicas, replicas);
     options.grpc_tls = secured;
     options.broker_security = secured;
+    options.broker_tls = secured && args.broker_tls;
     let prefix = options.database_prefix.clone();
     let collector = if traced {
         let collector = Collector::start().await?;
@@ -415,7 +424,11 @@ async fn run_once(
         "starting the stack, {replicas} replica(s) of each saga service, tracing {}, security {} \
          (logs in {})",
         if traced { "on" } else { "off" },
-        if secured { "on" } else { "off" },
+        match (secured, args.broker_tls) {
+            (false, _) => "off",
+            (true, false) => "on",
+            (true, true) => "on, the broker over TLS",
+        },
         out.join("logs").display()
     );
     let stack_secret = options.jwt_secret.clone();
@@ -567,6 +580,7 @@ mod tests {
                 baseline: true,
                 tracing: Tracing::Off,
                 security: Security::On,
+                broker_tls: false,
                 replicas: vec![1],
                 out: Some(PathBuf::from("/tmp/x")),
                 command: LoadCommand::Capacity,
@@ -642,9 +656,15 @@ mod tests {
             "--security compare --replicas 1,2 run",
             "--security compare --tracing compare run",
             "run --rate 5 --security off",
+            "--security off --broker-tls run",
         ] {
             assert!(parse(line).is_err(), "{line}");
         }
+        assert!(
+            parse("--security compare --broker-tls run")
+                .expect("TLS on the secured side")
+                .broker_tls
+        );
     }
 
     #[test]

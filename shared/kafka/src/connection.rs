@@ -164,6 +164,21 @@ impl Connection {
         }
     }
 
+    /// A SCRAM-SHA-512 login over TLS, trusting the CA in `ca_location`
+    /// (PEM) or, without it, the system's.
+    pub fn sasl_ssl(
+        brokers: impl Into<String>,
+        login: Login,
+        ca_location: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            brokers: brokers.into(),
+            protocol: Protocol::SaslSsl,
+            login: Some(login),
+            ca_location,
+        }
+    }
+
     /// From the environment: `KAFKA_BROKERS` (default `127.0.0.1:9092`),
     /// `KAFKA_SECURITY_PROTOCOL` (`PLAINTEXT`, the default, `SASL_PLAINTEXT`
     /// or `SASL_SSL`), with SASL `KAFKA_SASL_USERNAME` and

@@ -17,6 +17,12 @@
 //! finds nothing. (The same forgeries written with the right login on the
 //! wrong topic get through the broker and are dead-lettered by the
 //! consumers: see `poison_events.rs`.)
+//!
+//! Two more run what the chart's production values and an operator do: a
+//! broker whose listener is `SASL_SSL` carries the whole checkout and
+//! serves no client that does not trust its CA or that skips TLS; and a
+//! rotated password locks the old one out while the service, restarted
+//! with the new one, goes on.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,10 +36,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use shipshape_e2e::{Outcome, Shop};
-use shipshape_kafka::{Connection, Login, Password};
+use shipshape_kafka::{Connection, Login, Password, Protocol};
 use shipshape_proto::events::{self, Envelope};
 use shipshape_proto::{DEAD_LETTER_TOPIC, Event};
-use shipshape_testkit::Service;
+use shipshape_testkit::pki::Pki;
+use shipshape_testkit::{Service, StackOptions};
 use uuid::Uuid;
 
 /// Long enough for a refused login to surface, short enough to keep the
@@ -238,6 +245,86 @@ async fn the_broker_refuses_strangers_and_services_outside_their_role() -> anyho
     // not cancelled or refunded.
     shop.assert_outcome(&paid, Outcome::confirmed()).await?;
     shop.assert_outcome(&declined, Outcome::declined()).await?;
+    shop.wait_quiet(Duration::from_secs(30)).await?;
+    let violations = shop.violations().await?;
+    assert!(violations.is_empty(), "{violations:#?}");
+    shop.stack.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_broker_serves_only_clients_that_trust_its_ca() -> anyhow::Result<()> {
+    let shop = Shop::start_with(StackOptions::for_tests()?.with_broker_tls()).await?;
+    // The services reach the broker over SASL_SSL only: a checkout that
+    // confirms went through it, every event and every commit.
+    let paid = shop.place(&[("SKU-0003", 1)], "tok_visa", "DE").await?;
+    shop.assert_outcome(&paid, Outcome::confirmed()).await?;
+    let payment = shop.stack.broker_login(Service::Payment)?;
+    assert_eq!(payment.protocol, Protocol::SaslSsl);
+    let topics = list_topics(payment.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert!(topics > 0, "payment sees its topics over TLS");
+
+    // The right login, but trusting only the system's CAs, or a CA of
+    // someone else's: the client refuses the broker's certificate before
+    // it sends the login.
+    let intruder = Pki::ca_only(&shop.stack.log_dir().join("intruder-tls"), "Intruder CA")?;
+    for (what, ca_location) in [
+        ("the system's CAs", None),
+        ("another CA", Some(intruder.ca_path())),
+    ] {
+        let untrusting = Connection {
+            ca_location,
+            ..payment.clone()
+        };
+        let error = list_topics(untrusting).await.expect_err(what);
+        assert!(
+            error.contains("certificate verify failed"),
+            "trusting {what}: {error}"
+        );
+    }
+
+    // The right login without TLS: the listener takes no plaintext.
+    let plaintext = Connection {
+        protocol: Protocol::SaslPlaintext,
+        ca_location: None,
+        ..payment
+    };
+    let error = list_topics(plaintext).await.expect_err("plaintext");
+    assert!(error.contains("AllBrokersDown"), "plaintext: {error}");
+
+    shop.wait_quiet(Duration::from_secs(30)).await?;
+    let violations = shop.violations().await?;
+    assert!(violations.is_empty(), "{violations:#?}");
+    shop.stack.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_password_locks_out_the_old_one_and_the_service_goes_on() -> anyhow::Result<()> {
+    let mut shop = Shop::start().await?;
+    let before = shop.stack.broker_login(Service::Payment)?;
+    shop.stack.rotate_broker_password(Service::Payment).await?;
+    let after = shop.stack.broker_login(Service::Payment)?;
+    assert_ne!(before.login, after.login, "a new password");
+
+    let error = list_topics(before).await.expect_err("the old password");
+    assert!(
+        error.contains("Authentication failed"),
+        "old password: {error}"
+    );
+    list_topics(after).await.map_err(anyhow::Error::msg)?;
+
+    // The payment service is still logged in on the connections it opened
+    // with the old password, so checkouts go on until it restarts...
+    let during = shop.place(&[("SKU-0003", 1)], "tok_visa", "DE").await?;
+    shop.assert_outcome(&during, Outcome::confirmed()).await?;
+    // ...and once restarted it logs in with the new one.
+    shop.stack.terminate(Service::Payment).await?;
+    shop.stack.start_service(Service::Payment).await?;
+    let after_restart = shop.place(&[("SKU-0003", 1)], "tok_visa", "DE").await?;
+    shop.assert_outcome(&after_restart, Outcome::confirmed())
+        .await?;
+
     shop.wait_quiet(Duration::from_secs(30)).await?;
     let violations = shop.violations().await?;
     assert!(violations.is_empty(), "{violations:#?}");

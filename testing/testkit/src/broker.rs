@@ -28,7 +28,7 @@ mod install;
 mod running;
 mod shared;
 
-pub use config::{ADMIN_USER, BrokerConfig};
+pub use config::{ADMIN_USER, BrokerConfig, BrokerTls};
 pub use install::{Installation, KAFKA_LIBS_VAR, KAFKA_VERSION, kafka_dir};
 pub use running::{ADMIN_PASSWORD_FILE, Broker, KAFKA_HEAP_VAR};
 pub use shared::{

@@ -1,6 +1,7 @@
 //! A development CA and the certificates the gRPC services present to each
-//! other (mutual TLS; see `shipshape_runtime::grpc_tls`), made for each
-//! stack and kept in its log directory, never in the repository.
+//! other (mutual TLS; see `shipshape_runtime::grpc_tls`), or a broker to its
+//! clients, made for each stack and kept in its log directory, never in the
+//! repository.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,8 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use shipshape_runtime::grpc_tls::TlsFiles;
+
+use crate::broker::BrokerTls;
 
 /// The services that serve or call gRPC, each with a certificate naming it.
 pub const GRPC_PEERS: [&str; 3] = ["gateway", "order", "inventory"];
@@ -36,6 +39,18 @@ impl Pki {
     /// [`GRPC_PEERS`], written into `dir` (created if missing; keys
     /// readable by their owner only).
     pub fn create(dir: &Path, name: &str) -> anyhow::Result<Self> {
+        let pki = Self::ca_only(dir, name)?;
+        for peer in GRPC_PEERS {
+            let (certificate, key) = pki.issue(peer)?;
+            write(&pki.certificate_path(peer), certificate.as_bytes(), false)?;
+            write(&pki.key_path(peer), key.as_bytes(), true)?;
+        }
+        Ok(pki)
+    }
+
+    /// A new CA named `name`, with only `ca.crt` written into `dir`
+    /// (created if missing); certificates are issued on demand.
+    pub fn ca_only(dir: &Path, name: &str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -48,19 +63,22 @@ impl Pki {
             ca,
         };
         write(&pki.ca_path(), pki.ca.pem().as_bytes(), false)?;
-        for peer in GRPC_PEERS {
-            let (certificate, key) = pki.issue(peer)?;
-            write(&pki.certificate_path(peer), certificate.as_bytes(), false)?;
-            write(&pki.key_path(peer), key.as_bytes(), true)?;
-        }
         Ok(pki)
     }
 
     /// A certificate and key (PEM) naming `name`, for a server and a
     /// client alike.
     pub fn issue(&self, name: &str) -> anyhow::Result<(String, String)> {
+        self.issue_for(name, &[name])
+    }
+
+    /// A certificate and key (PEM) with the common name `name` and a
+    /// subject alternative name for each of `hosts` (an IP address where
+    /// one parses, a DNS name otherwise), for a server and a client alike.
+    pub fn issue_for(&self, name: &str, hosts: &[&str]) -> anyhow::Result<(String, String)> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![name.to_owned()])?;
+        let hosts: Vec<String> = hosts.iter().map(|host| (*host).to_owned()).collect();
+        let mut params = CertificateParams::new(hosts)?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -81,6 +99,19 @@ impl Pki {
             key.into_bytes(),
             self.ca.pem().into_bytes(),
         ))
+    }
+
+    /// What a broker on 127.0.0.1 presents (SASL_SSL): a certificate this
+    /// CA issues now for `127.0.0.1` and `localhost`, and this CA, which
+    /// its clients trust at [`Pki::ca_path`].
+    pub fn broker_tls(&self) -> anyhow::Result<BrokerTls> {
+        let (certificate, key) = self.issue_for("broker", &["127.0.0.1", "localhost"])?;
+        Ok(BrokerTls {
+            certificate,
+            key,
+            ca: self.ca.pem(),
+            ca_path: self.ca_path(),
+        })
     }
 
     /// `ca.crt`: `GRPC_TLS_CA` of every peer.

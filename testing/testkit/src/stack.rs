@@ -15,7 +15,7 @@ use anyhow::anyhow;
 use shipshape_faultproxy::FaultProxy;
 use shipshape_kafka::{Connection, Login};
 
-use crate::broker::{Broker, Installation};
+use crate::broker::{Broker, BrokerTls, Installation};
 use crate::pki::Pki;
 use crate::process::Process;
 
@@ -71,6 +71,10 @@ pub struct Stack {
     /// The development CA and the gRPC peers' certificates, with
     /// [`StackOptions::grpc_tls`].
     pki: Option<Pki>,
+    /// What the stack's own broker presents, with
+    /// [`StackOptions::broker_tls`]; kept so a restarted broker presents
+    /// the same.
+    broker_tls: Option<BrokerTls>,
     processes: BTreeMap<Replica, Process>,
     proxies: BTreeMap<Link, FaultProxy>,
 }

@@ -47,7 +47,7 @@ pub const ADMIN_USER: &str = "admin";
 /// Where and how one broker runs.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
-    /// The port clients connect to (the `PLAINTEXT` listener).
+    /// The port clients connect to (the `CLIENTS` listener).
     pub port: u16,
     /// The KRaft controller's port.
     pub controller_port: u16,
@@ -64,6 +64,37 @@ pub struct BrokerConfig {
     /// Off, the listener is PLAINTEXT and anyone may do anything: only for
     /// measuring what the security costs.
     pub secured: bool,
+    /// With it (and `secured`), the client listener is `SASL_SSL`: the
+    /// broker presents this certificate, as a production listener would.
+    pub tls: Option<BrokerTls>,
+}
+
+/// What a broker with a TLS listener presents, and the CA its clients
+/// (itself included, on the inter-broker listener) trust.
+#[derive(Clone)]
+pub struct BrokerTls {
+    /// The broker's certificate (PEM), naming 127.0.0.1.
+    pub certificate: String,
+    /// Its private key (PEM, PKCS#8, unencrypted).
+    pub key: String,
+    /// The CA that issued it (PEM).
+    pub ca: String,
+    /// The same CA as a file, for clients' `ssl.ca.location`.
+    pub ca_path: PathBuf,
+}
+
+impl std::fmt::Debug for BrokerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerTls")
+            .field("ca_path", &self.ca_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `pem` as one value of a `.properties` file: Java reads `\n` as a line
+/// break, and Kafka's PEM options take the text with its line breaks.
+fn properties_value(pem: &str) -> String {
+    pem.trim_end().replace('\n', "\\n")
 }
 
 impl BrokerConfig {
@@ -77,6 +108,7 @@ impl BrokerConfig {
             log_path,
             own_process_group: false,
             secured: true,
+            tls: None,
         }
     }
 
@@ -117,10 +149,30 @@ impl BrokerConfig {
         set("controller.listener.names", &"CONTROLLER");
         set("inter.broker.listener.name", &"CLIENTS");
         if self.secured {
+            let clients = if self.tls.is_some() {
+                "SASL_SSL"
+            } else {
+                "SASL_PLAINTEXT"
+            };
             set(
                 "listener.security.protocol.map",
-                &"CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+                &format!("CLIENTS:{clients},CONTROLLER:SASL_PLAINTEXT"),
             );
+            // The keystore and truststore inline, so no password protects
+            // them (a PEM keystore file would need an encrypted key); the
+            // file they are in is its owner's only. The broker reaches
+            // itself over this listener too, and checks the name like any
+            // client.
+            if let Some(tls) = &self.tls {
+                set("ssl.keystore.type", &"PEM");
+                set(
+                    "ssl.keystore.certificate.chain",
+                    &properties_value(&tls.certificate),
+                );
+                set("ssl.keystore.key", &properties_value(&tls.key));
+                set("ssl.truststore.type", &"PEM");
+                set("ssl.truststore.certificates", &properties_value(&tls.ca));
+            }
             let password = admin_password.expose();
             set("sasl.mechanism.inter.broker.protocol", &"SCRAM-SHA-512");
             set(

@@ -179,15 +179,16 @@ impl Broker {
     }
 
     /// A login to it as the super user (on a broker that is not secured,
-    /// a plain connection).
+    /// a plain connection; over TLS, trusting the broker's CA).
     pub fn admin(&self) -> Connection {
         if !self.config.secured {
             return Connection::plaintext(self.address());
         }
-        Connection::sasl_plaintext(
-            self.address(),
-            Login::scram(ADMIN_USER, self.admin_password.clone()),
-        )
+        let login = Login::scram(ADMIN_USER, self.admin_password.clone());
+        match &self.config.tls {
+            Some(tls) => Connection::sasl_ssl(self.address(), login, Some(tls.ca_path.clone())),
+            None => Connection::sasl_plaintext(self.address(), login),
+        }
     }
 
     /// The super user's password.

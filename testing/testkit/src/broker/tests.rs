@@ -22,34 +22,79 @@ fn cluster_ids_are_22_url_safe_characters() {
     assert!((0..2000).all(|_| !cluster_id().starts_with('-')));
 }
 
+/// A broker on 19092 (and 19093 for its controller) with its data in
+/// `/data`.
+fn config() -> BrokerConfig {
+    BrokerConfig::new(
+        19092,
+        19093,
+        PathBuf::from("/data"),
+        PathBuf::from("/b.log"),
+    )
+}
+
+/// Fails unless the `server.properties` of `config` has each of `lines`.
+fn assert_properties(config: &BrokerConfig, lines: &[&str]) {
+    let properties = config.server_properties(&Password::new("s3cret"));
+    for line in lines {
+        assert!(
+            properties.lines().any(|l| l == *line),
+            "{line} missing in:\n{properties}"
+        );
+    }
+}
+
 #[test]
 fn the_configuration_listens_on_loopback_only() {
     let config = BrokerConfig {
         advertised_port: 29092,
-        ..BrokerConfig::new(
-            19092,
-            19093,
-            PathBuf::from("/data"),
-            PathBuf::from("/b.log"),
-        )
+        ..config()
     };
-    let properties = config.server_properties(&Password::new("s3cret"));
-    for line in [
-        "listeners=CLIENTS://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093",
-        "advertised.listeners=CLIENTS://127.0.0.1:29092",
-        "listener.security.protocol.map=CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
-        "super.users=User:admin",
-        "allow.everyone.if.no.acl.found=false",
-        "controller.quorum.voters=1@127.0.0.1:19093",
-        "log.dirs=/data/kraft-logs",
-        "offsets.topic.replication.factor=1",
-        "group.initial.rebalance.delay.ms=0",
-    ] {
-        assert!(
-            properties.lines().any(|l| l == line),
-            "{line} missing in:\n{properties}"
-        );
-    }
+    assert_properties(
+        &config,
+        &[
+            "listeners=CLIENTS://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093",
+            "advertised.listeners=CLIENTS://127.0.0.1:29092",
+            "listener.security.protocol.map=CLIENTS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "super.users=User:admin",
+            "allow.everyone.if.no.acl.found=false",
+            "controller.quorum.voters=1@127.0.0.1:19093",
+            "log.dirs=/data/kraft-logs",
+            "offsets.topic.replication.factor=1",
+            "group.initial.rebalance.delay.ms=0",
+        ],
+    );
+}
+
+#[test]
+fn with_tls_the_client_listener_is_sasl_ssl_with_inline_pem_stores() {
+    let config = BrokerConfig {
+        tls: Some(BrokerTls {
+            certificate: "-----BEGIN CERTIFICATE-----\nAAA\nBBB\n-----END CERTIFICATE-----\n"
+                .to_owned(),
+            key: "-----BEGIN PRIVATE KEY-----\nCCC\n-----END PRIVATE KEY-----\n".to_owned(),
+            ca: "-----BEGIN CERTIFICATE-----\nDDD\n-----END CERTIFICATE-----\n".to_owned(),
+            ca_path: PathBuf::from("/tls/ca.crt"),
+        }),
+        ..config()
+    };
+    assert_properties(
+        &config,
+        &[
+            "listener.security.protocol.map=CLIENTS:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+            "ssl.keystore.type=PEM",
+            // One line each: Java's properties turn `\n` back into line
+            // breaks.
+            r"ssl.keystore.certificate.chain=-----BEGIN CERTIFICATE-----\nAAA\nBBB\n-----END CERTIFICATE-----",
+            r"ssl.keystore.key=-----BEGIN PRIVATE KEY-----\nCCC\n-----END PRIVATE KEY-----",
+            "ssl.truststore.type=PEM",
+            r"ssl.truststore.certificates=-----BEGIN CERTIFICATE-----\nDDD\n-----END CERTIFICATE-----",
+        ],
+    );
+    assert!(
+        !format!("{:?}", config.tls).contains("CCC"),
+        "the key stays out of Debug output"
+    );
 }
 
 async fn started(dir: &ScratchDir) -> Broker {

@@ -3,9 +3,10 @@
 
 use std::process::ExitStatus;
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, anyhow, bail};
 
 use shipshape_faultproxy::{FaultControl, FaultProxy};
+use shipshape_kafka::{Login, Password};
 
 use super::{Link, Replica, STOP_GRACE, Service, Stack};
 use crate::broker::{Broker, SHARED_BROKER_VAR};
@@ -106,6 +107,31 @@ impl Stack {
             bail!("the broker is already running");
         }
         self.broker = Some(self.spawn_broker().await?);
+        Ok(())
+    }
+
+    /// Rotates `service`'s password on the broker, as an operator would:
+    /// the setup gives its principal a new random one, which the service
+    /// gets when it is next started ([`Stack::start_service`]). Connections
+    /// already logged in stay so; every new login needs the new password.
+    pub async fn rotate_broker_password(&mut self, service: Service) -> anyhow::Result<()> {
+        let admin = self
+            .broker_admin
+            .clone()
+            .ok_or_else(|| anyhow!("the stack's broker is not set up"))?;
+        let login = self
+            .broker_logins
+            .get(&service)
+            .ok_or_else(|| anyhow!("{service} has no login to the broker"))?;
+        let rotated = Login {
+            password: Password::random(),
+            ..login.clone()
+        };
+        self.deployment()?
+            .apply(&admin, std::slice::from_ref(&rotated))
+            .await
+            .with_context(|| format!("rotating {service}'s password on the broker"))?;
+        self.broker_logins.insert(service, rotated);
         Ok(())
     }
 

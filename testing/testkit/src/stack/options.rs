@@ -135,6 +135,11 @@ pub struct StackOptions {
     /// services connect without a login and create their own topics: only
     /// for measuring what the security costs.
     pub broker_security: bool,
+    /// Whether the broker's client listener is `SASL_SSL` (default false:
+    /// `SASL_PLAINTEXT` on loopback), with a certificate of a CA the stack
+    /// makes in `<log_dir>/broker-tls/`, as the chart's production values
+    /// run it. Only on a broker of the stack's own, with `broker_security`.
+    pub broker_tls: bool,
 }
 
 impl StackOptions {
@@ -160,6 +165,7 @@ impl StackOptions {
             max_replicas: 1,
             grpc_tls: true,
             broker_security: true,
+            broker_tls: false,
         })
     }
 
@@ -185,6 +191,7 @@ impl StackOptions {
             max_replicas: 1,
             grpc_tls: true,
             broker_security: true,
+            broker_tls: false,
         }
     }
 
@@ -248,6 +255,14 @@ impl StackOptions {
     /// ([`Stack::kill_broker`]), even when the run shares one.
     pub fn with_own_broker(mut self) -> Self {
         self.broker = BrokerChoice::Own;
+        self
+    }
+
+    /// Starts a broker for this stack alone whose clients connect over TLS
+    /// (`SASL_SSL`; [`StackOptions::broker_tls`]).
+    pub fn with_broker_tls(mut self) -> Self {
+        self.broker = BrokerChoice::Own;
+        self.broker_tls = true;
         self
     }
 

@@ -69,6 +69,12 @@ impl Stack {
             }
             BrokerChoice::Shared { .. } => None,
         };
+        if options.broker_tls && (installation.is_none() || !options.broker_security) {
+            bail!(
+                "a TLS listener needs a secured broker of the stack's own: use \
+                 StackOptions::with_broker_tls and keep broker_security"
+            );
+        }
         if options.ports == Ports::Standard {
             check_ports_free(&PortMap::standard(max_replicas))?;
         }
@@ -98,6 +104,7 @@ impl Stack {
             broker_admin: None,
             broker_logins: BTreeMap::new(),
             pki: None,
+            broker_tls: None,
             installation,
             processes: BTreeMap::new(),
             proxies: BTreeMap::new(),
@@ -108,6 +115,11 @@ impl Stack {
                 .await
                 .with_context(|| format!("starting the fault proxy for {link:?}"))?;
             stack.proxies.insert(link, proxy);
+        }
+        if stack.options.broker_tls {
+            let dir = stack.options.log_dir.join("broker-tls");
+            let ca = Pki::ca_only(&dir, "Shipshape broker CA")?;
+            stack.broker_tls = Some(ca.broker_tls()?);
         }
         if stack.options.broker == BrokerChoice::Own {
             stack.broker = Some(stack.spawn_broker().await?);
@@ -140,6 +152,7 @@ impl Stack {
             advertised_port: self.broker_port(),
             own_process_group: self.options.own_process_group,
             secured: self.options.broker_security,
+            tls: self.broker_tls.clone(),
             ..BrokerConfig::new(
                 self.ports.broker,
                 self.ports.broker_controller,
@@ -154,6 +167,18 @@ impl Stack {
             )
         })?;
         Broker::start(installation, config).await
+    }
+
+    /// What the stack sets up on the broker: its topics, and each service's
+    /// login and grants.
+    pub(super) fn deployment(&self) -> anyhow::Result<Deployment> {
+        Ok(Deployment {
+            prefix: self.topic_prefix().to_owned(),
+            layout: TopicLayout {
+                partitions: i32::try_from(self.topic_partitions())?,
+                replication: 1,
+            },
+        })
     }
 
     /// Gives each service of the stack a login of its own on the broker
@@ -177,13 +202,7 @@ impl Stack {
             self.broker_admin = Some(admin);
             return Ok(());
         }
-        let deployment = Deployment {
-            prefix: self.topic_prefix().to_owned(),
-            layout: TopicLayout {
-                partitions: i32::try_from(self.topic_partitions())?,
-                replication: 1,
-            },
-        };
+        let deployment = self.deployment()?;
         let mut logins = BTreeMap::new();
         for role in &ROLES {
             let service = Service::named(role.service)

@@ -25,6 +25,7 @@ fn idle_stack(options: StackOptions) -> Stack {
         broker_admin: None,
         broker_logins: BTreeMap::new(),
         pki: None,
+        broker_tls: None,
         installation: Some(Installation::unchecked()),
         processes: BTreeMap::new(),
         proxies: BTreeMap::new(),

@@ -11,8 +11,11 @@ pub const LOG_FORMAT: &str = "LOG_FORMAT";
 pub const DATABASE_URL: &str = "DATABASE_URL";
 /// Order, inventory, payment, shipping: the broker's `host:port`.
 pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
-/// Same: `SASL_PLAINTEXT` on the test kit's brokers, which want a login.
+/// Same: `SASL_PLAINTEXT` on the test kit's brokers, which want a login
+/// (`SASL_SSL` on one with a TLS listener).
 pub const KAFKA_SECURITY_PROTOCOL: &str = "KAFKA_SECURITY_PROTOCOL";
+/// Same: the CA of a broker's TLS listener.
+pub const KAFKA_SSL_CA_LOCATION: &str = "KAFKA_SSL_CA_LOCATION";
 /// Same: the service's own principal on the broker.
 pub const KAFKA_SASL_USERNAME: &str = "KAFKA_SASL_USERNAME";
 /// Same: its password.

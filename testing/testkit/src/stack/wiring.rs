@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
-use shipshape_kafka::{Connection, Protocol};
+use shipshape_kafka::Connection;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{BrokerChoice, Link, PSP_JOURNAL_FILE, Replica, Service, Stack, vars};
@@ -122,10 +122,14 @@ impl Stack {
             set(vars::DATABASE_URL, database_url);
             set(vars::KAFKA_BROKERS, self.broker_address());
             if let Some(login) = self.broker_logins.get(&service) {
+                let broker = self.broker_admin();
                 set(
                     vars::KAFKA_SECURITY_PROTOCOL,
-                    Protocol::SaslPlaintext.name().to_owned(),
+                    broker.protocol.name().to_owned(),
                 );
+                if let Some(ca) = &broker.ca_location {
+                    set(vars::KAFKA_SSL_CA_LOCATION, ca.display().to_string());
+                }
                 set(vars::KAFKA_SASL_USERNAME, login.username.clone());
                 set(
                     vars::KAFKA_SASL_PASSWORD,
