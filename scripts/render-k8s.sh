@@ -2,7 +2,10 @@
 # Renders the plain manifests in k8s/ from the Helm chart, so that users
 # without Helm get exactly what the chart installs:
 #
-#   k8s/production   default values: external Kafka and PostgreSQL
+#   k8s/production   values-production.example.yaml: external Kafka and
+#                    PostgreSQL, at example addresses (the chart has no
+#                    default for the image, the brokers or the issuer, and
+#                    refuses to render without them; an overlay puts yours)
 #   k8s/development  values-dev.yaml: Kafka and PostgreSQL inside, DEVELOPMENT passwords
 #
 # and copies deploy/postgres/init/10-shipshape-databases.sh into the chart
@@ -12,8 +15,9 @@
 #   scripts/render-k8s.sh --check   change nothing; exit 1 and show the diff on drift (CI)
 #
 # Uses `helm` from PATH, or $HELM. Output depends only on the chart and its
-# values (no random or time-based values), with Helm 3.17 (ci/deploy-checks.sh
-# installs that version).
+# values (no random or time-based values: what the chart makes at random on
+# install, `helm template` renders as fixed DEVELOPMENT values), with Helm
+# 3.17 (ci/deploy-checks.sh installs that version).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,7 +70,7 @@ elif ! cmp -s "$init_source" "$init_copy"; then
     exit 1
 fi
 
-render production "default values: external Kafka and PostgreSQL"
+render production "values-production.example.yaml: external Kafka and PostgreSQL, example addresses" values-production.example.yaml
 render development "values-dev.yaml: Kafka and PostgreSQL in the release, DEVELOPMENT passwords" values-dev.yaml
 
 if [ "$mode" = write ]; then

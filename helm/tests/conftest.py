@@ -1,16 +1,22 @@
 """Rendering the chart for the contract tests, and reading what comes out.
 
 The tests call the real `helm template` (the binary in $HELM, else `helm` on
-PATH) and parse its output with PyYAML; nothing here talks to a cluster.
+PATH) and parse its output with PyYAML; nothing here talks to a cluster,
+except FakeCluster: a stand-in for the Kubernetes API, in this process, that
+answers the chart's `lookup`s of Secrets, so that what the chart makes at
+install and reads back on upgrades can be rendered too.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,6 +25,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "shipshape"
 DEV_VALUES = CHART / "values-dev.yaml"
+# The values only the operator can know, at example addresses: the chart
+# refuses to render without them (values.yaml has no default).
+PROD_VALUES = CHART / "values-production.example.yaml"
 HELM = os.environ.get("HELM", "helm")
 KUBE_VERSION = os.environ.get("KUBE_VERSION", "1.31.0")
 
@@ -147,9 +156,92 @@ def container(workload: dict) -> dict:
 
 @pytest.fixture()
 def default() -> Manifests:
-    return render()
+    """values.yaml with only what it cannot default: the production example."""
+    return render(PROD_VALUES)
 
 
 @pytest.fixture()
 def dev() -> Manifests:
     return render(DEV_VALUES)
+
+
+class FakeCluster:
+    """Enough of the Kubernetes API for Helm's `lookup` of Secrets (discovery
+    of v1, get and list in a namespace), over HTTP on 127.0.0.1, holding the
+    Secrets put in `secrets`. `render` runs `helm template --dry-run=server`
+    against it: Helm then renders as `helm install` or `helm upgrade` does
+    (lookup answers), and still writes nothing anywhere."""
+
+    NAMESPACE = "shop"
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, dict] = {}
+        cluster = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if parts == ["api", "v1"]:
+                    return self.answer(200, {
+                        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+                        "resources": [{"name": "secrets", "singularName": "secret", "namespaced": True,
+                                       "kind": "Secret", "verbs": ["get", "list"]}]})
+                if parts[:3] == ["api", "v1", "namespaces"] and len(parts) in (5, 6) and parts[4] == "secrets":
+                    mine = parts[3] == cluster.NAMESPACE
+                    if len(parts) == 5:
+                        items = list(cluster.secrets.values()) if mine else []
+                        return self.answer(200, {"kind": "SecretList", "apiVersion": "v1",
+                                                 "metadata": {}, "items": items})
+                    if mine and parts[5] in cluster.secrets:
+                        return self.answer(200, cluster.secrets[parts[5]])
+                self.answer(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                  "reason": "NotFound", "code": 404})
+
+            def answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.dir = tempfile.TemporaryDirectory()
+        self.kubeconfig = Path(self.dir.name) / "kubeconfig"
+        port = self.server.server_address[1]
+        self.kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+            "users": [{"name": "fake", "user": {"token": "fake"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
+                                                      "namespace": self.NAMESPACE}}]}))
+
+    def render(self, *values_files: Path, sets: dict[str, str] | None = None) -> Manifests:
+        args = [HELM, "template", "shipshape", str(CHART), "--kube-version", KUBE_VERSION,
+                "--namespace", self.NAMESPACE, "--dry-run=server"]
+        for f in values_files:
+            args += ["-f", str(f)]
+        for key, value in (sets or {}).items():
+            args += ["--set", f"{key}={value}"]
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        done = subprocess.run(args, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise RenderError(done.stderr)
+        return Manifests(done.stdout)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.dir.cleanup()
+
+
+@pytest.fixture()
+def cluster():
+    """An empty fake cluster (FakeCluster), for one test."""
+    fake = FakeCluster()
+    yield fake
+    fake.close()

@@ -1,5 +1,7 @@
 """The chart's contract: what `helm template` must produce, per service, with
-the default values, with values-dev.yaml, and when values change.
+the default values (plus the production example's image, brokers and issuer,
+which they leave to the operator: alone, they are refused), with
+values-dev.yaml, and when values change.
 
 Run: HELM=/path/to/helm pytest helm/tests   (ci/deploy-checks.sh does)
 """
@@ -7,18 +9,22 @@ Run: HELM=/path/to/helm pytest helm/tests   (ci/deploy-checks.sh does)
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import subprocess
 from urllib.parse import urlparse
 
 import pytest
+import yaml
 
-from conftest import (ALL, API_PORT, DEV_VALUES, OPS_PORT, REPO, SERVICES, WITH_DATABASE,
+from conftest import (ALL, API_PORT, CHART, DEV_VALUES, OPS_PORT, PROD_VALUES, REPO, SERVICES, WITH_DATABASE,
                       Manifests, container, helm_template, matches, pod_template, render,
                       render_error, render_notes)
 from netpol import allowed_edges, pods
 
 NAME = "shipshape"  # the fullname for release "shipshape"
+# What the production example sets (the values values.yaml cannot default).
+PROD = yaml.safe_load(PROD_VALUES.read_text())
 
 
 def name(component: str) -> str:
@@ -98,12 +104,12 @@ def test_psp_ledger_outlives_a_restart(default, dev):
 
 
 def test_psp_journal_volume_and_memory_only_are_choices():
-    m = render(sets={"pspSimulator.journal.persistence.enabled": "true",
+    m = render(PROD_VALUES, sets={"pspSimulator.journal.persistence.enabled": "true",
                      "pspSimulator.journal.persistence.storageClass": "fast"})
     volume, _ = journal_volume(m)
     claim = m.get("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
     assert claim["spec"]["storageClassName"] == "fast"
-    m = render(sets={"pspSimulator.journal.enabled": "false"})
+    m = render(PROD_VALUES, sets={"pspSimulator.journal.enabled": "false"})
     assert journal_volume(m) is None
     volumes = pod_template(m.get("Deployment", name("psp-simulator")))["spec"]["volumes"]
     assert [v["name"] for v in volumes] == ["tmp"]
@@ -116,7 +122,7 @@ def test_psp_journal_volume_and_memory_only_are_choices():
 ])
 def test_a_second_psp_simulator_is_refused(sets):
     # Two pods would keep two ledgers, or share one ReadWriteOnce journal.
-    assert "the simulator keeps one ledger" in render_error(sets=sets)
+    assert "the simulator keeps one ledger" in render_error(PROD_VALUES, sets=sets)
 
 
 @pytest.mark.parametrize("component", ALL)
@@ -162,14 +168,14 @@ def test_api_port_matches_what_the_process_binds(default, component):
 def test_ipv6_and_dual_stack_clusters_bind_every_address():
     # 0.0.0.0 takes IPv4 only: on an IPv6-only cluster probes and traffic
     # would be refused. "::" is written in brackets before the port.
-    m = render(sets={"bindAddress": "::"})
+    m = render(PROD_VALUES, sets={"bindAddress": "::"})
     for component in ALL:
         env = config(m, component)
         assert env["OPS_ADDR"] == f"[::]:{OPS_PORT[component]}", component
         if component in API_PORT:
             variable = "GRPC_ADDR" if component in ("order", "inventory") else "HTTP_ADDR"
             assert env[variable] == f"[::]:{API_PORT[component]}", component
-    assert "bindAddress" in render_error(sets={"bindAddress": "localhost"})
+    assert "bindAddress" in render_error(PROD_VALUES, sets={"bindAddress": "localhost"})
 
 
 @pytest.mark.parametrize("component", ALL)
@@ -232,7 +238,7 @@ def test_settings_from_configmap_and_database_url_from_secret(default, component
         assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
             "name": "shipshape-database", "key": f"{component}-database-url"}
         data = config(default, component)
-        assert data["KAFKA_BROKERS"] == "kafka:9092"
+        assert data["KAFKA_BROKERS"] == PROD["kafka"]["brokers"]
         assert data["KAFKA_REPLICATION_FACTOR"] == "3"
     else:
         assert "DATABASE_URL" not in env
@@ -243,8 +249,8 @@ def test_settings_from_configmap_and_database_url_from_secret(default, component
 
 @pytest.mark.parametrize("component", ALL)
 def test_config_change_rolls_the_pods(component):
-    before = render().get("Deployment", name(component))
-    after = render(sets={"logLevel": "debug"}).get("Deployment", name(component))
+    before = render(PROD_VALUES).get("Deployment", name(component))
+    after = render(PROD_VALUES, sets={"logLevel": "debug"}).get("Deployment", name(component))
     key = "checksum/config"
     assert pod_template(before)["metadata"]["annotations"][key] != \
         pod_template(after)["metadata"]["annotations"][key]
@@ -262,7 +268,7 @@ def upstream_targets(m: Manifests, release_name: str = NAME) -> list[tuple[str, 
 
 @pytest.mark.parametrize("release", ["shipshape", "demo"])
 def test_upstream_urls_point_at_rendered_services(release):
-    m = render(release=release)
+    m = render(PROD_VALUES, release=release)
     targets = upstream_targets(m)
     assert {v for _, v, _ in targets} == {"ORDER_URL", "INVENTORY_URL", "PSP_URL"}
     for cm, variable, url in targets:
@@ -378,7 +384,7 @@ def test_dns_egress_reaches_node_local_dns(default, dev):
 
 
 def test_dns_ports_and_peers_for_openshift():
-    m = render(sets={"networkPolicy.dns.ports[0]": "53", "networkPolicy.dns.ports[1]": "5353",
+    m = render(PROD_VALUES, sets={"networkPolicy.dns.ports[0]": "53", "networkPolicy.dns.ports[1]": "5353",
                      "networkPolicy.dns.to[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name":
                          "openshift-dns"})
     (rule,) = dns_rules(m.get("NetworkPolicy", name("order")))
@@ -415,7 +421,7 @@ def test_gateway_open_to_clients_by_default(default):
 
 
 def test_gateway_restricted_to_the_ingress_controller_and_helm_test():
-    m = render(sets={
+    m = render(PROD_VALUES, sets={
         "networkPolicy.gatewayFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name":
             "ingress-nginx"})
     ingress = m.get("NetworkPolicy", name("gateway"))["spec"]["ingress"]
@@ -426,7 +432,7 @@ def test_gateway_restricted_to_the_ingress_controller_and_helm_test():
 
 
 def test_external_peers_narrow_kafka_and_postgres_egress():
-    m = render(sets={"kafka.networkPolicy.to[0].ipBlock.cidr": "10.20.0.0/16",
+    m = render(PROD_VALUES, sets={"kafka.networkPolicy.to[0].ipBlock.cidr": "10.20.0.0/16",
                      "postgresql.networkPolicy.ports[0]": "6432"})
     rules = egress_rules(m, "order")
     kafka = [r for r in rules if rule_ports(r) == {9092}][0]
@@ -435,7 +441,7 @@ def test_external_peers_narrow_kafka_and_postgres_egress():
 
 
 def test_network_policies_can_be_turned_off():
-    assert render(sets={"networkPolicy.enabled": "false"}).of("NetworkPolicy") == []
+    assert render(PROD_VALUES, sets={"networkPolicy.enabled": "false"}).of("NetworkPolicy") == []
     assert render(DEV_VALUES, sets={"networkPolicy.enabled": "false"}).of("NetworkPolicy") == []
 
 
@@ -443,7 +449,7 @@ def test_network_policies_can_be_turned_off():
 
 
 def test_per_service_autoscaling_override():
-    m = render(sets={"services.order.autoscaling.maxReplicas": "20",
+    m = render(PROD_VALUES, sets={"services.order.autoscaling.maxReplicas": "20",
                      "kafka.topicPartitions": "20"})
     assert m.get("HorizontalPodAutoscaler", name("order"))["spec"]["maxReplicas"] == 20
     for other in ["gateway", "inventory", "payment", "shipping"]:
@@ -451,27 +457,27 @@ def test_per_service_autoscaling_override():
 
 
 def test_default_cpu_target_applies_to_every_service():
-    m = render(sets={"serviceDefaults.autoscaling.targetCPUUtilizationPercentage": "50"})
+    m = render(PROD_VALUES, sets={"serviceDefaults.autoscaling.targetCPUUtilizationPercentage": "50"})
     for component in SERVICES:
         metric = m.get("HorizontalPodAutoscaler", name(component))["spec"]["metrics"][0]
         assert metric["resource"]["target"]["averageUtilization"] == 50
 
 
 def test_autoscaling_off_gives_fixed_replicas():
-    m = render(sets={"services.gateway.autoscaling.enabled": "false", "services.gateway.replicas": "4"})
+    m = render(PROD_VALUES, sets={"services.gateway.autoscaling.enabled": "false", "services.gateway.replicas": "4"})
     assert m.find("HorizontalPodAutoscaler", name("gateway")) is None
     assert m.get("Deployment", name("gateway"))["spec"]["replicas"] == 4
     assert "replicas" not in m.get("Deployment", name("order"))["spec"]
 
 
 def test_pdb_min_available_override():
-    m = render(sets={"services.order.podDisruptionBudget.minAvailable": "1"})
+    m = render(PROD_VALUES, sets={"services.order.podDisruptionBudget.minAvailable": "1"})
     assert m.get("PodDisruptionBudget", name("order"))["spec"]["minAvailable"] == 1
     assert m.get("PodDisruptionBudget", name("gateway"))["spec"]["maxUnavailable"] == 1
 
 
 def test_pdb_that_would_block_every_drain_is_refused():
-    error = render_error(sets={"services.order.podDisruptionBudget.minAvailable": "2"})
+    error = render_error(PROD_VALUES, sets={"services.order.podDisruptionBudget.minAvailable": "2"})
     assert "no node drain can evict a pod" in error
 
 
@@ -482,51 +488,52 @@ def test_pdb_that_would_block_every_drain_is_refused():
     ("maxUnavailable", "0%"),
 ])
 def test_pdb_percentages_and_zero_that_block_every_drain_are_refused(field, value):
-    error = render_error(sets={f"services.order.podDisruptionBudget.{field}": value})
+    error = render_error(PROD_VALUES, sets={f"services.order.podDisruptionBudget.{field}": value})
     assert f"services.order.podDisruptionBudget.{field} ({value})" in error
     assert "no node drain can evict a pod" in error
 
 
 def test_pdb_percentages_that_allow_a_drain_render():
-    m = render(sets={"services.order.podDisruptionBudget.minAvailable": "50%",
+    m = render(PROD_VALUES, sets={"services.order.podDisruptionBudget.minAvailable": "50%",
                      "services.payment.podDisruptionBudget.maxUnavailable": "1%"})
     assert m.get("PodDisruptionBudget", name("order"))["spec"]["minAvailable"] == "50%"
     assert m.get("PodDisruptionBudget", name("payment"))["spec"]["maxUnavailable"] == "1%"
 
 
 def test_grace_period_shorter_than_shutdown_is_refused():
-    error = render_error(sets={"serviceDefaults.terminationGracePeriodSeconds": "20"})
+    error = render_error(PROD_VALUES, sets={"serviceDefaults.terminationGracePeriodSeconds": "20"})
     assert "terminationGracePeriodSeconds (20) must be at least" in error
 
 
 def test_pre_stop_pause_can_be_changed_or_dropped():
-    m = render(sets={"serviceDefaults.preStopSleepSeconds": "10",
+    m = render(PROD_VALUES, sets={"serviceDefaults.preStopSleepSeconds": "10",
                      "serviceDefaults.terminationGracePeriodSeconds": "45"})
     c = container(m.get("Deployment", name("order")))
     assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == 10
-    m = render(sets={"serviceDefaults.preStopSleepSeconds": "0"})
+    m = render(PROD_VALUES, sets={"serviceDefaults.preStopSleepSeconds": "0"})
     assert "lifecycle" not in container(m.get("Deployment", name("order")))
 
 
 def test_resources_override_for_one_service():
-    m = render(sets={"services.payment.resources.limits.memory": "512Mi"})
+    m = render(PROD_VALUES, sets={"services.payment.resources.limits.memory": "512Mi"})
     assert container(m.get("Deployment", name("payment")))["resources"]["limits"]["memory"] == "512Mi"
     assert container(m.get("Deployment", name("order")))["resources"]["limits"]["memory"] == "256Mi"
 
 
 def test_image_tag_and_digest():
-    assert container(render().get("Deployment", name("order")))["image"] == "shipshape:0.1.0"
-    m = render(sets={"image.repository": "registry.example/shipshape", "image.tag": "1.2.3"})
+    assert container(render(PROD_VALUES).get("Deployment", name("order")))["image"] == \
+        f"{PROD['image']['repository']}:0.1.0"
+    m = render(PROD_VALUES, sets={"image.repository": "registry.example/shipshape", "image.tag": "1.2.3"})
     assert container(m.get("Deployment", name("order")))["image"] == "registry.example/shipshape:1.2.3"
     digest = "sha256:" + "ab" * 32
-    m = render(sets={"image.repository": "registry.example/shipshape", "image.digest": digest})
+    m = render(PROD_VALUES, sets={"image.repository": "registry.example/shipshape", "image.digest": digest})
     for component in ALL:
         assert container(m.get("Deployment", name(component)))["image"] == \
             f"registry.example/shipshape@{digest}"
 
 
 def test_external_kafka_and_database_secret_settings():
-    m = render(sets={"kafka.brokers": "b1:9092\\,b2:9092", "kafka.replicationFactor": "2",
+    m = render(PROD_VALUES, sets={"kafka.brokers": "b1:9092\\,b2:9092", "kafka.replicationFactor": "2",
                      "postgresql.existingSecret": "prod-db",
                      "postgresql.secretKeys.order": "ORDER_URL"})
     for component in WITH_DATABASE:
@@ -540,8 +547,8 @@ def test_external_kafka_and_database_secret_settings():
 
 
 def test_extra_environment_and_otlp_endpoint():
-    assert all("OTEL_EXPORTER_OTLP_ENDPOINT" not in config(render(), c) for c in ALL)
-    m = render(sets={"observability.otlpEndpoint": "http://collector.observability:4317",
+    assert all("OTEL_EXPORTER_OTLP_ENDPOINT" not in config(render(PROD_VALUES), c) for c in ALL)
+    m = render(PROD_VALUES, sets={"observability.otlpEndpoint": "http://collector.observability:4317",
                      "services.payment.env.PSP_TIMEOUT_MS": "5000"})
     for component in ALL:
         assert config(m, component)["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.observability:4317"
@@ -552,7 +559,7 @@ def test_extra_environment_and_otlp_endpoint():
 
 
 def test_prometheus_annotations_can_be_turned_off():
-    m = render(sets={"observability.prometheusAnnotations": "false"})
+    m = render(PROD_VALUES, sets={"observability.prometheusAnnotations": "false"})
     annotations = pod_template(m.get("Deployment", name("order")))["metadata"]["annotations"]
     assert not any(k.startswith("prometheus.io/") for k in annotations)
 
@@ -566,15 +573,15 @@ def test_prometheus_annotations_can_be_turned_off():
     ("networkPolicy.enabled", "maybe", "boolean"),
 ])
 def test_schema_rejects_bad_values(key, value, message):
-    assert message in render_error(sets={key: value})
+    assert message in render_error(PROD_VALUES, sets={key: value})
 
 
 def test_min_above_max_replicas_is_refused():
-    error = render_error(sets={"services.order.autoscaling.minReplicas": "12"})
+    error = render_error(PROD_VALUES, sets={"services.order.autoscaling.minReplicas": "12"})
     assert "minReplicas (12) exceeds maxReplicas (10)" in error
 
 
-@pytest.mark.parametrize("values", [(), (DEV_VALUES,)])
+@pytest.mark.parametrize("values", [(PROD_VALUES,), (DEV_VALUES,)])
 def test_every_consumer_replica_can_own_a_partition(values):
     m = render(*values)
     for component in WITH_DATABASE:
@@ -588,12 +595,12 @@ def test_every_consumer_replica_can_own_a_partition(values):
     {"services.payment.autoscaling.enabled": "false", "services.payment.replicas": "13"},
 ])
 def test_consumer_replicas_beyond_the_partitions_are_refused(sets):
-    error = render_error(sets=sets)
+    error = render_error(PROD_VALUES, sets=sets)
     assert "services.payment: up to 13 replicas, but kafka.topicPartitions is 12" in error
 
 
 def test_replicas_of_services_without_a_consumer_are_not_bound_by_partitions():
-    m = render(sets={"services.gateway.autoscaling.maxReplicas": "30"})
+    m = render(PROD_VALUES, sets={"services.gateway.autoscaling.maxReplicas": "30"})
     assert m.get("HorizontalPodAutoscaler", name("gateway"))["spec"]["maxReplicas"] == 30
 
 
@@ -622,18 +629,18 @@ def test_dev_pools_fit_in_the_dev_postgres(dev):
 
 def test_pools_beyond_the_postgres_server_are_refused():
     # The defaults against PostgreSQL's default max_connections.
-    error = render_error(sets={"postgresql.server.maxConnections": "100"})
+    error = render_error(PROD_VALUES, sets={"postgresql.server.maxConnections": "100"})
     assert "the services' pools hold 520 connections" in error
     assert "order 130 = 10 x 13" in error and "leaves them only 97" in error
     assert "PgBouncer" in error
-    m = render(sets={"postgresql.server.maxConnections": "600"})
+    m = render(PROD_VALUES, sets={"postgresql.server.maxConnections": "600"})
     assert sum(int(config(m, c)["DATABASE_MAX_CONNECTIONS"]) * peak_pods(m, c)
                for c in WITH_DATABASE) == 520
     # One server per service: each service's pools on their own.
-    error = render_error(sets={"postgresql.server.maxConnections": "100",
+    error = render_error(PROD_VALUES, sets={"postgresql.server.maxConnections": "100",
                                "postgresql.server.onePerService": "true"})
     assert "order holds 130 connections" in error
-    render(sets={"postgresql.server.maxConnections": "140", "postgresql.server.onePerService": "true"})
+    render(PROD_VALUES, sets={"postgresql.server.maxConnections": "140", "postgresql.server.onePerService": "true"})
 
 
 @pytest.mark.parametrize("sets, total", [
@@ -653,11 +660,11 @@ def test_in_release_postgres_max_connections_is_the_checked_one():
     m = render(DEV_VALUES, sets={"postgresql.maxConnections": "10", "postgresql.server.maxConnections": "200"})
     assert "max_connections=200" in container(m.get("StatefulSet", "shipshape-postgresql"))["args"]
     # Without the value, PostgreSQL's default (100), which the default pools exceed.
-    assert "leaves them only 97" in render_error(sets={"postgresql.deploy": "true"})
+    assert "leaves them only 97" in render_error(PROD_VALUES, sets={"postgresql.deploy": "true"})
 
 
 def test_notes_tell_what_the_pools_need_from_your_postgres():
-    notes = render_notes()
+    notes = render_notes(PROD_VALUES)
     assert "pools hold 520 connections (order 130, inventory 130, payment 130, shipping 130)" in notes
     assert "PgBouncer" in notes and "postgresql.server.maxConnections" in notes
     assert "pools hold 80 on the server the services share" in render_notes(DEV_VALUES)
@@ -699,12 +706,12 @@ def test_only_the_gateway_gets_the_token_settings(default, dev, component):
 
 
 def test_algorithm_and_key_name_choose_the_variable_and_file():
-    m = render(sets={"auth.algorithm": "ES256", "auth.existingSecret": "idp-key",
+    m = render(PROD_VALUES, sets={"auth.algorithm": "ES256", "auth.existingSecret": "idp-key",
                      "auth.secretKey": "ec.pem"})
     assert config(m, "gateway")["JWT_PUBLIC_KEY_FILE"] == f"{JWT_DIR}/ec.pem"
     assert jwt_volume(m, "gateway")["secret"] == {
         "secretName": "idp-key", "items": [{"key": "ec.pem", "path": "ec.pem"}], "defaultMode": 0o440}
-    m = render(sets={"auth.algorithm": "HS256"})
+    m = render(PROD_VALUES, sets={"auth.algorithm": "HS256"})
     data = config(m, "gateway")
     assert data["JWT_HS256_SECRET_FILE"] == f"{JWT_DIR}/hs256-secret"
     assert "JWT_PUBLIC_KEY_FILE" not in data
@@ -716,14 +723,12 @@ def test_dev_checks_hs256_tokens_with_a_dev_only_secret(dev):
     assert (data["JWT_ISSUER"], data["JWT_AUDIENCE"], data["JWT_ALGORITHM"]) == \
         ("shipshape-dev", "shipshape", "HS256")
     assert data["JWT_HS256_SECRET_FILE"] == f"{JWT_DIR}/hs256-secret"
-    secret = dev.get("Secret", "shipshape-jwt-dev-only")
-    value = base64.b64decode(secret["data"]["hs256-secret"]).decode()
-    assert value.startswith("dev-only-") and len(value) >= 32
     assert jwt_volume(dev, "gateway")["secret"]["secretName"] == "shipshape-jwt-dev-only"
+    assert dev.find("Secret", "shipshape-jwt-dev-only") is not None
 
 
 def test_no_admin_token_is_left():
-    for m in (render(), render(DEV_VALUES)):
+    for m in (render(PROD_VALUES), render(DEV_VALUES)):
         for cm in m.of("ConfigMap"):
             assert "ADMIN_TOKEN" not in (cm.get("data") or {}), cm["metadata"]["name"]
     for overlay in ("production", "development"):
@@ -731,35 +736,36 @@ def test_no_admin_token_is_left():
 
 
 def test_install_without_a_token_key_is_refused():
-    error = render_error(sets={"auth.existingSecret": ""})
+    error = render_error(PROD_VALUES, sets={"auth.existingSecret": ""})
     assert "auth.existingSecret is required" in error
     assert "create secret generic shipshape-jwt --from-file=public-key.pem=" in error
-    error = render_error(sets={"auth.existingSecret": "", "tests.checkout.enabled": "false"})
+    error = render_error(PROD_VALUES, sets={"auth.existingSecret": "", "tests.checkout.enabled": "false"})
     assert "auth.existingSecret is required" in error
 
 
 def test_dev_secret_only_with_hs256():
     error = render_error(DEV_VALUES, sets={"auth.algorithm": "RS256"})
-    assert "auth.devHs256Secret is an HS256 secret, but auth.algorithm is RS256" in error
+    assert "auth.generateDevSecret makes a DEVELOPMENT HS256 secret, but auth.algorithm is RS256" in error
+    error = render_error(PROD_VALUES, sets={"auth.devHs256Secret": "x" * 32})
+    assert "auth.devHs256Secret makes a DEVELOPMENT HS256 secret, but auth.algorithm is RS256" in error
 
 
 @pytest.mark.parametrize("key, value, message", [
     ("auth.algorithm", "none", 'must be one of the following: "HS256", "RS256", "ES256"'),
-    ("auth.issuer", "", "String length must be greater than or equal to 1"),
     ("auth.audience", "", "String length must be greater than or equal to 1"),
     ("auth.devHs256Secret", "too-short", "auth.devHs256Secret"),
     ("auth.leewaySecs", "-1", "greater than or equal to 0"),
 ])
 def test_schema_rejects_bad_auth_values(key, value, message):
-    assert message in render_error(sets={key: value})
+    assert message in render_error(PROD_VALUES, sets={key: value})
 
 
 def test_grpc_ports_admit_only_the_gateway_and_order():
     # Order and inventory trust the identity the gateway forwards: their gRPC
     # ports must admit nobody else, whatever the gateway and Prometheus peers are.
-    open_peers = render(sets={"networkPolicy.gatewayFrom[0].ipBlock.cidr": "0.0.0.0/0",
+    open_peers = render(PROD_VALUES, sets={"networkPolicy.gatewayFrom[0].ipBlock.cidr": "0.0.0.0/0",
                               "networkPolicy.metricsFrom[0].ipBlock.cidr": "0.0.0.0/0"})
-    for m in (render(), render(DEV_VALUES), open_peers):
+    for m in (render(PROD_VALUES), render(DEV_VALUES), open_peers):
         for component, port, callers in [("order", 50051, {"gateway"}),
                                          ("inventory", 50052, {"gateway", "order"})]:
             target = pods(m)[component]
@@ -779,7 +785,7 @@ def test_grpc_ports_admit_only_the_gateway_and_order():
 
 
 def test_pods_cannot_claim_another_component():
-    error = render_error(sets={"services.payment.podLabels.app\\.kubernetes\\.io/component": "gateway"})
+    error = render_error(PROD_VALUES, sets={"services.payment.podLabels.app\\.kubernetes\\.io/component": "gateway"})
     assert "app.kubernetes.io/component is set by the chart" in error
 
 
@@ -798,7 +804,7 @@ def test_helm_test_orders_with_a_token(default, dev):
     assert (env["JWT_ISSUER"], env["JWT_AUDIENCE"]) == ("shipshape-dev", "shipshape")
     assert pod["spec"]["volumes"][0]["secret"]["secretName"] == "shipshape-jwt-dev-only"
     # A token from a Secret.
-    m = render(sets={"tests.checkout.tokenSecret.name": "helm-test-token"})
+    m = render(PROD_VALUES, sets={"tests.checkout.tokenSecret.name": "helm-test-token"})
     pod = m.get("Pod", "shipshape-test-checkout")
     env = {e["name"]: e["value"] for e in container(pod)["env"]}
     assert env["TOKEN_FILE"] == "/var/run/secrets/shipshape/test-token/token"
@@ -806,14 +812,199 @@ def test_helm_test_orders_with_a_token(default, dev):
 
 
 def test_notes_tell_how_to_create_the_jwt_secret():
-    notes = render_notes()
+    notes = render_notes(PROD_VALUES)
     assert "kubectl -n shop create secret generic shipshape-jwt" in notes
     assert "--from-file=public-key.pem=" in notes
-    assert "auth.issuer is still the placeholder" in notes
+    assert 'WARNING: example addresses, which name nothing real:\n  auth.issuer "https://id.example.com/"\n' \
+        '  image.repository "registry.example.com/shipshape"\n  kafka.brokers "kafka-0.kafka.example.svc:9092,' in notes
+    notes = render_notes(PROD_VALUES, sets={"image.repository": "registry.shop.internal/shipshape",
+                                            "kafka.brokers": "kafka.shop.internal:9092",
+                                            "auth.issuer": "https://login.shop.internal/"})
+    assert "WARNING: example addresses" not in notes
+    assert "WARNING: example addresses" not in render_notes(DEV_VALUES)
     notes = render_notes(DEV_VALUES)
     assert "DEVELOPMENT HS256 secret" in notes and "cargo xtask token" in notes
     assert "WARNING: networkPolicy.enabled is false" in render_notes(
-        sets={"networkPolicy.enabled": "false"})
+        PROD_VALUES, sets={"networkPolicy.enabled": "false"})
+
+
+# ------------------------------------------ values only the operator knows ----
+
+# Each value the chart cannot default, and what its message says to put there.
+REQUIRED = {
+    "image.repository": "image.repository: the image you built and pushed, without its tag",
+    "kafka.brokers": "kafka.brokers: your Kafka's bootstrap servers, comma separated",
+    "auth.issuer": "auth.issuer: your identity provider's issuer URL",
+}
+SCHEMA_ERROR = "don't meet the specifications of the schema"
+
+
+def test_default_values_are_refused_naming_each_value_only_the_operator_knows():
+    # The defaults used to install guesses: shipshape:0.1.0, which resolves
+    # to Docker Hub (ImagePullBackOff), kafka:9092 (only where such a
+    # Service exists) and a placeholder issuer that refused every token.
+    error = render_error()
+    for message in REQUIRED.values():
+        assert message in error
+    assert "values-production.example.yaml" in error and "values-dev.yaml" in error
+    # The chart's own message, not the schema's: the schema allows the empty defaults.
+    assert SCHEMA_ERROR not in error
+
+
+@pytest.mark.parametrize("value", REQUIRED)
+def test_each_value_only_the_operator_knows_is_refused_when_empty(value):
+    error = render_error(PROD_VALUES, sets={value: ""})
+    assert [v for v, message in REQUIRED.items() if message in error] == [value]
+    assert SCHEMA_ERROR not in error
+    # Not only from the helm test pod, which Helm happens to render first.
+    assert REQUIRED[value] in render_error(PROD_VALUES, sets={value: "", "tests.checkout.enabled": "false"})
+
+
+def test_brokers_are_not_required_with_the_in_release_kafka(dev):
+    assert not yaml.safe_load(DEV_VALUES.read_text())["kafka"].get("brokers")
+    for component in WITH_DATABASE:
+        assert config(dev, component)["KAFKA_BROKERS"] == "shipshape-kafka:9092"
+    assert REQUIRED["kafka.brokers"] in render_error(DEV_VALUES, sets={"kafka.deploy": "false"})
+
+
+def test_production_example_renders_with_example_addresses_only(default):
+    # Example addresses (RFC 2606: example.com, .example), never a real
+    # registry or broker someone might pull from or send events to.
+    hosts = [PROD["image"]["repository"].split("/")[0], urlparse(PROD["auth"]["issuer"]).hostname,
+             *[broker.rsplit(":", 1)[0] for broker in PROD["kafka"]["brokers"].split(",")]]
+    for host in hosts:
+        assert re.search(r"(^|\.)example(\.|$)", host), host
+    for component in ALL:
+        assert container(default.get("Deployment", name(component)))["image"] == \
+            f"{PROD['image']['repository']}:0.1.0"
+    assert config(default, "gateway")["JWT_ISSUER"] == PROD["auth"]["issuer"]
+    # The brokers' port is one the NetworkPolicies let the services reach.
+    ports = {int(broker.rsplit(":", 1)[1]) for broker in PROD["kafka"]["brokers"].split(",")}
+    for component in WITH_DATABASE:
+        assert config(default, component)["KAFKA_BROKERS"] == PROD["kafka"]["brokers"]
+        assert ports <= set().union(*(rule_ports(r) for r in egress_rules(default, component)))
+
+
+def test_k8s_images_name_a_registry_or_the_development_image():
+    # A bare repository name is pulled from Docker Hub: in k8s/production
+    # that was shipshape:0.1.0, which does not exist there (ImagePullBackOff).
+    images = {overlay: {container(w)["image"] for w in Manifests(
+        (REPO / "k8s" / overlay / "shipshape.yaml").read_text()).of("Deployment")}
+        for overlay in ("production", "development")}
+    assert images["production"] == {f"{PROD['image']['repository']}:0.1.0"}
+    assert "." in PROD["image"]["repository"].split("/")[0]  # a registry host
+    # k8s/development: the image built and loaded into kind or minikube.
+    assert images["development"] == {"shipshape:0.1.0"}
+
+
+# ---------------------------------------------- development secrets ----
+
+JWT_DEV_SECRET = "shipshape-jwt-dev-only"
+OFFLINE_JWT_SECRET = "dev-only-hs256-secret-of-offline-renderings-not-secret"
+KEEP = {"helm.sh/resource-policy": "keep"}
+
+
+def secret_values(m: Manifests, secret: str) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in m.get("Secret", secret)["data"].items()}
+
+
+def test_committed_values_hold_no_dev_secret_or_password():
+    # The dev HS256 secret and the PostgreSQL passwords were literals in the
+    # values: whoever read the repository could mint admin tokens on any
+    # development install they could reach, and log in to its databases.
+    for path in (CHART / "values.yaml", DEV_VALUES):
+        values = yaml.safe_load(path.read_text())
+        assert not values.get("auth", {}).get("devHs256Secret"), path.name
+        pg = values.get("postgresql", {}).get("auth") or {}
+        assert not pg.get("superuserPassword") and not any((pg.get("passwords") or {}).values()), path.name
+        assert "dev-only-" not in path.read_text(), path.name
+    assert yaml.safe_load(DEV_VALUES.read_text())["auth"]["generateDevSecret"] is True
+
+
+def test_offline_renderings_get_the_fixed_development_secret(dev):
+    # helm template reaches no cluster to keep a random secret in: a fixed
+    # DEVELOPMENT one, the same in every rendering (k8s/development).
+    secret = dev.get("Secret", JWT_DEV_SECRET)
+    assert secret_values(dev, JWT_DEV_SECRET) == {"hs256-secret": OFFLINE_JWT_SECRET}
+    assert secret["metadata"]["annotations"] == KEEP
+    assert helm_template("-f", str(DEV_VALUES)) == helm_template("-f", str(DEV_VALUES))
+    k8s = Manifests((REPO / "k8s/development/shipshape.yaml").read_text())
+    assert k8s.get("Secret", JWT_DEV_SECRET)["data"] == secret["data"]
+    # It never changes in a release, so nothing rolls the gateway for it.
+    annotations = pod_template(dev.get("Deployment", name("gateway")))["metadata"]["annotations"]
+    assert not any(k.startswith("checksum/jwt") for k in annotations)
+
+
+def test_dev_secrets_are_random_per_install(cluster):
+    # Two installs (the fake cluster holds nothing, as a new one would).
+    first, second = cluster.render(DEV_VALUES), cluster.render(DEV_VALUES)
+    for m in (first, second):
+        jwt = m.get("Secret", JWT_DEV_SECRET)
+        (value,) = secret_values(m, JWT_DEV_SECRET).values()
+        assert len(value) >= 32 and not value.startswith("dev-only-")
+        assert jwt["metadata"]["annotations"] == KEEP
+        # `helm test` mints its token with the very Secret the gateway checks.
+        pod = m.get("Pod", "shipshape-test-checkout")
+        assert pod["spec"]["volumes"][0]["secret"]["secretName"] == \
+            jwt_volume(m, "gateway")["secret"]["secretName"] == JWT_DEV_SECRET
+        # PostgreSQL's passwords, each its own, and the URLs carry the roles'.
+        passwords = secret_values(m, "shipshape-postgresql")
+        assert len(set(passwords.values())) == 5
+        assert not any(v.startswith("dev-only-") or len(v) < 32 for v in passwords.values())
+        assert m.get("Secret", "shipshape-postgresql")["metadata"]["annotations"] == KEEP
+        urls = secret_values(m, "shipshape-database")
+        for component in WITH_DATABASE:
+            assert urlparse(urls[f"{component}-database-url"]).password == \
+                passwords[f"SHIPSHAPE_{component.upper()}_DB_PASSWORD"]
+    assert secret_values(first, JWT_DEV_SECRET) != secret_values(second, JWT_DEV_SECRET)
+    assert set(secret_values(first, "shipshape-postgresql").values()).isdisjoint(
+        secret_values(second, "shipshape-postgresql").values())
+
+
+@pytest.mark.parametrize("uninstalled", [False, True])
+def test_dev_secrets_never_change_on_upgrades_and_reinstalls(cluster, uninstalled):
+    install = cluster.render(DEV_VALUES)
+    # What the chart made at random (not the offline DEVELOPMENT values)...
+    assert secret_values(install, JWT_DEV_SECRET)["hs256-secret"] != OFFLINE_JWT_SECRET
+    assert not any(v.startswith("dev-only-") for v in secret_values(install, "shipshape-postgresql").values())
+    # ... is read back from the cluster, not made anew.
+    for secret in install.of("Secret"):
+        # helm uninstall leaves only what is kept (helm.sh/resource-policy).
+        if not uninstalled or secret["metadata"].get("annotations") == KEEP:
+            cluster.secrets[secret["metadata"]["name"]] = secret
+    again = cluster.render(DEV_VALUES)
+    for secret in (JWT_DEV_SECRET, "shipshape-postgresql", "shipshape-database", "shipshape-kafka-auth"):
+        assert again.get("Secret", secret)["data"] == install.get("Secret", secret)["data"], secret
+    # Nothing rolls the gateway, and tokens minted before stay valid.
+    assert pod_template(again.get("Deployment", name("gateway"))) == \
+        pod_template(install.get("Deployment", name("gateway")))
+
+
+def test_chosen_dev_secret_and_passwords_win(cluster):
+    mine = "my-own-development-secret-32-bytes-or-more"
+    # Yours wins over the one the chart would make (values-dev.yaml asks for one).
+    sets = {"auth.generateDevSecret": "true", "auth.devHs256Secret": mine,
+            "postgresql.auth.passwords.order": "chosen-order-password"}
+    for m in (render(DEV_VALUES, sets=sets), cluster.render(DEV_VALUES, sets=sets)):
+        assert secret_values(m, JWT_DEV_SECRET) == {"hs256-secret": mine}
+        # Yours: not kept, and changing it restarts the gateway.
+        assert "annotations" not in m.get("Secret", JWT_DEV_SECRET)["metadata"]
+        annotations = pod_template(m.get("Deployment", name("gateway")))["metadata"]["annotations"]
+        assert annotations["checksum/jwt-dev-only"] == hashlib.sha256(mine.encode()).hexdigest()
+        passwords = secret_values(m, "shipshape-postgresql")
+        assert passwords["SHIPSHAPE_ORDER_DB_PASSWORD"] == "chosen-order-password"
+        assert urlparse(secret_values(m, "shipshape-database")["order-database-url"]).password == \
+            "chosen-order-password"
+    notes = render_notes(DEV_VALUES, sets={"auth.devHs256Secret": mine})
+    assert "auth.devHs256Secret" in notes and "auth.generateDevSecret" not in notes
+
+
+def test_notes_tell_where_the_generated_dev_secret_is():
+    notes = render_notes(DEV_VALUES)
+    assert "random, made at install (auth.generateDevSecret)" in notes
+    assert "kubectl -n shop get secret shipshape-jwt-dev-only -o jsonpath='{.data.hs256-secret}' | base64 -d" in notes
+    assert "--set auth.devHs256Secret=$(cat ~/.cache/shipshape/dev-jwt-secret)" in notes
+    assert 'DEVELOPMENT passwords,\nin the Secret "shipshape-postgresql": random, made at install' in notes
 
 
 # ------------------------------------------------------ development values ----
@@ -913,7 +1104,7 @@ def test_helm_test_script_passes_shellcheck(default):
 
 
 def test_helm_test_can_be_left_out():
-    m = render(sets={"tests.checkout.enabled": "false"})
+    m = render(PROD_VALUES, sets={"tests.checkout.enabled": "false"})
     assert m.find("Pod", "shipshape-test-checkout") is None
 
 
@@ -930,7 +1121,7 @@ def test_k8s_manifests_have_no_test_hook_and_no_helm_ownership():
 
 
 def test_notes_tell_how_to_create_the_database_secret_and_reach_the_api():
-    notes = render_notes()
+    notes = render_notes(PROD_VALUES)
     assert "kubectl -n shop create secret generic shipshape-database" in notes
     for component in WITH_DATABASE:
         assert f"--from-literal={component}-database-url='postgres://shipshape_{component}:" in notes
@@ -1010,16 +1201,16 @@ def test_services_that_never_reach_kafka_get_no_login(default, dev, component):
 
 
 def test_topic_prefix_names_the_logins_and_reaches_the_setup():
-    m = render(sets={"kafka.topicPrefix": "shop-"})
+    m = render(PROD_VALUES, sets={"kafka.topicPrefix": "shop-"})
     for component in WITH_DATABASE:
         data = config(m, component)
         assert data["KAFKA_SASL_USERNAME"] == f"shop-{component}"
         assert data["KAFKA_TOPIC_PREFIX"] == "shop-"
     assert job_env(m)["KAFKA_TOPIC_PREFIX"] == "shop-"
-    assert "KAFKA_TOPIC_PREFIX" not in job_env(render())
+    assert "KAFKA_TOPIC_PREFIX" not in job_env(render(PROD_VALUES))
 
 
-@pytest.mark.parametrize("values", [(), (DEV_VALUES,)])
+@pytest.mark.parametrize("values", [(PROD_VALUES,), (DEV_VALUES,)])
 def test_kafka_setup_is_a_plain_job_of_each_revision(values):
     m = render(*values)
     job = setup_job(m)
@@ -1047,7 +1238,7 @@ def test_kafka_setup_is_a_plain_job_of_each_revision(values):
     assert set(c["resources"]) == {"requests", "limits"}
 
 
-@pytest.mark.parametrize("values", [(), (DEV_VALUES,)])
+@pytest.mark.parametrize("values", [(PROD_VALUES,), (DEV_VALUES,)])
 def test_kafka_setup_job_name_and_cleanup_settings(values):
     m = render(*values, sets={"fullnameOverride": "s" * 63, "kafka.setup.ttlSecondsAfterFinished": "null",
                      "kafka.setup.backoffLimit": "10"})
@@ -1057,7 +1248,7 @@ def test_kafka_setup_job_name_and_cleanup_settings(values):
     assert job["spec"]["backoffLimit"] == 10
 
 
-@pytest.mark.parametrize("values", [(), (DEV_VALUES,)])
+@pytest.mark.parametrize("values", [(PROD_VALUES,), (DEV_VALUES,)])
 def test_kafka_setup_logs_in_as_admin_and_lays_topics_out_as_the_services(values):
     m = render(*values)
     env = job_env(m)
@@ -1088,7 +1279,7 @@ def test_kafka_setup_reaches_only_dns_and_kafka(default, dev):
         assert [rule_ports(r) for r in policy["spec"]["egress"]] == [{53}, {9092}]
         assert "helm.sh/hook" not in policy["metadata"].get("annotations", {})  # there before the Job
     assert {e for e in allowed_edges(dev) if "kafka-setup" in e[:2]} == {("kafka-setup", "kafka", 9092)}
-    m = render(sets={"kafka.networkPolicy.to[0].ipBlock.cidr": "10.20.0.0/16"})
+    m = render(PROD_VALUES, sets={"kafka.networkPolicy.to[0].ipBlock.cidr": "10.20.0.0/16"})
     kafka = m.get("NetworkPolicy", name("kafka-setup"))["spec"]["egress"][1]
     assert kafka["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
 
@@ -1141,7 +1332,7 @@ def test_dev_kafka_serves_tls_from_a_cert_manager_secret():
     assert pod_mounts(kafka)["tls"]["mountPath"] == "/etc/shipshape/kafka-tls"
 
 
-@pytest.mark.parametrize("values, sets", [((DEV_VALUES,), DEV_TLS), ((), TLS)])
+@pytest.mark.parametrize("values, sets", [((DEV_VALUES,), DEV_TLS), ((PROD_VALUES,), TLS)])
 def test_clients_trust_the_brokers_ca_with_tls(values, sets):
     m = render(*values, sets=sets)
     for workload in [m.get("Deployment", name(c)) for c in WITH_DATABASE] + [setup_job(m)]:
@@ -1153,7 +1344,7 @@ def test_clients_trust_the_brokers_ca_with_tls(values, sets):
         assert config(m, component)["KAFKA_SSL_CA_LOCATION"] == KAFKA_CA
     assert job_env(m)["KAFKA_SSL_CA_LOCATION"] == KAFKA_CA
     # Without kafka.tls, SASL_SSL trusts the system's CAs.
-    assert "KAFKA_SSL_CA_LOCATION" not in config(render(), "order")
+    assert "KAFKA_SSL_CA_LOCATION" not in config(render(PROD_VALUES), "order")
 
 
 def test_existing_secret_replaces_the_chart_made_one():
@@ -1166,8 +1357,8 @@ def test_existing_secret_replaces_the_chart_made_one():
     kafka = m.get("StatefulSet", "shipshape-kafka")
     assert pod_volumes(kafka)["admin-login"]["secret"]["secretName"] == "my-kafka"
     # With your own Kafka the chart never makes one.
-    assert render().of("Secret") == []
-    assert render(sets={"kafka.auth.existingSecret": "prod-kafka"}).of("Secret") == []
+    assert render(PROD_VALUES).of("Secret") == []
+    assert render(PROD_VALUES, sets={"kafka.auth.existingSecret": "prod-kafka"}).of("Secret") == []
 
 
 def test_chart_made_kafka_passwords(dev):
@@ -1198,24 +1389,24 @@ def test_kafka_without_logins():
 
 
 @pytest.mark.parametrize("values, sets, message", [
-    ((), {"kafka.auth.existingSecret": ""}, "kafka.auth.existingSecret is required with your own Kafka"),
+    ((PROD_VALUES,), {"kafka.auth.existingSecret": ""}, "kafka.auth.existingSecret is required with your own Kafka"),
     ((DEV_VALUES,), {"kafka.auth.securityProtocol": "SASL_SSL"}, "the in-release broker serves TLS only with a certificate"),
-    ((), {"kafka.tls.enabled": "true"}, "kafka.tls.enabled needs kafka.tls.secretName"),
-    ((), {"kafka.tls.secretName": "kafka-ca"}, "kafka.tls.secretName is set but kafka.tls.enabled is false"),
-    ((), {**TLS, "kafka.auth.securityProtocol": "SASL_PLAINTEXT"}, "set it to SASL_SSL"),
-    ((), {**TLS, "kafka.auth.enabled": "false"}, "kafka.tls.enabled needs kafka.auth.enabled"),
+    ((PROD_VALUES,), {"kafka.tls.enabled": "true"}, "kafka.tls.enabled needs kafka.tls.secretName"),
+    ((PROD_VALUES,), {"kafka.tls.secretName": "kafka-ca"}, "kafka.tls.secretName is set but kafka.tls.enabled is false"),
+    ((PROD_VALUES,), {**TLS, "kafka.auth.securityProtocol": "SASL_PLAINTEXT"}, "set it to SASL_SSL"),
+    ((PROD_VALUES,), {**TLS, "kafka.auth.enabled": "false"}, "kafka.tls.enabled needs kafka.auth.enabled"),
     ((DEV_VALUES,), {"kafka.auth.mechanism": "SCRAM-SHA-256"}, "the in-release broker's logins are SCRAM-SHA-512"),
-    ((), {"services.order.env.KAFKA_SASL_USERNAME": "admin"}, "services.order.env.KAFKA_SASL_USERNAME"),
-    ((), {"services.payment.env.KAFKA_GROUP_ID": "other"}, "services.payment.env.KAFKA_GROUP_ID"),
-    ((), {"kafka.auth.securityProtocol": "PLAINTEXT"}, 'must be one of the following: "SASL_SSL", "SASL_PLAINTEXT"'),
-    ((), {"kafka.topicPrefix": "a/b"}, "Does not match pattern"),
+    ((PROD_VALUES,), {"services.order.env.KAFKA_SASL_USERNAME": "admin"}, "services.order.env.KAFKA_SASL_USERNAME"),
+    ((PROD_VALUES,), {"services.payment.env.KAFKA_GROUP_ID": "other"}, "services.payment.env.KAFKA_GROUP_ID"),
+    ((PROD_VALUES,), {"kafka.auth.securityProtocol": "PLAINTEXT"}, 'must be one of the following: "SASL_SSL", "SASL_PLAINTEXT"'),
+    ((PROD_VALUES,), {"kafka.topicPrefix": "a/b"}, "Does not match pattern"),
 ])
 def test_kafka_settings_that_cannot_work_are_refused(values, sets, message):
     assert message in render_error(*values, sets=sets)
 
 
 def test_notes_tell_how_to_create_the_kafka_secret():
-    notes = render_notes()
+    notes = render_notes(PROD_VALUES)
     assert "kubectl -n shop create secret generic shipshape-kafka" in notes
     for who in KAFKA_LOGINS:
         assert f"--from-literal={who}-password=" in notes
@@ -1279,7 +1470,7 @@ def test_grpc_urls_are_https_with_tls_and_http_without(default, dev):
         assert grpc_urls(m) == {("gateway", "ORDER_URL"): "https://shipshape-order:50051",
                                 ("gateway", "INVENTORY_URL"): "https://shipshape-inventory:50052",
                                 ("order", "INVENTORY_URL"): "https://shipshape-inventory:50052"}
-    for m in (render(sets=NO_GRPC_TLS), render(DEV_VALUES, sets=NO_GRPC_TLS)):
+    for m in (render(PROD_VALUES, sets=NO_GRPC_TLS), render(DEV_VALUES, sets=NO_GRPC_TLS)):
         assert {url.split("://")[0] for url in grpc_urls(m).values()} == {"http"}
         for component in ALL:
             assert not any(k.startswith("GRPC_TLS_") for k in config(m, component)), component
@@ -1288,7 +1479,7 @@ def test_grpc_urls_are_https_with_tls_and_http_without(default, dev):
 
 
 def test_grpc_tls_secret_names_can_be_chosen():
-    m = render(sets={"grpc.tls.secretNames.order": "order-cert", "grpc.tls.secretNames.gateway": "gw-cert"})
+    m = render(PROD_VALUES, sets={"grpc.tls.secretNames.order": "order-cert", "grpc.tls.secretNames.gateway": "gw-cert"})
     assert pod_volumes(m.get("Deployment", name("order")))["grpc-tls"]["secret"]["secretName"] == "order-cert"
     assert pod_volumes(m.get("Deployment", name("gateway")))["grpc-tls"]["secret"]["secretName"] == "gw-cert"
     assert pod_volumes(m.get("Deployment", name("inventory")))["grpc-tls"]["secret"]["secretName"] == \
@@ -1300,7 +1491,7 @@ def test_no_generated_certificates_under_helm_template(dev):
     # to keep them in (helm install/upgrade); helm template, and so
     # k8s/development, renders no Secret and no random material for them.
     assert render(DEV_VALUES).find("Secret", name("order-grpc-tls")) is None
-    for m in (dev, render(sets={"grpc.tls.generate": "true"})):
+    for m in (dev, render(PROD_VALUES, sets={"grpc.tls.generate": "true"})):
         assert not any("grpc" in s["metadata"]["name"] or s.get("type") == "kubernetes.io/tls"
                        for s in m.of("Secret"))
     assert "PRIVATE KEY" not in helm_template("-f", str(DEV_VALUES))
@@ -1335,15 +1526,15 @@ def test_no_probe_speaks_grpc(default, dev):
     ({"grpc.tls.secretNames.payment": "x"}, "Additional property payment is not allowed"),
 ])
 def test_grpc_tls_settings_that_cannot_work_are_refused(sets, message):
-    assert message in render_error(sets=sets)
+    assert message in render_error(PROD_VALUES, sets=sets)
 
 
 def test_notes_name_the_grpc_secrets():
-    notes = render_notes()
+    notes = render_notes(PROD_VALUES)
     for component in GRPC_PEERS:
         assert name(f"{component}-grpc-tls") in notes
     assert "cert-manager" in notes
     notes = render_notes(DEV_VALUES)
     assert "DEVELOPMENT certificates" in notes and name("grpc-ca") in notes
-    assert "WARNING: grpc.tls.enabled is false" in render_notes(sets=NO_GRPC_TLS)
-    assert "WARNING: grpc.tls.enabled is false" not in render_notes()
+    assert "WARNING: grpc.tls.enabled is false" in render_notes(PROD_VALUES, sets=NO_GRPC_TLS)
+    assert "WARNING: grpc.tls.enabled is false" not in render_notes(PROD_VALUES)

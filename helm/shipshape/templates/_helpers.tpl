@@ -110,6 +110,30 @@ Usage: $cfg := include "shipshape.serviceConfig" (dict "root" $ "key" "order") |
 {{- toYaml (mergeOverwrite $defaults $override) }}
 {{- end }}
 
+{{/*
+The values only the operator can know, which have no default (values.yaml):
+fails, naming each one that is missing and what to put there, so that an
+install never runs on a guess (an image Docker Hub does not have, a broker
+address that resolves nowhere, an issuer no token carries). Every template
+that uses one of them includes this first, so whichever Helm renders first
+gives the same message, with all of them.
+*/}}
+{{- define "shipshape.requiredValues" -}}
+{{- $missing := list }}
+{{- if not .Values.image.repository }}
+{{- $missing = append $missing "image.repository: the image you built and pushed, without its tag, e.g. registry.example.com/shipshape (the tag is the chart's appVersion unless image.tag or image.digest says otherwise; values-dev.yaml: shipshape, loaded into kind or minikube)" }}
+{{- end }}
+{{- if and (not .Values.kafka.deploy) (not .Values.kafka.brokers) }}
+{{- $missing = append $missing "kafka.brokers: your Kafka's bootstrap servers, comma separated, e.g. kafka-0.kafka.example.svc:9092 (their port in kafka.networkPolicy.ports); or kafka.deploy=true for a development broker inside the release (values-dev.yaml)" }}
+{{- end }}
+{{- if not .Values.auth.issuer }}
+{{- $missing = append $missing "auth.issuer: your identity provider's issuer URL, the iss its tokens carry, e.g. https://id.example.com/ (the gateway refuses tokens with any other; values-dev.yaml: shipshape-dev, the issuer of cargo xtask token)" }}
+{{- end }}
+{{- if $missing }}
+{{- fail (printf "values only you can know are not set (values.yaml has no default for them; helm/shipshape/values-production.example.yaml shows them all, values-dev.yaml sets them for kind or minikube):\n  %s" (join "\n  " $missing)) }}
+{{- end }}
+{{- end }}
+
 {{/* image reference: repository:tag, or repository@digest. */}}
 {{- define "shipshape.image" -}}
 {{- if .Values.image.digest }}
@@ -240,27 +264,32 @@ they find their files, and each one's Secret.
 
 {{/*
 The gateway's token key: the Secret, its key, the file the gateway reads and
-the variable naming it. Fails, with what to do, when no key is configured.
+the variable naming it, and whether it is the chart's DEVELOPMENT secret
+(auth.devHs256Secret or auth.generateDevSecret; jwt-dev-only.yaml). Fails,
+with what to do, when no key is configured.
 Usage: $key := include "shipshape.authKey" $ | fromYaml
 */}}
 {{- define "shipshape.authKey" -}}
 {{- $auth := .Values.auth }}
 {{- $hs256 := eq $auth.algorithm "HS256" }}
-{{- if $auth.devHs256Secret }}
+{{- $dev := or (not (empty $auth.devHs256Secret)) (not (empty $auth.generateDevSecret)) }}
+{{- if $dev }}
+{{- $which := ternary "auth.devHs256Secret" "auth.generateDevSecret" (not (empty $auth.devHs256Secret)) }}
 {{- if not $hs256 }}
-{{- fail (printf "auth.devHs256Secret is an HS256 secret, but auth.algorithm is %s: set auth.algorithm=HS256 (development), or drop auth.devHs256Secret and put the identity provider's public key in auth.existingSecret" $auth.algorithm) }}
+{{- fail (printf "%s makes a DEVELOPMENT HS256 secret, but auth.algorithm is %s: set auth.algorithm=HS256 (development), or drop %s and put the identity provider's public key in auth.existingSecret" $which $auth.algorithm $which) }}
 {{- end }}
-{{- if lt (len $auth.devHs256Secret) 32 }}
+{{- if and $auth.devHs256Secret (lt (len $auth.devHs256Secret) 32) }}
 {{- fail "auth.devHs256Secret must be at least 32 bytes" }}
 {{- end }}
 {{- else if not $auth.existingSecret }}
 {{- fail (printf "auth.existingSecret is required: the gateway verifies bearer tokens with the key in that Secret (%s) and refuses to start without one. Create it, e.g. kubectl create secret generic shipshape-jwt --from-file=%s=KEY_FILE, and set auth.existingSecret=shipshape-jwt (NOTES.txt; values.yaml: auth)" (ternary "the HS256 secret, at least 32 bytes" "the identity provider's PEM public key" $hs256) (ternary "hs256-secret" "public-key.pem" $hs256)) }}
 {{- end }}
 {{- $secretKey := $auth.secretKey | default (ternary "hs256-secret" "public-key.pem" $hs256) }}
-{{- if $auth.devHs256Secret }}
+{{- if $dev }}
 {{- $secretKey = "hs256-secret" }}
 {{- end }}
-secretName: {{ ternary (printf "%s-jwt-dev-only" (include "shipshape.fullname" .)) $auth.existingSecret (not (empty $auth.devHs256Secret)) | quote }}
+dev: {{ $dev }}
+secretName: {{ ternary (printf "%s-jwt-dev-only" (include "shipshape.fullname" .)) $auth.existingSecret $dev | quote }}
 secretKey: {{ $secretKey | quote }}
 mountPath: /var/run/secrets/shipshape/jwt
 path: {{ printf "/var/run/secrets/shipshape/jwt/%s" $secretKey | quote }}
