@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::baseline::BaselineOptions;
 use crate::capacity::{Slo, Steps};
 use crate::client::Secret;
+use crate::cost::CostSources;
 use crate::procstat::Watch;
 use crate::run::{Load, RunOptions};
 use crate::scenario::{Mix, Popularity};
@@ -187,6 +188,14 @@ struct LoadArgs {
     /// named PREFIX..., and of the server's own processes
     #[arg(long, value_name = "PREFIX")]
     watch_postgres: Option<String>,
+    /// Count what each checkout costs from this service's metrics (its ops
+    /// server's base URL; repeatable)
+    #[arg(long, value_name = "NAME=URL", value_parser = metrics_source)]
+    metrics: Vec<(String, String)>,
+    /// Count each checkout's commits and rows written in the databases
+    /// named by --watch-postgres, from this Postgres's pg_stat_database
+    #[arg(long, value_name = "URL", requires = "watch_postgres")]
+    stats_database_url: Option<String>,
     /// Run the baseline afterwards on this Postgres (a role that may create
     /// databases) and compare
     #[arg(long, value_name = "URL")]
@@ -272,6 +281,16 @@ fn watched_process(spec: &str) -> Result<(String, u32), String> {
     Ok((name.to_owned(), pid))
 }
 
+/// `order=http://127.0.0.1:9101`: a service's ops server, by the name the
+/// report gives it.
+fn metrics_source(spec: &str) -> Result<(String, String), String> {
+    let (name, url) = spec.split_once('=').ok_or("expected NAME=URL")?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("`{url}` is not an http:// or https:// URL"));
+    }
+    Ok((name.to_owned(), url.to_owned()))
+}
+
 /// What to do.
 #[derive(Debug)]
 pub enum Command {
@@ -288,6 +307,8 @@ pub struct LoadCommand {
     pub options: RunOptions,
     pub out: Option<PathBuf>,
     pub watch: Watch,
+    /// Where the cost per checkout is counted from.
+    pub cost: CostSources,
     pub baseline: Option<BaselineOptions>,
 }
 
@@ -378,6 +399,10 @@ impl LoadArgs {
             baseline.clients = self.baseline_clients;
             baseline
         });
+        let cost = CostSources {
+            metrics: self.metrics,
+            postgres: self.stats_database_url.zip(self.watch_postgres.clone()),
+        };
         LoadCommand {
             options,
             out: self.out,
@@ -386,6 +411,7 @@ impl LoadArgs {
                 postgres_prefix: self.watch_postgres,
                 this_process: true,
             },
+            cost,
             baseline,
         }
     }

@@ -9,6 +9,7 @@ use clap::CommandFactory;
 use crate::baseline::{self, BaselineOptions};
 use crate::capacity::{self, CapacityReport};
 use crate::cli::{CapacityCommand, Cli, Command, LoadCommand};
+use crate::cost::{self, CostReport};
 use crate::procstat::Sampler;
 use crate::report::{BaselineComparison, Machine, Report};
 use crate::run::{self, Load, RunReport};
@@ -44,17 +45,36 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Run(load) => {
             let started_at = now();
+            let before = match load.cost.is_empty() {
+                true => None,
+                false => Some(cost::snapshot(&load.cost).await?),
+            };
             let sampler = Sampler::start(load.watch.clone());
             let report = run::run(&load.options).await?;
             let processes = sampler.finish().await;
+            let cost = match before {
+                Some(before) => {
+                    let after = cost::snapshot_after_run(&load.cost).await?;
+                    Some(cost::cost(
+                        &before,
+                        &after,
+                        report.totals.terminal,
+                        &processes,
+                    ))
+                }
+                None => None,
+            };
             let rate = report.totals.throughput;
             finish(
                 &load,
                 "run",
                 started_at,
-                Some(report),
-                None,
-                processes,
+                Measured {
+                    run: Some(report),
+                    capacity: None,
+                    processes,
+                    cost,
+                },
                 rate,
             )
             .await?;
@@ -89,12 +109,23 @@ async fn execute_capacity(command: CapacityCommand) -> anyhow::Result<()> {
         load,
         "capacity",
         started_at,
-        half,
-        Some(found),
-        processes,
+        Measured {
+            run: half,
+            capacity: Some(found),
+            processes,
+            cost: None,
+        },
         rate,
     )
     .await
+}
+
+/// What a command measured, for the report.
+struct Measured {
+    run: Option<RunReport>,
+    capacity: Option<CapacityReport>,
+    processes: Vec<crate::procstat::ProcessReport>,
+    cost: Option<CostReport>,
 }
 
 /// An open-model run at half the sustainable rate: the latencies a system
@@ -117,9 +148,12 @@ async fn finish(
     load: &LoadCommand,
     command: &str,
     started_at: String,
-    run: Option<RunReport>,
-    capacity: Option<CapacityReport>,
-    processes: Vec<crate::procstat::ProcessReport>,
+    Measured {
+        run,
+        capacity,
+        processes,
+        cost,
+    }: Measured,
     saga_rate: f64,
 ) -> anyhow::Result<()> {
     let baseline = match &load.baseline {
@@ -139,6 +173,7 @@ async fn finish(
         capacity,
         baseline,
         processes,
+        cost,
     };
     print!("{}", report.render_text());
     if let Some(dir) = &load.out {

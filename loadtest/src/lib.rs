@@ -9,6 +9,7 @@
 //! - [`capacity`]: steps the rate up until the SLO breaks;
 //! - [`baseline`]: the same writes as one transaction with pgbench;
 //! - [`procstat`]: memory and CPU of the processes under test;
+//! - [`cost`]: what one checkout costs in messages, calls, commits and CPU;
 //! - [`report`]: text, JSON and an SVG [`chart`];
 //! - [`sequential`]: one order at a time, the saga without queueing.
 //!
@@ -22,6 +23,7 @@ pub mod checkout;
 pub mod cli;
 pub mod client;
 pub mod command;
+pub mod cost;
 pub mod procstat;
 pub mod recorder;
 pub mod report;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::baseline::BaselineReport;
 use crate::capacity::CapacityReport;
 use crate::chart::{self, Marker, Panel, Series};
+use crate::cost::CostReport;
 use crate::procstat::ProcessReport;
 use crate::recorder::WindowReport;
 use crate::run::RunReport;
@@ -30,6 +31,9 @@ pub struct Report {
     pub baseline: Option<BaselineComparison>,
     /// Memory and CPU of the watched processes during the load.
     pub processes: Vec<ProcessReport>,
+    /// What one checkout cost (a `run` given --metrics or
+    /// --stats-database-url).
+    pub cost: Option<CostReport>,
 }
 
 /// The baseline and how the saga compares with it.
@@ -181,6 +185,9 @@ impl Report {
                 "(CPU % of one core, averaged over the load; a Postgres backend's RSS includes the \
                  shared buffers it touched, `anon` is its private memory)"
             );
+        }
+        if let Some(cost) = &self.cost {
+            render_cost(&mut out, cost);
         }
         out
     }
@@ -387,6 +394,38 @@ fn render_run(out: &mut String, run: &RunReport) {
     );
 }
 
+/// What one checkout cost: messages, calls and requests, then commits and
+/// rows written per database, then CPU per 1,000 checkouts per process.
+fn render_cost(out: &mut String, cost: &CostReport) {
+    let _ = writeln!(
+        out,
+        "\nwhat one checkout costs (over {} checkouts)",
+        cost.checkouts
+    );
+    for (what, value) in &cost.per_checkout {
+        let _ = writeln!(out, "  {what:<40} {value:>9.2}");
+    }
+    for (database, commits) in &cost.commits_per_checkout {
+        let rows = cost
+            .rows_written_per_checkout
+            .get(database)
+            .copied()
+            .unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "  {:<40} {commits:>9.2} commits, {rows:.2} rows written",
+            format!("database {database}")
+        );
+    }
+    for (process, seconds) in &cost.cpu_seconds_per_1000 {
+        let _ = writeln!(
+            out,
+            "  {:<40} {seconds:>9.2} CPU s per 1,000 checkouts",
+            process
+        );
+    }
+}
+
 fn render_capacity(out: &mut String, capacity: &CapacityReport) {
     let slo = &capacity.slo;
     let _ = writeln!(
@@ -488,6 +527,13 @@ mod tests {
                 cpu_percent: 15.0,
                 rss_mib_samples: vec![9.0, 9.5],
             }],
+            cost: Some(CostReport {
+                checkouts: 10,
+                per_checkout: [("events produced".to_owned(), 6.5)].into(),
+                commits_per_checkout: [("order".to_owned(), 4.0)].into(),
+                rows_written_per_checkout: [("order".to_owned(), 9.0)].into(),
+                cpu_seconds_per_1000: [("gateway".to_owned(), 12.5)].into(),
+            }),
         };
         let text = report.render_text();
         assert!(
@@ -497,6 +543,12 @@ mod tests {
         assert!(text.contains("800.0 tx/s"), "{text}");
         assert!(text.contains("= 5.0 % of the baseline"), "{text}");
         assert!(text.contains("gateway"), "{text}");
+        assert!(
+            text.contains("what one checkout costs (over 10 checkouts)"),
+            "{text}"
+        );
+        assert!(text.contains("4.00 commits, 9.00 rows written"), "{text}");
+        assert!(text.contains("12.50 CPU s per 1,000 checkouts"), "{text}");
         assert!(report.render_svg().contains("</svg>"));
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["baseline"]["ratio"], 0.05);

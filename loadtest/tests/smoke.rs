@@ -2,21 +2,37 @@
 //! through the library, as CI runs it. Every number must add up, every
 //! order must end terminal with its path's outcome, no request may fail,
 //! the report must be written, and restocking through the admin API must
-//! keep stock conserved.
+//! keep stock conserved. What one checkout cost is counted from the
+//! services' metrics and Postgres's statistics, and must add up to a saga.
 
 use std::time::Duration;
 
 use shipshape_loadtest::client::Secret;
+use shipshape_loadtest::cost::{self, CostSources};
 use shipshape_loadtest::procstat::{Sampler, Watch};
 use shipshape_loadtest::report::{Machine, Report};
 use shipshape_loadtest::run::{Load, RunOptions, run};
 use shipshape_loadtest::schedule::{Rate, Schedule};
-use shipshape_testkit::{Service, Stack, StackOptions};
+use shipshape_testkit::{Service, Stack, StackOptions, postgres};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_run_places_every_order_and_fails_nothing() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::for_tests()?).await?;
+    let options = StackOptions::for_tests()?;
+    let database_prefix = format!("{}_", options.database_prefix);
+    let stack = Stack::start(options).await?;
     let gateway = stack.gateway_url();
+    let sources = CostSources {
+        metrics: [
+            Service::Gateway,
+            Service::Order,
+            Service::Inventory,
+            Service::Payment,
+            Service::Shipping,
+        ]
+        .map(|service| (service.name().to_owned(), stack.ops_url(service)))
+        .to_vec(),
+        postgres: Some((postgres::ensure_server().await?, database_prefix)),
+    };
 
     // The admin route is there, and closed to a customer.
     let http = reqwest::Client::new();
@@ -45,8 +61,10 @@ async fn a_short_run_places_every_order_and_fails_nothing() -> anyhow::Result<()
         postgres_prefix: None,
         this_process: true,
     });
+    let before = cost::snapshot(&sources).await?;
     let run = run(&options).await?;
     let processes = sampler.finish().await;
+    let after = cost::snapshot_after_run(&sources).await?;
 
     let totals = &run.totals;
     assert_eq!(totals.arrivals, 100, "{totals:#?}");
@@ -75,6 +93,28 @@ async fn a_short_run_places_every_order_and_fails_nothing() -> anyhow::Result<()
     assert_eq!(run.stock.method, "admin_api");
     assert_eq!(run.stock.restocks, 18, "{:?}", run.stock);
 
+    // Every checkout is at least an order placed and its outcome, as events
+    // published and consumed, a gRPC call from the gateway, commits in the
+    // order service's database, and the requests that placed and polled it.
+    let cost = cost::cost(&before, &after, totals.terminal, &processes);
+    for (what, at_least) in [
+        ("events produced", 2.0),
+        ("events consumed", 2.0),
+        ("gRPC calls", 1.0),
+        ("HTTP requests (polls included)", 2.0),
+    ] {
+        let value = cost.per_checkout[what];
+        assert!(value >= at_least, "{what}: {value} per checkout, {cost:#?}");
+    }
+    assert_eq!(cost.per_checkout["dead letters"], 0.0, "{cost:#?}");
+    for database in ["order", "inventory", "payment", "shipping"] {
+        let commits = cost.commits_per_checkout[database];
+        assert!(commits > 0.0, "{database}: {cost:#?}");
+        assert!(cost.rows_written_per_checkout[database] > 0.0, "{cost:#?}");
+    }
+    assert!(cost.commits_per_checkout["order"] >= 2.0, "{cost:#?}");
+    assert!(cost.cpu_seconds_per_1000["gateway"] > 0.0, "{cost:#?}");
+
     let report = Report {
         tool: "smoke".to_owned(),
         started_at: "now".to_owned(),
@@ -85,6 +125,7 @@ async fn a_short_run_places_every_order_and_fails_nothing() -> anyhow::Result<()
         capacity: None,
         baseline: None,
         processes,
+        cost: Some(cost),
     };
     let gateway_process = report
         .processes
@@ -98,7 +139,10 @@ async fn a_short_run_places_every_order_and_fails_nothing() -> anyhow::Result<()
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json"))?)?;
     assert_eq!(json["run"]["placed"], 100);
-    assert!(std::fs::read_to_string(dir.join("report.txt"))?.contains("POST /api/v1/orders"));
+    assert!(json["cost"]["commits_per_checkout"]["order"].is_number());
+    let text = std::fs::read_to_string(dir.join("report.txt"))?;
+    assert!(text.contains("POST /api/v1/orders"));
+    assert!(text.contains("what one checkout costs"), "{text}");
     assert!(std::fs::read_to_string(dir.join("report.svg"))?.contains("<polyline"));
     std::fs::remove_dir_all(&dir)?;
 

@@ -462,6 +462,16 @@ async fn run_once(
             command.args(["--watch", &format!("broker={pid}")]);
         }
         command.args(["--watch-postgres", &format!("{prefix}_")]);
+        // What each checkout costs, from every replica's metrics (not the
+        // PSP simulator's: it stands in for a system outside ours) and
+        // Postgres's statistics of the stack's databases.
+        for replica in stack.replicas() {
+            if replica.service != Service::Psp {
+                let url = stack.ops_url(replica);
+                command.args(["--metrics", &format!("{}={url}", replica.name())]);
+            }
+        }
+        command.args(["--stats-database-url", &admin_url]);
         if args.baseline {
             command.args(["--baseline-database-url", &admin_url]);
         }

@@ -57,6 +57,8 @@ fn what_cargo_xtask_loadtest_and_the_docs_pass_parses() {
     let Command::Run(run) = parse(
         "run --gateway http://127.0.0.1:41234 --out /tmp/lt --watch gateway=7 \
          --watch broker=9 --watch-postgres shipshape_lt0a1b2c3d_ \
+         --metrics order=http://127.0.0.1:9101 --metrics order-1=http://127.0.0.1:9201 \
+         --stats-database-url postgres://postgres@127.0.0.1/postgres \
          --baseline-database-url postgres://postgres@127.0.0.1/postgres \
          --rate 20 --duration-secs 5 --out /tmp/mine",
         TokensFromEnv::default(),
@@ -70,6 +72,19 @@ fn what_cargo_xtask_loadtest_and_the_docs_pass_parses() {
         Some("shipshape_lt0a1b2c3d_")
     );
     assert!(run.baseline.is_some());
+    assert_eq!(
+        run.cost,
+        CostSources {
+            metrics: vec![
+                ("order".to_owned(), "http://127.0.0.1:9101".to_owned()),
+                ("order-1".to_owned(), "http://127.0.0.1:9201".to_owned()),
+            ],
+            postgres: Some((
+                "postgres://postgres@127.0.0.1/postgres".to_owned(),
+                "shipshape_lt0a1b2c3d_".to_owned()
+            )),
+        }
+    );
     assert!(matches!(
         parse(
             "sequential --gateway http://127.0.0.1:41234 --orders 3",
@@ -230,6 +245,10 @@ fn mistakes_are_reported() {
         "run --max-in-flight 0",
         "run --stock-target 1000001",
         "run --baseline-secs 20",
+        "run --metrics order",
+        "run --metrics order=127.0.0.1:9101",
+        // Which databases to count is --watch-postgres's prefix.
+        "run --stats-database-url postgres://postgres@127.0.0.1/postgres",
         "capacity --rate 5",
         "capacity --duration-secs 5",
         "sequential --quiet",

@@ -264,6 +264,7 @@ impl ChaosReport {
             capacity: None,
             baseline: None,
             processes: Vec::new(),
+            cost: None,
         }
         .write(&dir.join("load"))
     }
