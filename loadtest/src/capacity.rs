@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::procstat::{ProcessReport, Sampler, THIS_PROCESS, Watch};
 use crate::recorder::Endpoint;
 use crate::run::{Load, RunOptions, RunReport, run};
 use crate::schedule::{Rate, Schedule};
+use crate::stats::round3;
 
 /// What "sustainable" means.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -208,7 +210,45 @@ fn round_half(rate: f64) -> f64 {
 pub struct StepReport {
     pub rate: f64,
     pub verdict: Verdict,
+    /// Where the CPU went during the step, when processes were watched.
+    pub load: Option<StepLoad>,
     pub run: RunReport,
+}
+
+/// The busiest process of a step, and the whole system's CPU use.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepLoad {
+    pub busiest: String,
+    /// Its mean CPU use over the step, 100 = one core.
+    pub busiest_cpu_percent: f64,
+    /// Every watched process but the load generator, 100 = one core.
+    pub system_cpu_percent: f64,
+}
+
+impl StepLoad {
+    /// From the processes watched over a step; `None` when none was.
+    pub fn of(processes: &[ProcessReport]) -> Option<Self> {
+        let system: Vec<&ProcessReport> = processes
+            .iter()
+            .filter(|p| p.name != THIS_PROCESS)
+            .collect();
+        let busiest = system
+            .iter()
+            .max_by(|a, b| a.cpu_percent.total_cmp(&b.cpu_percent))?;
+        Some(Self {
+            busiest: busiest.name.clone(),
+            busiest_cpu_percent: busiest.cpu_percent,
+            system_cpu_percent: round3(system.iter().map(|p| p.cpu_percent).sum()),
+        })
+    }
+
+    /// `broker at 95 % of a core; all at 180 %`.
+    pub fn describe(&self) -> String {
+        format!(
+            "busiest {} at {:.0} % of a core, all at {:.0} %",
+            self.busiest, self.busiest_cpu_percent, self.system_cpu_percent
+        )
+    }
 }
 
 /// The search's result.
@@ -233,6 +273,7 @@ pub async fn find(
     steps: Steps,
     step_duration: Duration,
     slo: Slo,
+    watch: &Watch,
 ) -> anyhow::Result<CapacityReport> {
     let mut search = Search::new(steps);
     let mut reports = Vec::new();
@@ -244,7 +285,12 @@ pub async fn find(
         let mut options = template.clone();
         options.load = Load::Open(Schedule::constant(Rate::new(rate)?, step_duration));
         options.ramp = Duration::ZERO;
+        let sampler = (!watch.is_empty()).then(|| Sampler::start(watch.clone()));
         let report = run(&options).await?;
+        let load = match sampler {
+            Some(sampler) => StepLoad::of(&sampler.finish().await),
+            None => None,
+        };
         let place_p99_ms = report
             .totals
             .endpoints
@@ -270,10 +316,14 @@ pub async fn find(
                 format!(": {}", verdict.reasons.join("; "))
             }
         );
+        if let Some(load) = &load {
+            eprintln!("capacity: {}", load.describe());
+        }
         search.record(rate, verdict.sustainable);
         reports.push(StepReport {
             rate,
             verdict,
+            load,
             run: report,
         });
         if search.next_rate().is_some() {
@@ -296,6 +346,31 @@ const PAUSE_BETWEEN_STEPS: Duration = Duration::from_secs(3);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_names_its_busiest_process_but_never_the_generator() {
+        let processes: Vec<ProcessReport> =
+            [("broker", 95.0), ("order", 40.2), (THIS_PROCESS, 120.0)]
+                .map(|(name, cpu_percent)| ProcessReport {
+                    name: name.to_owned(),
+                    pids: vec![1],
+                    rss_max_mib: 0.0,
+                    rss_mean_mib: 0.0,
+                    rss_anon_max_mib: 0.0,
+                    cpu_seconds: 0.0,
+                    cpu_percent,
+                    rss_mib_samples: Vec::new(),
+                })
+                .to_vec();
+        let load = StepLoad::of(&processes).expect("processes were watched");
+        assert_eq!(load.busiest, "broker");
+        assert_eq!(load.system_cpu_percent, 135.2);
+        assert_eq!(
+            load.describe(),
+            "busiest broker at 95 % of a core, all at 135 %"
+        );
+        assert_eq!(StepLoad::of(&processes[2..]), None);
+    }
 
     /// Runs the search against a system that holds up to `limit`.
     fn search(steps: Steps, limit: f64) -> (Vec<f64>, Option<f64>, Option<f64>) {

@@ -93,6 +93,7 @@ async fn execute_capacity(command: CapacityCommand) -> anyhow::Result<()> {
         command.steps,
         command.step_duration,
         command.slo,
+        &load.watch,
     )
     .await?;
     let half = match (command.half_rate, found.sustainable_rate) {

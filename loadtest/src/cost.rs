@@ -14,7 +14,7 @@ use anyhow::Context;
 use serde::Serialize;
 use sqlx::Connection as _;
 
-use crate::procstat::ProcessReport;
+use crate::procstat::{ProcessReport, THIS_PROCESS};
 use crate::stats::round3;
 
 /// The counter families read from every service, with what the report
@@ -77,10 +77,15 @@ pub struct CostReport {
     pub per_checkout: BTreeMap<String, f64>,
     /// Commits per checkout, by database.
     pub commits_per_checkout: BTreeMap<String, f64>,
+    /// The same, over every database.
+    pub commits_per_checkout_total: f64,
     /// Rows inserted, updated or deleted per checkout, by database.
     pub rows_written_per_checkout: BTreeMap<String, f64>,
     /// CPU seconds per 1,000 checkouts, by watched process.
     pub cpu_seconds_per_1000: BTreeMap<String, f64>,
+    /// The same, over every watched process but the load generator: what
+    /// the system under test spent.
+    pub system_cpu_seconds_per_1000: f64,
 }
 
 /// The sum of every sample of counter `family` in Prometheus text `text`
@@ -200,15 +205,23 @@ pub fn cost(
             })
             .collect()
     };
+    let commits_per_checkout: BTreeMap<String, f64> = database_delta(|c| c.commits);
+    let system_cpu_seconds: f64 = processes
+        .iter()
+        .filter(|p| p.name != THIS_PROCESS)
+        .map(|p| p.cpu_seconds)
+        .sum();
     CostReport {
         checkouts,
         per_checkout,
-        commits_per_checkout: database_delta(|c| c.commits),
+        commits_per_checkout_total: round3(commits_per_checkout.values().sum()),
+        commits_per_checkout,
         rows_written_per_checkout: database_delta(|c| c.rows_written),
         cpu_seconds_per_1000: processes
             .iter()
             .map(|p| (p.name.clone(), per(p.cpu_seconds * 1000.0)))
             .collect(),
+        system_cpu_seconds_per_1000: per(system_cpu_seconds * 1000.0),
     }
 }
 
@@ -283,7 +296,16 @@ shipshape_outbox_published_total 7
                 ),
             ]),
         };
-        let report = cost(&before, &after, 100, &[process("broker", 2.5)]);
+        let report = cost(
+            &before,
+            &after,
+            100,
+            &[
+                process("broker", 2.5),
+                process("order", 1.5),
+                process(THIS_PROCESS, 9.0),
+            ],
+        );
         assert_eq!(report.checkouts, 100);
         assert_eq!(report.per_checkout["events produced"], 4.0);
         // A counter that first appeared during the run counts in full.
@@ -291,7 +313,10 @@ shipshape_outbox_published_total 7
         assert_eq!(report.commits_per_checkout["order"], 4.0);
         assert_eq!(report.commits_per_checkout["shipping"], 1.0);
         assert_eq!(report.rows_written_per_checkout["order"], 8.0);
+        assert_eq!(report.commits_per_checkout_total, 5.0);
         assert_eq!(report.cpu_seconds_per_1000["broker"], 25.0);
+        // The generator is on the machine, but not part of the system.
+        assert_eq!(report.system_cpu_seconds_per_1000, 40.0);
     }
 
     #[test]

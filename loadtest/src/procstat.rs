@@ -254,10 +254,13 @@ impl Sampler {
     }
 }
 
+/// The name the load generator's own process is reported under.
+pub const THIS_PROCESS: &str = "loadtest (this process)";
+
 fn targets(watch: &Watch) -> Vec<(String, u32)> {
     let mut targets = watch.pids.clone();
     if watch.this_process {
-        targets.push(("loadtest (this process)".to_owned(), std::process::id()));
+        targets.push((THIS_PROCESS.to_owned(), std::process::id()));
     }
     if let Some(prefix) = &watch.postgres_prefix {
         targets.extend(postgres_processes(prefix));

@@ -417,6 +417,11 @@ fn render_cost(out: &mut String, cost: &CostReport) {
             format!("database {database}")
         );
     }
+    let _ = writeln!(
+        out,
+        "  {:<40} {:>9.2} commits",
+        "databases, all", cost.commits_per_checkout_total
+    );
     for (process, seconds) in &cost.cpu_seconds_per_1000 {
         let _ = writeln!(
             out,
@@ -424,6 +429,11 @@ fn render_cost(out: &mut String, cost: &CostReport) {
             process
         );
     }
+    let _ = writeln!(
+        out,
+        "  {:<40} {:>9.2} CPU s per 1,000 checkouts",
+        "all but the generator", cost.system_cpu_seconds_per_1000
+    );
 }
 
 fn render_capacity(out: &mut String, capacity: &CapacityReport) {
@@ -457,10 +467,15 @@ fn render_capacity(out: &mut String, capacity: &CapacityReport) {
             ms(post),
             t.error_rate * 100.0,
             t.placed,
-            if step.verdict.sustainable {
-                "held".to_owned()
-            } else {
-                format!("broke: {}", step.verdict.reasons.join("; "))
+            match (&step.load, step.verdict.sustainable) {
+                (None, true) => "held".to_owned(),
+                (Some(load), true) => format!("held ({})", load.describe()),
+                (None, false) => format!("broke: {}", step.verdict.reasons.join("; ")),
+                (Some(load), false) => format!(
+                    "broke: {} ({})",
+                    step.verdict.reasons.join("; "),
+                    load.describe()
+                ),
             }
         );
     }
@@ -531,8 +546,10 @@ mod tests {
                 checkouts: 10,
                 per_checkout: [("events produced".to_owned(), 6.5)].into(),
                 commits_per_checkout: [("order".to_owned(), 4.0)].into(),
+                commits_per_checkout_total: 4.0,
                 rows_written_per_checkout: [("order".to_owned(), 9.0)].into(),
                 cpu_seconds_per_1000: [("gateway".to_owned(), 12.5)].into(),
+                system_cpu_seconds_per_1000: 12.5,
             }),
         };
         let text = report.render_text();

@@ -59,6 +59,11 @@ pub struct Args {
     /// in the chart's production values, not SASL_PLAINTEXT
     #[arg(long)]
     broker_tls: bool,
+    /// Run the command twice, each on a fresh stack, first as configured,
+    /// then with this environment variable set in every service
+    /// (repeatable), and compare: what a setting buys
+    #[arg(long, value_name = "NAME=VALUE", value_parser = env_setting)]
+    compare_env: Vec<(String, String)>,
     /// Replicas of each saga service, from 1 to 8; with a list such as 1,2
     /// the command runs once per count, each on a fresh stack, and the
     /// reports are printed side by side
@@ -133,6 +138,21 @@ enum Security {
     Compare,
 }
 
+/// `KAFKA_FETCH_WAIT_MS=500`: an environment variable for every service.
+fn env_setting(spec: &str) -> Result<(String, String), String> {
+    let (name, value) = spec.split_once('=').ok_or("expected NAME=VALUE")?;
+    let well_formed = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if !well_formed {
+        return Err(format!(
+            "`{name}` is not an environment variable's name (A-Z, 0-9, _)"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
 /// The most replicas of a service a load test runs.
 const MAX_REPLICAS: usize = 8;
 
@@ -155,11 +175,12 @@ fn parse_replicas(list: &str) -> anyhow::Result<Vec<usize>> {
 }
 
 /// This command's own flags, which the load test does not take.
-const OWN_FLAGS: [&str; 6] = [
+const OWN_FLAGS: [&str; 7] = [
     "--baseline",
     "--tracing",
     "--security",
     "--broker-tls",
+    "--compare-env",
     "--replicas",
     "--out",
 ];
@@ -193,6 +214,18 @@ impl Args {
             bail!(
                 "--tracing compare runs `run` twice; it takes no other command, no --baseline and \
                  one replica count"
+            );
+        }
+        if !self.compare_env.is_empty()
+            && (!matches!(self.command, LoadCommand::Run | LoadCommand::Capacity)
+                || self.baseline
+                || comparing
+                || self.tracing == Tracing::Compare
+                || self.security == Security::Compare)
+        {
+            bail!(
+                "--compare-env runs `run` or `capacity` twice; it takes no --baseline, one replica \
+                 count and no other comparison"
             );
         }
         if self.broker_tls && self.security == Security::Off {
@@ -255,6 +288,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     traced,
                     secured: false,
                     replicas,
+                    with_env: false,
                 },
             ),
             (
@@ -263,10 +297,31 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     traced,
                     secured: true,
                     replicas,
+                    with_env: false,
                 },
             ),
         ];
         let file = "security-cost.txt";
+        return off_then_on(&args, &bin_dir, &out, runs, file, &mut interrupt).await;
+    }
+    if !args.compare_env.is_empty() {
+        let run = Run {
+            traced: args.tracing == Tracing::On,
+            secured,
+            replicas: args.replicas[0],
+            with_env: false,
+        };
+        let runs = [
+            ("as-configured", run),
+            (
+                "with-env",
+                Run {
+                    with_env: true,
+                    ..run
+                },
+            ),
+        ];
+        let file = "env-comparison.txt";
         return off_then_on(&args, &bin_dir, &out, runs, file, &mut interrupt).await;
     }
     if let [replicas] = args.replicas[..]
@@ -280,6 +335,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 traced: args.tracing == Tracing::On,
                 secured,
                 replicas,
+                with_env: false,
             },
             &mut interrupt,
         )
@@ -298,6 +354,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 traced: args.tracing == Tracing::On,
                 secured,
                 replicas,
+                with_env: false,
             };
             let status = run_once(&args, &bin_dir, &dir, run, &mut interrupt).await?;
             if status != Some(0) {
@@ -323,6 +380,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 traced: false,
                 secured,
                 replicas,
+                with_env: false,
             },
         ),
         (
@@ -331,6 +389,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 traced: true,
                 secured,
                 replicas,
+                with_env: false,
             },
         ),
     ];
@@ -382,6 +441,8 @@ struct Run {
     secured: bool,
     /// Replicas of each saga service.
     replicas: usize,
+    /// Every service gets the `--compare-env` settings.
+    with_env: bool,
 }
 
 /// Starts a stack, runs `shipshape-loadtest` against it with its report in
@@ -395,6 +456,7 @@ async fn run_once(
         traced,
         secured,
         replicas,
+        with_env,
     }: Run,
     interrupt: &mut Signal,
 ) -> anyhow::Result<Option<i32>> {
@@ -409,6 +471,13 @@ async fn run_once(
     options.grpc_tls = secured;
     options.broker_security = secured;
     options.broker_tls = secured && args.broker_tls;
+    if with_env {
+        for service in Service::ALL {
+            for (name, value) in &args.compare_env {
+                options = options.with_env(service, name.clone(), value.clone());
+            }
+        }
+    }
     let prefix = options.database_prefix.clone();
     let collector = if traced {
         let collector = Collector::start().await?;
@@ -524,6 +593,12 @@ const RUN_ROWS: &[(&str, &str)] = &[
     ("saga p50 ms", "/run/saga/p50_ms"),
     ("saga p99 ms", "/run/saga/p99_ms"),
     ("orders placed", "/run/placed"),
+    (
+        "CPU s per 1,000 checkouts",
+        "/cost/system_cpu_seconds_per_1000",
+    ),
+    ("  the broker's", "/cost/cpu_seconds_per_1000/broker"),
+    ("commits per checkout", "/cost/commits_per_checkout_total"),
 ];
 
 /// What a comparison of `capacity` reports shows.
@@ -591,6 +666,7 @@ mod tests {
                 tracing: Tracing::Off,
                 security: Security::On,
                 broker_tls: false,
+                compare_env: Vec::new(),
                 replicas: vec![1],
                 out: Some(PathBuf::from("/tmp/x")),
                 command: LoadCommand::Capacity,
@@ -675,6 +751,32 @@ mod tests {
                 .expect("TLS on the secured side")
                 .broker_tls
         );
+    }
+
+    #[test]
+    fn an_environment_comparison_runs_one_load_twice_and_nothing_else() {
+        let args = parse("--compare-env KAFKA_FETCH_WAIT_MS=500 --compare-env LOG=a=b run")
+            .expect("two settings");
+        assert_eq!(
+            args.compare_env,
+            vec![
+                ("KAFKA_FETCH_WAIT_MS".to_owned(), "500".to_owned()),
+                ("LOG".to_owned(), "a=b".to_owned()),
+            ]
+        );
+        assert!(parse("--compare-env KAFKA_FETCH_WAIT_MS=500 capacity").is_ok());
+        for line in [
+            "--compare-env KAFKA_FETCH_WAIT_MS run",
+            "--compare-env kafka_fetch=1 run",
+            "--compare-env =1 run",
+            "--compare-env A=1 sequential",
+            "--compare-env A=1 --baseline run",
+            "--compare-env A=1 --replicas 1,2 run",
+            "--compare-env A=1 --security compare run",
+            "--compare-env A=1 --tracing compare run",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
     }
 
     #[test]
