@@ -619,6 +619,18 @@ fn rows_for(command: LoadCommand) -> &'static [(&'static str, &'static str)] {
 }
 
 /// The reports side by side, one column each, a row per `rows` entry.
+/// A value of a comparison table: a number with at most six significant
+/// decimals, so a long fraction does not run into the next column.
+fn cell(value: &Value) -> String {
+    match value.as_f64() {
+        Some(number) if value.is_f64() => {
+            let text = format!("{number:.6}");
+            text.trim_end_matches('0').trim_end_matches('.').to_owned()
+        }
+        _ => value.to_string(),
+    }
+}
+
 fn compare(reports: &[(&str, Value)], rows: &[(&str, &str)]) -> String {
     let mut table = format!("{:<32}", "");
     for (name, _) in reports {
@@ -628,10 +640,8 @@ fn compare(reports: &[(&str, Value)], rows: &[(&str, &str)]) -> String {
     for &(label, pointer) in rows {
         table.push_str(&format!("{label:<32}"));
         for (_, report) in reports {
-            let value = report
-                .pointer(pointer)
-                .map_or_else(|| "-".to_owned(), Value::to_string);
-            table.push_str(&format!("{value:>14}"));
+            let value = report.pointer(pointer).map_or_else(|| "-".to_owned(), cell);
+            table.push_str(&format!(" {value:>13}"));
         }
         table.push('\n');
     }
@@ -777,6 +787,14 @@ mod tests {
         ] {
             assert!(parse(line).is_err(), "{line}");
         }
+    }
+
+    #[test]
+    fn comparison_cells_stay_in_their_column() {
+        assert_eq!(cell(&serde_json::json!(0.00034782608695652176)), "0.000348");
+        assert_eq!(cell(&serde_json::json!(47.883)), "47.883");
+        assert_eq!(cell(&serde_json::json!(0.0)), "0");
+        assert_eq!(cell(&serde_json::json!(2875)), "2875");
     }
 
     #[test]

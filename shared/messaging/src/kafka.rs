@@ -68,9 +68,15 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// `KAFKA_GROUP_PROTOCOL`: `classic` (default) or `consumer`.
     pub group_protocol: GroupProtocol,
-    /// `KAFKA_FETCH_WAIT_MS`: how long the broker may hold a fetch (default
-    /// 10). Each saga step waits up to this long, so it bounds latency.
+    /// `KAFKA_FETCH_WAIT_MS`: how long the broker may hold a fetch that
+    /// finds nothing new (default 500). Kafka answers a held fetch as soon
+    /// as a message arrives, so this costs no latency; shorter only makes
+    /// idle consumers ask more often (10, the old default, had the broker
+    /// answer 100 empty fetches a second per consumer).
     pub fetch_wait_ms: u64,
+    /// `KAFKA_LINGER_MS`: how long the producer waits for more messages to
+    /// send in one request (default 0: at once).
+    pub linger_ms: u64,
     /// `KAFKA_SESSION_TIMEOUT_MS` (default 6000) and a heartbeat of a sixth;
     /// with the consumer protocol the broker holds both instead.
     pub session_timeout_ms: u64,
@@ -99,7 +105,8 @@ impl KafkaSettings {
             )?,
             topic_prefix,
             group_protocol: config::var_or("KAFKA_GROUP_PROTOCOL", GroupProtocol::Classic)?,
-            fetch_wait_ms: config::var_or("KAFKA_FETCH_WAIT_MS", 10)?,
+            fetch_wait_ms: config::var_or("KAFKA_FETCH_WAIT_MS", 500)?,
+            linger_ms: config::var_or("KAFKA_LINGER_MS", 0)?,
             session_timeout_ms: config::var_or("KAFKA_SESSION_TIMEOUT_MS", 6000)?,
             partitions: config::var_or("KAFKA_TOPIC_PARTITIONS", DEFAULT_PARTITIONS)?,
             replication: config::var_or("KAFKA_REPLICATION_FACTOR", 1)?,
@@ -128,7 +135,7 @@ impl KafkaSettings {
         self.base()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "0")
+            .set("linger.ms", self.linger_ms.to_string())
             .set("message.timeout.ms", "30000")
             .create()
             .context("creating the Kafka producer")
@@ -302,6 +309,7 @@ mod tests {
             group_id: "g".to_owned(),
             group_protocol,
             fetch_wait_ms: 10,
+            linger_ms: 0,
             session_timeout_ms: 6000,
             partitions: DEFAULT_PARTITIONS,
             replication: 1,

@@ -51,6 +51,7 @@ fn settings(admin: &Connection, topic_prefix: &str, group: &str) -> KafkaSetting
         group_id: group.to_owned(),
         group_protocol: GroupProtocol::Classic,
         fetch_wait_ms: 10,
+        linger_ms: 0,
         session_timeout_ms: 6000,
         partitions: 2,
         replication: 1,
