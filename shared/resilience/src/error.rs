@@ -8,6 +8,8 @@ use shipshape_proto::ERROR_CODE_METADATA;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::retry::Idempotency;
+
 /// A call's failure: one of the stack's own refusals, or the inner
 /// service's error.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,11 @@ pub enum FailureClass {
     /// not found, conflicting). It is healthy, so the breaker counts a
     /// success, and the same request would fail the same way again.
     Permanent,
+    /// The request never left this process: its connection was closing
+    /// when the call was made (the server's GOAWAY at a connection's
+    /// maximum age). Any call may be sent again, idempotent or not, and the
+    /// breaker counts nothing: the downstream was not asked.
+    Unsent,
 }
 
 /// Implemented by the inner service's error type, so the stack can tell a
@@ -46,9 +53,11 @@ pub trait Classify {
 
 impl Classify for Status {
     /// Codes that say the server or the path to it is in trouble are
-    /// transient; codes that judge the request are permanent.
+    /// transient; codes that judge the request are permanent. A call the
+    /// client's connection cancelled before sending it is unsent.
     fn class(&self) -> FailureClass {
         match self.code() {
+            Code::Cancelled if cancelled_before_sending(self) => FailureClass::Unsent,
             Code::Unavailable
             | Code::DeadlineExceeded
             | Code::ResourceExhausted
@@ -61,6 +70,23 @@ impl Classify for Status {
     }
 }
 
+/// Whether `status` is hyper's "operation was canceled": the client's
+/// connection dropped the request before sending it (tonic keeps hyper's
+/// error as the status's source).
+fn cancelled_before_sending(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 impl<E: Classify> ResilienceError<E> {
     /// What the circuit breaker makes of this error: `Some(true)` a
     /// failure, `Some(false)` a success (the downstream answered), `None`
@@ -68,18 +94,30 @@ impl<E: Classify> ResilienceError<E> {
     pub(crate) fn is_breaker_failure(&self) -> Option<bool> {
         match self {
             ResilienceError::Timeout { .. } => Some(true),
-            ResilienceError::Inner(e) => Some(e.class() == FailureClass::Transient),
+            ResilienceError::Inner(e) => match e.class() {
+                FailureClass::Transient => Some(true),
+                FailureClass::Permanent => Some(false),
+                FailureClass::Unsent => None,
+            },
             ResilienceError::CircuitOpen { .. } | ResilienceError::BulkheadFull { .. } => None,
         }
     }
 
-    /// Whether another attempt may succeed. An open breaker stays open for
-    /// longer than any backoff, and a full bulkhead means the downstream is
-    /// saturated, so retrying either only adds load where it hurts.
-    pub(crate) fn is_retryable(&self) -> bool {
+    /// Whether another attempt of a call with `idempotency` may succeed
+    /// and do no harm. An open breaker stays open for longer than any
+    /// backoff, and a full bulkhead means the downstream is saturated, so
+    /// retrying either only adds load where it hurts. A call that was never
+    /// sent may be sent again whatever it does; any other only when it is
+    /// idempotent.
+    pub(crate) fn is_retryable(&self, idempotency: Idempotency) -> bool {
+        let idempotent = idempotency == Idempotency::Idempotent;
         match self {
-            ResilienceError::Timeout { .. } => true,
-            ResilienceError::Inner(e) => e.class() == FailureClass::Transient,
+            ResilienceError::Timeout { .. } => idempotent,
+            ResilienceError::Inner(e) => match e.class() {
+                FailureClass::Transient => idempotent,
+                FailureClass::Permanent => false,
+                FailureClass::Unsent => true,
+            },
             ResilienceError::CircuitOpen { .. } | ResilienceError::BulkheadFull { .. } => false,
         }
     }
@@ -121,6 +159,27 @@ impl<E: Into<Status>> From<ResilienceError<E>> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_never_sent_is_sent_again_whatever_it_does_and_judges_nothing() {
+        use crate::testing::NeverSent;
+
+        let unsent = ResilienceError::Inner(NeverSent);
+        assert!(unsent.is_retryable(Idempotency::NotIdempotent));
+        assert!(unsent.is_retryable(Idempotency::Idempotent));
+        assert_eq!(unsent.is_breaker_failure(), None);
+        // A transient failure reached the downstream: only an idempotent
+        // call may go again, and the breaker counts it.
+        let transient = ResilienceError::Inner(Status::unavailable("down"));
+        assert!(!transient.is_retryable(Idempotency::NotIdempotent));
+        assert!(transient.is_retryable(Idempotency::Idempotent));
+        assert_eq!(transient.is_breaker_failure(), Some(true));
+        // A CANCELLED answer from the server is not a call never sent.
+        assert_eq!(
+            Status::cancelled("the server gave up").class(),
+            FailureClass::Permanent
+        );
+    }
 
     #[test]
     fn outages_are_transient_and_bad_requests_permanent() {

@@ -2,7 +2,9 @@
 //! restarting replica does not fail the user's request. Only transient
 //! failures are retried ([`crate::FailureClass::Transient`] and timeouts),
 //! and only for calls marked [`Idempotency::Idempotent`]: repeating a
-//! non-idempotent call could apply it twice.
+//! non-idempotent call could apply it twice. A call that was never sent
+//! ([`crate::FailureClass::Unsent`]: its connection was closing) is sent
+//! again whatever it does.
 //!
 //! Before retry `k` (1 for the first) the layer sleeps a delay drawn
 //! uniformly from `[0, min(cap, base·2^(k−1))]` ("full jitter"), so callers
@@ -174,9 +176,7 @@ where
             return Box::pin(self.inner.call(request));
         }
         self.shared.deposit();
-        if self.idempotency == Idempotency::NotIdempotent {
-            return Box::pin(self.inner.call(request));
-        }
+        let idempotency = self.idempotency;
         // The ready service goes with this call; this one keeps a fresh
         // clone (which is not ready yet).
         let clone = self.inner.clone();
@@ -187,7 +187,7 @@ where
             loop {
                 let result = inner.call(request.clone()).await;
                 match &result {
-                    Err(error) if error.is_retryable() => {}
+                    Err(error) if error.is_retryable(idempotency) => {}
                     _ => return result,
                 }
                 if attempt >= shared.config.max_attempts || !shared.withdraw() {
@@ -311,7 +311,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::testing::{Fake, Metrics, fail, ok};
+    use crate::testing::{Fake, Metrics, NeverSent, fail, ok};
 
     fn config() -> RetryConfig {
         RetryConfig {
@@ -363,6 +363,26 @@ mod tests {
 
         assert!(result.is_err());
         assert_eq!(fake.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_again_a_call_that_never_left_even_one_that_is_not_idempotent() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let downstream = tower::service_fn(move |()| {
+            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                match first {
+                    true => Err(ResilienceError::Inner(NeverSent)),
+                    false => Ok(()),
+                }
+            }
+        });
+        let layer = idempotent(config()).with_idempotency(Idempotency::NotIdempotent);
+
+        layer.layer(downstream).oneshot(()).await.unwrap();
+
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,6 +20,16 @@ pub(crate) struct Step {
     result: Result<(), Code>,
 }
 
+/// The error of a call its connection cancelled before sending it.
+#[derive(Debug)]
+pub(crate) struct NeverSent;
+
+impl crate::Classify for NeverSent {
+    fn class(&self) -> crate::FailureClass {
+        crate::FailureClass::Unsent
+    }
+}
+
 pub(crate) fn ok() -> Step {
     Step {
         after: Duration::ZERO,
