@@ -242,7 +242,7 @@ impl StepLoad {
         })
     }
 
-    /// `broker at 95 % of a core; all at 180 %`.
+    /// `busiest broker at 95 % of a core, all at 180 %`.
     pub fn describe(&self) -> String {
         format!(
             "busiest {} at {:.0} % of a core, all at {:.0} %",

@@ -22,7 +22,10 @@ use crate::stats::round3;
 pub const COUNTERS: [(&str, &str); 5] = [
     ("shipshape_outbox_published_total", "events produced"),
     ("shipshape_events_handled_total", "events consumed"),
-    ("shipshape_grpc_client_requests_total", "gRPC calls"),
+    (
+        "shipshape_grpc_client_requests_total",
+        "gRPC calls (polls included)",
+    ),
     (
         "shipshape_http_requests_total",
         "HTTP requests (polls included)",
@@ -30,9 +33,10 @@ pub const COUNTERS: [(&str, &str); 5] = [
     ("shipshape_dead_letters_total", "dead letters"),
 ];
 
-/// Postgres's statistics settle up to a second after a transaction ends
-/// (a backend reports them when idle, at most once a second).
-const STATISTICS_SETTLE: Duration = Duration::from_millis(1500);
+/// Postgres's statistics settle up to ten seconds after a transaction
+/// ends: a backend that goes idle within a second of its last report
+/// reports again only after `PGSTAT_IDLE_INTERVAL` (10 s, PostgreSQL 15).
+const STATISTICS_SETTLE: Duration = Duration::from_secs(11);
 
 /// Where the counters come from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -54,7 +58,9 @@ impl CostSources {
 /// One database's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct DatabaseCounters {
-    pub commits: f64,
+    /// Committed transactions (`xact_commit`), read-only ones included:
+    /// every statement outside a transaction is one.
+    pub transactions: f64,
     /// Rows inserted, updated and deleted.
     pub rows_written: f64,
 }
@@ -75,16 +81,17 @@ pub struct CostReport {
     pub checkouts: u64,
     /// Messages, calls and requests per checkout, summed over services.
     pub per_checkout: BTreeMap<String, f64>,
-    /// Commits per checkout, by database.
-    pub commits_per_checkout: BTreeMap<String, f64>,
+    /// Committed transactions per checkout, by database, read-only ones
+    /// included (a poll's queries are some).
+    pub transactions_per_checkout: BTreeMap<String, f64>,
     /// The same, over every database.
-    pub commits_per_checkout_total: f64,
+    pub transactions_per_checkout_total: f64,
     /// Rows inserted, updated or deleted per checkout, by database.
     pub rows_written_per_checkout: BTreeMap<String, f64>,
     /// CPU seconds per 1,000 checkouts, by watched process.
     pub cpu_seconds_per_1000: BTreeMap<String, f64>,
-    /// The same, over every watched process but the load generator: what
-    /// the system under test spent.
+    /// The same, over every watched process but the load generator (the
+    /// PSP simulator, which stands in for an outside system, included).
     pub system_cpu_seconds_per_1000: f64,
 }
 
@@ -164,7 +171,7 @@ async fn database_counters(
         .map(|(name, commits, rows_written)| {
             let name = name.strip_prefix(prefix).unwrap_or(&name).to_owned();
             let counters = DatabaseCounters {
-                commits: commits as f64,
+                transactions: commits as f64,
                 rows_written: rows_written as f64,
             };
             (name, counters)
@@ -205,7 +212,7 @@ pub fn cost(
             })
             .collect()
     };
-    let commits_per_checkout: BTreeMap<String, f64> = database_delta(|c| c.commits);
+    let transactions_per_checkout: BTreeMap<String, f64> = database_delta(|c| c.transactions);
     let system_cpu_seconds: f64 = processes
         .iter()
         .filter(|p| p.name != THIS_PROCESS)
@@ -214,8 +221,8 @@ pub fn cost(
     CostReport {
         checkouts,
         per_checkout,
-        commits_per_checkout_total: round3(commits_per_checkout.values().sum()),
-        commits_per_checkout,
+        transactions_per_checkout_total: round3(transactions_per_checkout.values().sum()),
+        transactions_per_checkout,
         rows_written_per_checkout: database_delta(|c| c.rows_written),
         cpu_seconds_per_1000: processes
             .iter()
@@ -272,7 +279,7 @@ shipshape_outbox_published_total 7
             databases: BTreeMap::from([(
                 "order".to_owned(),
                 DatabaseCounters {
-                    commits: 100.0,
+                    transactions: 100.0,
                     rows_written: 50.0,
                 },
             )]),
@@ -283,14 +290,14 @@ shipshape_outbox_published_total 7
                 (
                     "order".to_owned(),
                     DatabaseCounters {
-                        commits: 500.0,
+                        transactions: 500.0,
                         rows_written: 850.0,
                     },
                 ),
                 (
                     "shipping".to_owned(),
                     DatabaseCounters {
-                        commits: 100.0,
+                        transactions: 100.0,
                         rows_written: 300.0,
                     },
                 ),
@@ -310,10 +317,10 @@ shipshape_outbox_published_total 7
         assert_eq!(report.per_checkout["events produced"], 4.0);
         // A counter that first appeared during the run counts in full.
         assert_eq!(report.per_checkout["gRPC calls"], 2.0);
-        assert_eq!(report.commits_per_checkout["order"], 4.0);
-        assert_eq!(report.commits_per_checkout["shipping"], 1.0);
+        assert_eq!(report.transactions_per_checkout["order"], 4.0);
+        assert_eq!(report.transactions_per_checkout["shipping"], 1.0);
         assert_eq!(report.rows_written_per_checkout["order"], 8.0);
-        assert_eq!(report.commits_per_checkout_total, 5.0);
+        assert_eq!(report.transactions_per_checkout_total, 5.0);
         assert_eq!(report.cpu_seconds_per_1000["broker"], 25.0);
         // The generator is on the machine, but not part of the system.
         assert_eq!(report.system_cpu_seconds_per_1000, 40.0);

@@ -394,8 +394,8 @@ fn render_run(out: &mut String, run: &RunReport) {
     );
 }
 
-/// What one checkout cost: messages, calls and requests, then commits and
-/// rows written per database, then CPU per 1,000 checkouts per process.
+/// What one checkout cost: messages, calls and requests, then transactions
+/// and rows written per database, then CPU per 1,000 checkouts per process.
 fn render_cost(out: &mut String, cost: &CostReport) {
     let _ = writeln!(
         out,
@@ -405,7 +405,7 @@ fn render_cost(out: &mut String, cost: &CostReport) {
     for (what, value) in &cost.per_checkout {
         let _ = writeln!(out, "  {what:<40} {value:>9.2}");
     }
-    for (database, commits) in &cost.commits_per_checkout {
+    for (database, transactions) in &cost.transactions_per_checkout {
         let rows = cost
             .rows_written_per_checkout
             .get(database)
@@ -413,14 +413,14 @@ fn render_cost(out: &mut String, cost: &CostReport) {
             .unwrap_or(0.0);
         let _ = writeln!(
             out,
-            "  {:<40} {commits:>9.2} commits, {rows:.2} rows written",
+            "  {:<40} {transactions:>9.2} transactions, {rows:.2} rows written",
             format!("database {database}")
         );
     }
     let _ = writeln!(
         out,
-        "  {:<40} {:>9.2} commits",
-        "databases, all", cost.commits_per_checkout_total
+        "  {:<40} {:>9.2} transactions (reads included)",
+        "databases, all", cost.transactions_per_checkout_total
     );
     for (process, seconds) in &cost.cpu_seconds_per_1000 {
         let _ = writeln!(
@@ -545,8 +545,8 @@ mod tests {
             cost: Some(CostReport {
                 checkouts: 10,
                 per_checkout: [("events produced".to_owned(), 6.5)].into(),
-                commits_per_checkout: [("order".to_owned(), 4.0)].into(),
-                commits_per_checkout_total: 4.0,
+                transactions_per_checkout: [("order".to_owned(), 4.0)].into(),
+                transactions_per_checkout_total: 4.0,
                 rows_written_per_checkout: [("order".to_owned(), 9.0)].into(),
                 cpu_seconds_per_1000: [("gateway".to_owned(), 12.5)].into(),
                 system_cpu_seconds_per_1000: 12.5,
@@ -564,7 +564,10 @@ mod tests {
             text.contains("what one checkout costs (over 10 checkouts)"),
             "{text}"
         );
-        assert!(text.contains("4.00 commits, 9.00 rows written"), "{text}");
+        assert!(
+            text.contains("4.00 transactions, 9.00 rows written"),
+            "{text}"
+        );
         assert!(text.contains("12.50 CPU s per 1,000 checkouts"), "{text}");
         assert!(report.render_svg().contains("</svg>"));
         let json = serde_json::to_value(&report).expect("json");

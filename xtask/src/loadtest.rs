@@ -598,7 +598,10 @@ const RUN_ROWS: &[(&str, &str)] = &[
         "/cost/system_cpu_seconds_per_1000",
     ),
     ("  the broker's", "/cost/cpu_seconds_per_1000/broker"),
-    ("commits per checkout", "/cost/commits_per_checkout_total"),
+    (
+        "transactions per checkout",
+        "/cost/transactions_per_checkout_total",
+    ),
 ];
 
 /// What a comparison of `capacity` reports shows.
@@ -618,9 +621,8 @@ fn rows_for(command: LoadCommand) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-/// The reports side by side, one column each, a row per `rows` entry.
-/// A value of a comparison table: a number with at most six significant
-/// decimals, so a long fraction does not run into the next column.
+/// A value of a comparison table: a number with at most six decimal
+/// places, so a long fraction does not run into the next column.
 fn cell(value: &Value) -> String {
     match value.as_f64() {
         Some(number) if value.is_f64() => {
@@ -631,6 +633,7 @@ fn cell(value: &Value) -> String {
     }
 }
 
+/// The reports side by side, one column each, a row per `rows` entry.
 fn compare(reports: &[(&str, Value)], rows: &[(&str, &str)]) -> String {
     let mut table = format!("{:<32}", "");
     for (name, _) in reports {

@@ -70,9 +70,12 @@ pub struct KafkaSettings {
     pub group_protocol: GroupProtocol,
     /// `KAFKA_FETCH_WAIT_MS`: how long the broker may hold a fetch that
     /// finds nothing new (default 500). Kafka answers a held fetch as soon
-    /// as a message arrives, so this costs no latency; shorter only makes
-    /// idle consumers ask more often (10, the old default, had the broker
-    /// answer 100 empty fetches a second per consumer).
+    /// as a message arrives, so in the steady state this costs no latency;
+    /// shorter only makes idle consumers ask more often (10, the old
+    /// default, had the broker answer 100 empty fetches a second per
+    /// consumer). librdkafka keeps one fetch in flight per broker, so a
+    /// partition resumed or newly assigned while the others are idle may
+    /// wait up to this long for its first fetch.
     pub fetch_wait_ms: u64,
     /// `KAFKA_LINGER_MS`: how long the producer waits for more messages to
     /// send in one request (default 0: at once).

@@ -14,8 +14,9 @@
 //!   for another `open_for`.
 //!
 //! Timeouts and transient errors are failures; permanent (client) errors
-//! are successes, since the downstream answered; bulkhead refusals and
-//! abandoned calls are not counted. The open period ends at the first call
+//! are successes, since the downstream answered; bulkhead refusals, calls
+//! never sent (their connection was closing) and abandoned calls are not
+//! counted. The open period ends at the first call
 //! or state query after it, so the state gauge of an idle downstream may
 //! show "open" longer than `open_for`.
 

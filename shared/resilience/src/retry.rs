@@ -144,8 +144,10 @@ impl<S> Layer<S> for RetryLayer {
     }
 }
 
-/// Repeats a failed idempotent call while its error is transient, attempts
-/// remain and the budget allows. The request is cloned for each attempt.
+/// Repeats a failed call while another attempt may succeed and do no harm
+/// (an idempotent call's transient error or timeout; any call never sent),
+/// attempts remain and the budget allows. The request is cloned for each
+/// attempt.
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
     inner: S,

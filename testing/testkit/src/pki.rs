@@ -114,7 +114,8 @@ impl Pki {
         })
     }
 
-    /// `ca.crt`: `GRPC_TLS_CA` of every peer.
+    /// `ca.crt`: `GRPC_TLS_CA` of every gRPC peer, or `KAFKA_SSL_CA_LOCATION`
+    /// of a broker's clients.
     pub fn ca_path(&self) -> PathBuf {
         self.dir.join("ca.crt")
     }

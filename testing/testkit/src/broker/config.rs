@@ -94,7 +94,7 @@ impl std::fmt::Debug for BrokerTls {
 /// `pem` as one value of a `.properties` file: Java reads `\n` as a line
 /// break, and Kafka's PEM options take the text with its line breaks.
 fn properties_value(pem: &str) -> String {
-    pem.trim_end().replace('\n', "\\n")
+    pem.trim_end().replace("\r\n", "\n").replace('\n', "\\n")
 }
 
 impl BrokerConfig {

@@ -136,7 +136,8 @@ impl Stack {
     }
 
     /// Starts `service` again (after [`Stack::kill`] or [`Stack::terminate`])
-    /// with the same environment and waits until it is ready.
+    /// with the same environment (its broker login as it is now, after
+    /// [`Stack::rotate_broker_password`]) and waits until it is ready.
     pub async fn start_service(&mut self, replica: impl Into<Replica>) -> anyhow::Result<()> {
         let replica = replica.into();
         self.launch(replica)?;
