@@ -134,6 +134,19 @@ gives the same message, with all of them.
 {{- end }}
 {{- end }}
 
+{{/*
+"true" when Helm renders against a cluster (install, upgrade,
+--dry-run=server): listing Secrets answers, an empty list at worst, only
+from a cluster. `helm template` reaches none; the templates that make
+secrets at install (Kafka's and PostgreSQL's passwords, the development
+HS256 secret and gRPC CA) then render fixed DEVELOPMENT values instead of
+random ones nothing could keep.
+Usage: $online := eq (include "shipshape.online" .) "true"
+*/}}
+{{- define "shipshape.online" -}}
+{{- not (empty (lookup "v1" "Secret" .Release.Namespace "")) -}}
+{{- end }}
+
 {{/* image reference: repository:tag, or repository@digest. */}}
 {{- define "shipshape.image" -}}
 {{- if .Values.image.digest }}
