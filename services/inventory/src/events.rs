@@ -1,7 +1,8 @@
 //! Reacts to saga events: reserves stock for placed orders, releases it on
 //! any compensation trigger, and marks it sold when an order is confirmed.
 
-use shipshape_messaging::{HandleError, Handler, Incoming, inbox, outbox};
+use shipshape_messaging::inbox::Effect;
+use shipshape_messaging::{HandleError, Incoming, outbox};
 use shipshape_proto::{Event, events};
 use shipshape_types::{OrderId, Quantity, Sku};
 use sqlx::{PgConnection, PgPool};
@@ -32,25 +33,27 @@ fn concerns_inventory(event: &Event) -> bool {
     )
 }
 
-impl Handler for InventoryEvents {
-    async fn handle(&self, message: Incoming) -> Result<(), HandleError> {
-        if !concerns_inventory(&message.event) {
-            return Ok(());
-        }
-        let Some(mut tx) = inbox::begin(&self.pool, &message).await? else {
-            return Ok(());
-        };
+impl Effect for InventoryEvents {
+    type Committed = ();
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn concerns(&self, event: &Event) -> bool {
+        concerns_inventory(event)
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, message: &Incoming) -> Result<(), HandleError> {
         let order_id = message.order_id;
         match &message.event {
-            Event::OrderPlaced(placed) => reserve(&mut tx, order_id, placed).await?,
-            Event::OrderConfirmed(_) => {
-                settle(&mut tx, order_id, ReservationStatus::commit).await?
-            }
-            _ => settle(&mut tx, order_id, ReservationStatus::release).await?,
+            Event::OrderPlaced(placed) => reserve(tx, order_id, placed).await,
+            Event::OrderConfirmed(_) => settle(tx, order_id, ReservationStatus::commit).await,
+            _ => settle(tx, order_id, ReservationStatus::release).await,
         }
-        tx.commit().await?;
-        Ok(())
     }
+
+    fn committed(&self, (): ()) {}
 }
 
 async fn reserve(

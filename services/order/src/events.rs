@@ -1,7 +1,9 @@
 //! Follows the saga: applies every other service's event to the order and
 //! publishes the order's decisions.
 
-use shipshape_messaging::{HandleError, Handler, Incoming, inbox, outbox};
+use shipshape_messaging::inbox::Effect;
+use shipshape_messaging::{HandleError, Incoming, outbox};
+use shipshape_proto::Event;
 use shipshape_types::OrderId;
 use sqlx::{PgConnection, PgPool};
 
@@ -115,27 +117,39 @@ impl OrderEvents {
     }
 }
 
-impl Handler for OrderEvents {
-    async fn handle(&self, message: Incoming) -> Result<(), HandleError> {
+impl Effect for OrderEvents {
+    type Committed = Option<Outcome>;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn concerns(&self, event: &Event) -> bool {
+        Observation::from_event(event).is_some()
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        message: &Incoming,
+    ) -> Result<Option<Outcome>, HandleError> {
         let Some(observation) = Observation::from_event(&message.event) else {
-            return Ok(());
+            return Ok(None);
         };
-        let Some(mut tx) = inbox::begin(&self.pool, &message).await? else {
-            return Ok(());
-        };
-        let outcome = match advance(&mut tx, message.order_id, observation).await? {
-            Advanced::Applied(outcome) => outcome,
+        match advance(tx, message.order_id, observation).await? {
+            Advanced::Applied(outcome) => Ok(outcome),
             Advanced::UnknownOrder => {
                 // Recorded in the inbox all the same: a redelivery changes nothing.
                 tracing::warn!(order_id = %message.order_id, event_type = message.event.type_name(),
                     "event for an unknown order ignored");
-                None
+                Ok(None)
             }
-        };
-        tx.commit().await?;
+        }
+    }
+
+    fn committed(&self, outcome: Option<Outcome>) {
         if let Some(outcome) = outcome {
             outcome.record();
         }
-        Ok(())
     }
 }

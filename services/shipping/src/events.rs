@@ -1,7 +1,8 @@
 //! Learns each order's destination, payment and cancellation from saga
 //! events, and schedules (or refuses) its shipment.
 
-use shipshape_messaging::{HandleError, Handler, Incoming, inbox, outbox};
+use shipshape_messaging::inbox::Effect;
+use shipshape_messaging::{HandleError, Incoming, outbox};
 use shipshape_proto::{Event, events};
 use shipshape_types::{CountryCode, OrderId};
 use sqlx::{PgConnection, PgPool};
@@ -30,9 +31,10 @@ struct Facts<'a> {
     cancelled: bool,
 }
 
-impl Handler for ShippingEvents {
-    async fn handle(&self, message: Incoming) -> Result<(), HandleError> {
-        let facts = match &message.event {
+impl<'a> Facts<'a> {
+    /// What `event` teaches; `None` when it concerns no shipment.
+    fn of(event: &'a Event) -> Option<Self> {
+        let facts = match event {
             Event::OrderPlaced(placed) => Facts {
                 address: placed.shipping_address.as_ref(),
                 ..Facts::default()
@@ -45,16 +47,32 @@ impl Handler for ShippingEvents {
                 cancelled: true,
                 ..Facts::default()
             },
-            _ => return Ok(()),
+            _ => return None,
         };
-        let Some(mut tx) = inbox::begin(&self.pool, &message).await? else {
+        Some(facts)
+    }
+}
+
+impl Effect for ShippingEvents {
+    type Committed = ();
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn concerns(&self, event: &Event) -> bool {
+        Facts::of(event).is_some()
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, message: &Incoming) -> Result<(), HandleError> {
+        let Some(facts) = Facts::of(&message.event) else {
             return Ok(());
         };
-        let (shipment_id, mut shipment) = learn(&mut tx, message.order_id, &facts).await?;
+        let (shipment_id, mut shipment) = learn(tx, message.order_id, &facts).await?;
         let before = shipment.status;
         let notice = shipment.settle(&self.coverage);
         if shipment.status != before {
-            save(&mut tx, message.order_id, &shipment, notice.as_ref()).await?;
+            save(tx, message.order_id, &shipment, notice.as_ref()).await?;
         }
         if let Some(notice) = notice {
             tracing::info!(order_id = %message.order_id, ?notice, "shipment decided");
@@ -69,11 +87,12 @@ impl Handler for ShippingEvents {
                     reason: reason.to_owned(),
                 }),
             };
-            outbox::enqueue(&mut tx, PRODUCER, message.order_id, &event).await?;
+            outbox::enqueue(tx, PRODUCER, message.order_id, &event).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
+
+    fn committed(&self, (): ()) {}
 }
 
 /// Records `facts` (creating the shipment on first sight) and returns it,

@@ -1,13 +1,15 @@
 //! The consumer loop: at-least-once delivery turned into exactly-once effects
 //! by handlers that record event ids in their own transaction ([`crate::inbox`]).
 //!
-//! Messages of one partition are handled one at a time, in order, by that
-//! partition's own worker; different partitions are handled concurrently,
-//! so a message being retried never holds up another partition. A
-//! message's offset is stored only after its handler committed, so a crash
-//! redelivers it, and never past a message still being retried. A message
-//! that cannot be decoded, or fails `max_attempts` times, goes to the
-//! dead-letter topic and the partition moves on.
+//! Messages of one partition are handled in order by that partition's own
+//! worker, in batches of what has arrived (one transaction for the lot);
+//! different partitions are handled concurrently, so a message being
+//! retried never holds up another partition. A message's offset is stored
+//! only after its handler committed, so a crash redelivers it, and never
+//! past a message still being retried. A batch that fails is handled again
+//! one message at a time, so one bad message cannot hold back the others. A
+//! message that cannot be decoded, or fails `max_attempts` times, goes to
+//! the dead-letter topic and the partition moves on.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -81,9 +83,19 @@ impl HandleError {
     }
 }
 
-/// Applies one event's effect.
+/// One consumed event, with the span its handling is traced in.
+pub struct Delivery {
+    pub message: Incoming,
+    /// A child of the span that published the event (see `outbox`).
+    pub span: tracing::Span,
+}
+
+/// Applies the effects of a run of one partition's events, in their order,
+/// all or none: a failure must leave no effect of any of them. A service
+/// implements [`inbox::Effect`](crate::inbox::Effect) instead, which does
+/// this in one database transaction.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, message: Incoming) -> impl Future<Output = Result<(), HandleError>> + Send;
+    fn handle(&self, batch: &[Delivery]) -> impl Future<Output = Result<(), HandleError>> + Send;
 }
 
 pub struct ConsumerLoop<H> {
@@ -123,6 +135,7 @@ impl<H: Handler> ConsumerLoop<H> {
             metrics::counter!(crate::EVENTS_HANDLED, "type" => *event_type).increment(0);
             metrics::counter!(crate::EVENTS_FAILED, "type" => *event_type).increment(0);
         }
+        metrics::counter!(crate::EVENT_BATCHES).increment(0);
         for topic in subscribed {
             metrics::counter!(crate::DEAD_LETTERS, "topic" => topic.to_string()).increment(0);
         }
@@ -189,6 +202,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     dead_letter_topic: self.settings.topic(DEAD_LETTER_TOPIC),
                     topic: self.settings.unprefixed(message.topic()).to_owned(),
                     max_attempts: self.settings.max_attempts,
+                    max_batch: self.settings.max_batch,
                     handling: handling.clone(),
                     backlog: lane.backlog.clone(),
                     shutdown: workers_shutdown.clone(),

@@ -1,21 +1,90 @@
-//! The idempotent-consumer half of exactly-once effects.
+//! The idempotent-consumer half of exactly-once effects: a service's
+//! [`Effect`] of an event commits in the same transaction as the record
+//! that the event was processed, so a redelivery changes nothing.
 
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use std::future::Future;
+
+use shipshape_proto::Event;
+use sqlx::{PgConnection, PgPool};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::Incoming;
+use crate::consumer::{Delivery, HandleError, Handler};
 
-/// Begins the transaction that applies `message`'s effect, with the message
-/// already recorded as processed in it; `None` when it was processed
-/// before, and the handler must do nothing. Every handler opens its work
-/// this way, so the effect and the record of it commit together.
-pub async fn begin(
-    pool: &PgPool,
-    message: &Incoming,
-) -> sqlx::Result<Option<Transaction<'static, Postgres>>> {
-    let mut tx = pool.begin().await?;
-    let first = first_delivery(&mut tx, message.event_id, message.event.type_name()).await?;
-    Ok(first.then_some(tx))
+/// How long a transaction applying several events waits for a row lock
+/// before it gives up, and its events are handled one at a time instead.
+/// Two such transactions can each hold a row the other wants (two orders
+/// taking the same two SKUs in opposite order); single events cannot, as
+/// each locks its rows in one order. Without this the pair would wait for
+/// Postgres's deadlock check, a second by default.
+const BATCH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '100ms'";
+
+/// What one event does to a service's own database. Every service's
+/// consumer is one: the [`Handler`] it gets applies a batch of events in
+/// one transaction, recording each in the inbox first and skipping those
+/// recorded before.
+pub trait Effect: Send + Sync + 'static {
+    /// What is left to do once the effect is committed (a metric, waking a
+    /// task), never anything the effect depends on.
+    type Committed: Send;
+
+    fn pool(&self) -> &PgPool;
+
+    /// Whether `event` changes anything here; the others are acknowledged
+    /// without a transaction or an inbox row.
+    fn concerns(&self, event: &Event) -> bool;
+
+    /// Applies the effect of `message`, inside the caller's transaction.
+    fn apply(
+        &self,
+        tx: &mut PgConnection,
+        message: &Incoming,
+    ) -> impl Future<Output = Result<Self::Committed, HandleError>> + Send;
+
+    /// Runs after the transaction with the effect committed.
+    fn committed(&self, committed: Self::Committed);
+}
+
+impl<E: Effect> Handler for E {
+    /// The events that concern this service, in one transaction, sorted by
+    /// order id: a transaction locks rows of each order in turn, so two
+    /// batches (from two partitions or topics) lock their orders in the
+    /// same order and cannot deadlock. The sort is stable, so each order's
+    /// events keep the order they arrived in; events of different orders
+    /// are independent.
+    async fn handle(&self, batch: &[Delivery]) -> Result<(), HandleError> {
+        let mut concerned: Vec<&Delivery> = batch
+            .iter()
+            .filter(|delivery| self.concerns(&delivery.message.event))
+            .collect();
+        if concerned.is_empty() {
+            return Ok(());
+        }
+        concerned.sort_by_key(|delivery| delivery.message.order_id);
+        let mut tx = self.pool().begin().await?;
+        if concerned.len() > 1 {
+            sqlx::query(BATCH_LOCK_TIMEOUT).execute(&mut *tx).await?;
+        }
+        let mut committed = Vec::with_capacity(concerned.len());
+        for delivery in concerned {
+            let message = &delivery.message;
+            let applied = async {
+                if !first_delivery(&mut tx, message.event_id, message.event.type_name()).await? {
+                    return Ok(None);
+                }
+                self.apply(&mut tx, message).await.map(Some)
+            }
+            .instrument(delivery.span.clone())
+            .await?;
+            committed.extend(applied);
+        }
+        tx.commit().await?;
+        for done in committed {
+            self.committed(done);
+        }
+        Ok(())
+    }
 }
 
 /// Records `event_id` as processed inside the caller's transaction. Returns

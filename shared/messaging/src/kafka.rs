@@ -94,7 +94,15 @@ pub struct KafkaSettings {
     /// `CONSUMER_MAX_ATTEMPTS`: failed attempts before a message is
     /// dead-lettered (default 10).
     pub max_attempts: u32,
+    /// `CONSUMER_MAX_BATCH`: the most of a partition's events handled in
+    /// one transaction (default [`DEFAULT_MAX_BATCH`]; 1 handles each on
+    /// its own). A batch is what has arrived: nothing waits for one to fill.
+    pub max_batch: usize,
 }
+
+/// The default of `CONSUMER_MAX_BATCH`: half the backlog at which a
+/// partition pauses, so a paused partition drains in a few batches.
+pub const DEFAULT_MAX_BATCH: usize = 32;
 
 impl KafkaSettings {
     pub fn from_env(service: &str) -> anyhow::Result<Self> {
@@ -115,6 +123,7 @@ impl KafkaSettings {
             replication: config::var_or("KAFKA_REPLICATION_FACTOR", 1)?,
             concurrency: config::var_or("CONSUMER_CONCURRENCY", 4_usize)?.max(1),
             max_attempts: config::var_or("CONSUMER_MAX_ATTEMPTS", 10_u32)?.max(1),
+            max_batch: config::var_or("CONSUMER_MAX_BATCH", DEFAULT_MAX_BATCH)?.max(1),
         })
     }
 
@@ -318,6 +327,7 @@ mod tests {
             replication: 1,
             concurrency: 1,
             max_attempts: 1,
+            max_batch: 1,
         };
         let classic = settings(GroupProtocol::Classic).consumer_config();
         assert_eq!(classic.get("group.protocol"), Some("classic"));

@@ -11,7 +11,7 @@ pub mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use consumer::{ConsumerLoop, HandleError, Handler};
+pub use consumer::{ConsumerLoop, Delivery, HandleError, Handler};
 pub use envelope::Incoming;
 pub use kafka::{Broker, GroupProtocol, KafkaSettings};
 pub use outbox::OutboxRelay;
@@ -25,6 +25,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub const EVENTS_HANDLED: &str = "shipshape_events_handled_total";
 pub const EVENTS_FAILED: &str = "shipshape_events_failed_total";
 pub const EVENT_HANDLE_DURATION: &str = "shipshape_event_handle_duration_seconds";
+pub const EVENT_BATCHES: &str = "shipshape_event_batches_total";
 pub const DEAD_LETTERS: &str = "shipshape_dead_letters_total";
 pub const PAUSED_PARTITIONS: &str = "shipshape_consumer_paused_partitions";
 pub const CONSUMER_LAG: &str = "shipshape_consumer_lag";
@@ -44,6 +45,10 @@ pub fn describe() {
         EVENT_HANDLE_DURATION,
         metrics::Unit::Seconds,
         "Duration of one attempt to handle an event, by event type"
+    );
+    metrics::describe_counter!(
+        EVENT_BATCHES,
+        "Attempts to handle a batch of a partition's events in one transaction (a single event is a batch of one); events handled per batch is the mean batch size"
     );
     metrics::describe_counter!(
         DEAD_LETTERS,

@@ -57,6 +57,7 @@ pub fn service_config<S: ServiceSpec>(backing: &BackingServices) -> anyhow::Resu
             replication: 1,
             concurrency: 4,
             max_attempts: 10,
+            max_batch: crate::kafka::DEFAULT_MAX_BATCH,
         },
         ops_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         grpc: ServerSettings::default(),

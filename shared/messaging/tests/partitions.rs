@@ -13,7 +13,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use shipshape_kafka::Connection;
 use shipshape_messaging::envelope::seal;
-use shipshape_messaging::{Broker, GroupProtocol, HandleError, Handler, Incoming, KafkaSettings};
+use shipshape_messaging::{Broker, Delivery, GroupProtocol, HandleError, Handler, KafkaSettings};
 use shipshape_proto::{Event, ORDER_EVENTS, events};
 use shipshape_testkit::broker::TestBroker;
 use shipshape_types::OrderId;
@@ -34,12 +34,15 @@ impl Recorder {
     }
 }
 
+/// All of a batch or none of it, as a transaction would.
 impl Handler for Recorder {
-    async fn handle(&self, message: Incoming) -> Result<(), HandleError> {
-        if self.stuck.lock().expect("lock").contains(&message.order_id) {
+    async fn handle(&self, batch: &[Delivery]) -> Result<(), HandleError> {
+        let stuck = self.stuck.lock().expect("lock");
+        if batch.iter().any(|d| stuck.contains(&d.message.order_id)) {
             return Err(HandleError::Database(sqlx::Error::PoolTimedOut));
         }
-        self.handled.lock().expect("lock").push(message.order_id);
+        let mut handled = self.handled.lock().expect("lock");
+        handled.extend(batch.iter().map(|d| d.message.order_id));
         Ok(())
     }
 }
@@ -57,6 +60,7 @@ fn settings(admin: &Connection, topic_prefix: &str, group: &str) -> KafkaSetting
         replication: 1,
         concurrency: 2,
         max_attempts: 3,
+        max_batch: shipshape_messaging::kafka::DEFAULT_MAX_BATCH,
     }
 }
 

@@ -108,11 +108,11 @@ impl Backlog {
         }
     }
 
-    /// One message left the lane; resumes the partition once the backlog
-    /// has drained far enough.
-    pub(super) fn done(&self, consumer: &GroupConsumer) {
+    /// `count` messages left the lane; resumes the partition once the
+    /// backlog has drained far enough.
+    pub(super) fn done(&self, consumer: &GroupConsumer, count: usize) {
         let mut state = self.lock();
-        state.queued = state.queued.saturating_sub(1);
+        state.queued = state.queued.saturating_sub(count);
         if state.paused && !state.revoked && state.queued <= RESUME_AT {
             // Fails only when the partition was revoked meanwhile; its new
             // owner fetches it anyway.

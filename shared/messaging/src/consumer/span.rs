@@ -9,9 +9,9 @@ use shipshape_telemetry::TraceContext;
 
 /// The span of handling one message: a child of the span that published it
 /// (see `outbox`), so the whole checkout is one trace. A child rather than a
-/// link because each message is handled on its own, as the next step of the
-/// one piece of work that sent it; a link would suit a span that handles a
-/// batch of unrelated messages, which this consumer never does.
+/// link because each message's effect is its own step of the one piece of
+/// work that sent it, even when a batch of them commits together: each
+/// effect runs in its message's span, and only the commit is shared.
 pub(super) fn process_span(message: &OwnedMessage) -> tracing::Span {
     let span = tracing::info_span!(
         "message.process",

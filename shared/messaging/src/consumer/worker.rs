@@ -1,5 +1,6 @@
-//! A partition's worker: handles its messages one at a time, in order,
-//! retrying failures, and stores each one's offset once it is done.
+//! A partition's worker: handles its messages in order, a batch of what
+//! has arrived at a time, retrying failures, and stores the batch's last
+//! offset once all of it is done.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,8 @@ use shipshape_runtime::Backoff;
 
 use super::lane::Backlog;
 use super::span::process_span;
-use super::{GroupConsumer, Handler};
-use crate::envelope::{self, Incoming};
+use super::{Delivery, GroupConsumer, Handler};
+use crate::envelope;
 
 /// Between attempts to handle an event that failed.
 pub(super) const RETRY_BACKOFF: Backoff =
@@ -35,82 +36,152 @@ pub(super) struct Worker<H> {
     pub(super) topic: String,
     pub(super) group: String,
     pub(super) max_attempts: u32,
+    /// `CONSUMER_MAX_BATCH`.
+    pub(super) max_batch: usize,
     pub(super) handling: Arc<Semaphore>,
     pub(super) backlog: Arc<Backlog>,
     pub(super) shutdown: CancellationToken,
 }
 
 impl<H: Handler> Worker<H> {
-    /// Handles one partition's messages in order until its lane closes.
-    /// Stopping for any other reason than shutdown or revocation (including
-    /// a panic) cancels `stopped`, which stops the whole consumer.
+    /// Handles one partition's messages in order until its lane closes,
+    /// taking whatever has arrived (up to `max_batch`) as one batch:
+    /// nothing waits for a batch to fill. Stopping for any other reason
+    /// than shutdown or revocation (including a panic) cancels `stopped`,
+    /// which stops the whole consumer.
     pub(super) async fn run(
         self,
         mut messages: mpsc::UnboundedReceiver<OwnedMessage>,
         stopped: CancellationToken,
     ) {
         let alarm = stopped.drop_guard();
-        while let Some(message) = messages.recv().await {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while messages.recv_many(&mut batch, self.max_batch).await > 0 {
             if self.shutdown.is_cancelled() {
-                // Not handled, offset not stored: redelivered after restart.
+                // Not handled, offsets not stored: redelivered after restart.
                 break;
             }
             if self.backlog.is_revoked() {
-                // Its new owner handles it, from the committed offset.
+                // Its new owner handles them, from the committed offset.
+                batch.clear();
                 continue;
             }
-            let span = process_span(&message);
-            let done = async {
-                match message.payload().map(envelope::open) {
-                    None => self.dead_letter(&message, "empty message").await,
-                    Some(Err(error)) => self.dead_letter(&message, &error.to_string()).await,
-                    Some(Ok(incoming)) => {
-                        if let Err(reason) = envelope::check_provenance(&incoming, &self.topic) {
-                            return self.dead_letter(&message, &reason).await;
-                        }
-                        tracing::Span::current()
-                            .record("order_id", tracing::field::display(incoming.order_id))
-                            .record(
-                                "messaging.message.id",
-                                tracing::field::display(incoming.event_id),
-                            )
-                            .record("event_type", incoming.event.type_name());
-                        self.handle_with_retries(&message, incoming).await
-                    }
-                }
-            }
-            .instrument(span)
-            .await;
-            if !done {
+            if !self.handle_batch(&batch).await {
                 if self.shutdown.is_cancelled() {
                     break;
                 }
                 return;
             }
-            if let Err(error) =
-                self.consumer
-                    .store_offset(message.topic(), message.partition(), message.offset())
+            if let Some(last) = batch.last()
+                && let Err(error) =
+                    self.consumer
+                        .store_offset(last.topic(), last.partition(), last.offset())
             {
                 // The partition was revoked meanwhile; its new owner redelivers.
                 tracing::debug!(%error, "offset not stored");
             }
-            self.backlog.done(&self.consumer);
+            self.backlog.done(&self.consumer, batch.len());
+            batch.clear();
         }
         alarm.disarm();
     }
 
+    /// Dead-letters the messages that cannot be handled and handles the
+    /// others: all in one call of the handler, or, if that fails, one at a
+    /// time with retries. `true` once every message is handled or
+    /// dead-lettered; `false` when shutdown interrupted the retries.
+    async fn handle_batch(&self, batch: &[OwnedMessage]) -> bool {
+        let mut handled = Vec::with_capacity(batch.len());
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for message in batch {
+            let span = process_span(message);
+            let rejected = match message.payload().map(envelope::open) {
+                None => Some("empty message".to_owned()),
+                Some(Err(error)) => Some(error.to_string()),
+                Some(Ok(incoming)) => match envelope::check_provenance(&incoming, &self.topic) {
+                    Err(reason) => Some(reason),
+                    Ok(()) => {
+                        span.record("order_id", tracing::field::display(incoming.order_id))
+                            .record(
+                                "messaging.message.id",
+                                tracing::field::display(incoming.event_id),
+                            )
+                            .record("event_type", incoming.event.type_name());
+                        handled.push(message);
+                        deliveries.push(Delivery {
+                            message: incoming,
+                            span,
+                        });
+                        continue;
+                    }
+                },
+            };
+            // Its effect is none, so dead-lettering it before the messages
+            // around it are handled changes nothing they do.
+            if let Some(reason) = rejected
+                && !self.dead_letter(message, &reason).instrument(span).await
+            {
+                return false;
+            }
+        }
+        if deliveries.len() > 1 && self.handle_at_once(&deliveries).await {
+            return true;
+        }
+        for (message, delivery) in handled.into_iter().zip(deliveries) {
+            let span = delivery.span.clone();
+            if !self
+                .handle_with_retries(message, delivery)
+                .instrument(span)
+                .await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// One attempt to handle the whole batch; `false` if it failed, and
+    /// then none of it took effect.
+    async fn handle_at_once(&self, batch: &[Delivery]) -> bool {
+        let _permit = self.handling.acquire().await;
+        let started = Instant::now();
+        let handled = self.handler.handle(batch).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics::counter!(crate::EVENT_BATCHES).increment(1);
+        match handled {
+            Ok(()) => {
+                for delivery in batch {
+                    let event_type = delivery.message.event.type_name();
+                    metrics::histogram!(crate::EVENT_HANDLE_DURATION, "type" => event_type)
+                        .record(elapsed);
+                    metrics::counter!(crate::EVENTS_HANDLED, "type" => event_type).increment(1);
+                }
+                true
+            }
+            Err(error) => {
+                // Not counted as a failure of any event: the one at fault,
+                // if any, fails again on its own.
+                tracing::info!(%error, size = batch.len(), "batch failed; handling its events one at a time");
+                false
+            }
+        }
+    }
+
     /// `true` once the message is handled or dead-lettered; `false` when
     /// shutdown interrupted the retries.
-    async fn handle_with_retries(&self, message: &OwnedMessage, incoming: Incoming) -> bool {
+    async fn handle_with_retries(&self, message: &OwnedMessage, delivery: Delivery) -> bool {
+        let event_type = delivery.message.event.type_name();
+        let order_id = delivery.message.order_id;
+        let batch = [delivery];
         let mut attempt = 0;
         loop {
             attempt += 1;
             let permit = self.handling.acquire().await;
-            let event_type = incoming.event.type_name();
             let started = Instant::now();
-            let handled = self.handler.handle(incoming.clone()).await;
+            let handled = self.handler.handle(&batch).await;
             metrics::histogram!(crate::EVENT_HANDLE_DURATION, "type" => event_type)
                 .record(started.elapsed().as_secs_f64());
+            metrics::counter!(crate::EVENT_BATCHES).increment(1);
             let error = match handled {
                 Ok(()) => {
                     metrics::counter!(crate::EVENTS_HANDLED, "type" => event_type).increment(1);
@@ -127,8 +198,8 @@ impl<H: Handler> Worker<H> {
             }
             let delay = RETRY_BACKOFF.delay(attempt);
             tracing::warn!(
-                %error, attempt, event_type = incoming.event.type_name(),
-                order_id = %incoming.order_id, retry_in_ms = delay.as_millis() as u64,
+                %error, attempt, event_type, %order_id,
+                retry_in_ms = delay.as_millis() as u64,
                 "handler failed"
             );
             tokio::select! {
