@@ -64,6 +64,12 @@ pub struct Args {
     /// (repeatable), and compare: what a setting buys
     #[arg(long, value_name = "NAME=VALUE", value_parser = env_setting)]
     compare_env: Vec<(String, String)>,
+    /// Run the command twice, each on a fresh stack, first with the
+    /// binaries this command builds, then with the stack's binaries from
+    /// DIR (another build of them, such as other release settings), and
+    /// compare: what a build buys
+    #[arg(long, value_name = "DIR")]
+    compare_bin_dir: Option<PathBuf>,
     /// Replicas of each saga service, from 1 to 8; with a list such as 1,2
     /// the command runs once per count, each on a fresh stack, and the
     /// reports are printed side by side
@@ -175,12 +181,13 @@ fn parse_replicas(list: &str) -> anyhow::Result<Vec<usize>> {
 }
 
 /// This command's own flags, which the load test does not take.
-const OWN_FLAGS: [&str; 7] = [
+const OWN_FLAGS: [&str; 8] = [
     "--baseline",
     "--tracing",
     "--security",
     "--broker-tls",
     "--compare-env",
+    "--compare-bin-dir",
     "--replicas",
     "--out",
 ];
@@ -216,17 +223,23 @@ impl Args {
                  one replica count"
             );
         }
-        if !self.compare_env.is_empty()
-            && (!matches!(self.command, LoadCommand::Run | LoadCommand::Capacity)
+        let comparisons = [
+            ("--compare-env", !self.compare_env.is_empty()),
+            ("--compare-bin-dir", self.compare_bin_dir.is_some()),
+        ];
+        for (flag, _) in comparisons.iter().filter(|(_, given)| *given) {
+            if !matches!(self.command, LoadCommand::Run | LoadCommand::Capacity)
                 || self.baseline
                 || comparing
                 || self.tracing == Tracing::Compare
-                || self.security == Security::Compare)
-        {
-            bail!(
-                "--compare-env runs `run` or `capacity` twice; it takes no --baseline, one replica \
-                 count and no other comparison"
-            );
+                || self.security == Security::Compare
+                || comparisons.iter().filter(|(_, given)| *given).count() > 1
+            {
+                bail!(
+                    "{flag} runs `run` or `capacity` twice; it takes no --baseline, one replica \
+                     count and no other comparison"
+                );
+            }
         }
         if self.broker_tls && self.security == Security::Off {
             bail!("--broker-tls secures the broker's listener: it needs --security on or compare");
@@ -289,6 +302,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     secured: false,
                     replicas,
                     with_env: false,
+                    other_build: false,
                 },
             ),
             (
@@ -298,6 +312,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     secured: true,
                     replicas,
                     with_env: false,
+                    other_build: false,
                 },
             ),
         ];
@@ -310,6 +325,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             secured,
             replicas: args.replicas[0],
             with_env: false,
+            other_build: false,
         };
         let runs = [
             ("as-configured", run),
@@ -324,6 +340,28 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let file = "env-comparison.txt";
         return off_then_on(&args, &bin_dir, &out, runs, file, &mut interrupt).await;
     }
+    if let Some(other) = &args.compare_bin_dir {
+        check_binaries(other)?;
+        let run = Run {
+            traced: args.tracing == Tracing::On,
+            secured,
+            replicas: args.replicas[0],
+            with_env: false,
+            other_build: false,
+        };
+        let runs = [
+            ("as-built", run),
+            (
+                "other-build",
+                Run {
+                    other_build: true,
+                    ..run
+                },
+            ),
+        ];
+        let file = "build-comparison.txt";
+        return off_then_on(&args, &bin_dir, &out, runs, file, &mut interrupt).await;
+    }
     if let [replicas] = args.replicas[..]
         && args.tracing != Tracing::Compare
     {
@@ -336,6 +374,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 secured,
                 replicas,
                 with_env: false,
+                other_build: false,
             },
             &mut interrupt,
         )
@@ -355,6 +394,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 secured,
                 replicas,
                 with_env: false,
+                other_build: false,
             };
             let status = run_once(&args, &bin_dir, &dir, run, &mut interrupt).await?;
             if status != Some(0) {
@@ -381,6 +421,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 secured,
                 replicas,
                 with_env: false,
+                other_build: false,
             },
         ),
         (
@@ -390,6 +431,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 secured,
                 replicas,
                 with_env: false,
+                other_build: false,
             },
         ),
     ];
@@ -443,6 +485,8 @@ struct Run {
     replicas: usize,
     /// Every service gets the `--compare-env` settings.
     with_env: bool,
+    /// The stack runs the binaries of `--compare-bin-dir`.
+    other_build: bool,
 }
 
 /// Starts a stack, runs `shipshape-loadtest` against it with its report in
@@ -457,6 +501,7 @@ async fn run_once(
         secured,
         replicas,
         with_env,
+        other_build,
     }: Run,
     interrupt: &mut Signal,
 ) -> anyhow::Result<Option<i32>> {
@@ -465,7 +510,11 @@ async fn run_once(
     // per-client rate limit (100/s by default) counts as one client: it
     // would measure the limit, not the checkout. The limiter stays on, so
     // its cost is measured, but far above the test's rate.
-    let mut options = StackOptions::scratch(bin_dir, out.join("logs"), "lt")?
+    let stack_bin_dir = match (&args.compare_bin_dir, other_build) {
+        (Some(other), true) => other.as_path(),
+        _ => bin_dir,
+    };
+    let mut options = StackOptions::scratch(stack_bin_dir, out.join("logs"), "lt")?
         .with_client_limits_out_of_reach()
         .with_replicas(replicas, replicas);
     options.grpc_tls = secured;
@@ -569,6 +618,24 @@ async fn run_once(
         eprintln!("the services exported {} spans", collector.len());
     }
     Ok(status.code())
+}
+
+/// Fails unless `dir` holds a binary of every process a stack runs.
+fn check_binaries(dir: &Path) -> anyhow::Result<()> {
+    let missing: Vec<&str> = Service::ALL
+        .into_iter()
+        .map(Service::binary)
+        .filter(|binary| !dir.join(binary).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "--compare-bin-dir {}: no {} there (build them with `cargo build --release --bins` \
+             and the settings to compare, into a target directory of their own)",
+            dir.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn read_report(dir: &Path) -> anyhow::Result<Value> {
@@ -680,6 +747,7 @@ mod tests {
                 security: Security::On,
                 broker_tls: false,
                 compare_env: Vec::new(),
+                compare_bin_dir: None,
                 replicas: vec![1],
                 out: Some(PathBuf::from("/tmp/x")),
                 command: LoadCommand::Capacity,
@@ -790,6 +858,30 @@ mod tests {
         ] {
             assert!(parse(line).is_err(), "{line}");
         }
+    }
+
+    #[test]
+    fn a_build_comparison_runs_one_load_twice_and_nothing_else() {
+        let compared = parse("--compare-bin-dir /tmp/lto/release run --rate 100").expect("args");
+        assert_eq!(
+            compared.compare_bin_dir,
+            Some(PathBuf::from("/tmp/lto/release"))
+        );
+        assert_eq!(compared.rest, args("--rate 100"));
+        assert!(parse("--compare-bin-dir /tmp/b capacity").is_ok());
+        for line in [
+            "--compare-bin-dir /tmp/b sequential",
+            "--compare-bin-dir /tmp/b --baseline run",
+            "--compare-bin-dir /tmp/b --replicas 1,2 run",
+            "--compare-bin-dir /tmp/b --compare-env A=1 run",
+            "--compare-bin-dir /tmp/b --security compare run",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        let missing = check_binaries(Path::new("/nonexistent"))
+            .expect_err("no binaries there")
+            .to_string();
+        assert!(missing.contains("shipshape-gateway"), "{missing}");
     }
 
     #[test]
