@@ -1,8 +1,9 @@
 //! The consumer loop: at-least-once delivery turned into exactly-once effects
 //! by handlers that record event ids in their own transaction ([`crate::inbox`]).
 //!
-//! Messages of one partition are handled in order by that partition's own
-//! worker, in batches of what has arrived (one transaction for the lot);
+//! Messages of one partition are handled by that partition's own worker, in
+//! batches of what has arrived (one transaction for the lot), each order's
+//! events in the order they were published;
 //! different partitions are handled concurrently, so a message being
 //! retried never holds up another partition. A message's offset is stored
 //! only after its handler committed, so a crash redelivers it, and never
@@ -90,8 +91,10 @@ pub struct Delivery {
     pub span: tracing::Span,
 }
 
-/// Applies the effects of a run of one partition's events, in their order,
-/// all or none: a failure must leave no effect of any of them. A service
+/// Applies the effects of a run of one partition's events, all or none: a
+/// failure must leave no effect of any of them. The batch is in partition
+/// order; a handler may reorder events of different orders (they are
+/// independent) but not those of one order. A service
 /// implements [`inbox::Effect`](crate::inbox::Effect) instead, which does
 /// this in one database transaction.
 pub trait Handler: Send + Sync + 'static {
@@ -136,6 +139,7 @@ impl<H: Handler> ConsumerLoop<H> {
             metrics::counter!(crate::EVENTS_FAILED, "type" => *event_type).increment(0);
         }
         metrics::counter!(crate::EVENT_BATCHES).increment(0);
+        metrics::counter!(crate::EVENT_BATCH_FALLBACKS).increment(0);
         for topic in subscribed {
             metrics::counter!(crate::DEAD_LETTERS, "topic" => topic.to_string()).increment(0);
         }

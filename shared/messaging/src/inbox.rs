@@ -19,6 +19,10 @@ use crate::consumer::{Delivery, HandleError, Handler};
 /// each locks its rows in one order. Without this the pair would wait for
 /// Postgres's deadlock check, a second by default.
 const BATCH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '100ms'";
+/// Lifted again before the commit: a commit that notifies (an outbox row)
+/// queues for Postgres's notification lock behind other committers, which
+/// is no deadlock and must not fail the batch.
+const NO_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = 0";
 
 /// What one event does to a service's own database. Every service's
 /// consumer is one: the [`Handler`] it gets applies a batch of events in
@@ -49,10 +53,11 @@ pub trait Effect: Send + Sync + 'static {
 impl<E: Effect> Handler for E {
     /// The events that concern this service, in one transaction, sorted by
     /// order id: a transaction locks rows of each order in turn, so two
-    /// batches (from two partitions or topics) lock their orders in the
-    /// same order and cannot deadlock. The sort is stable, so each order's
-    /// events keep the order they arrived in; events of different orders
-    /// are independent.
+    /// batches (from two partitions or topics) take their orders' rows in
+    /// the same order and never deadlock over them; rows shared by orders
+    /// (inventory's SKUs) are what [`BATCH_LOCK_TIMEOUT`] is for. The sort
+    /// is stable, so each order's events keep the order they arrived in;
+    /// events of different orders are independent.
     async fn handle(&self, batch: &[Delivery]) -> Result<(), HandleError> {
         let mut concerned: Vec<&Delivery> = batch
             .iter()
@@ -63,7 +68,8 @@ impl<E: Effect> Handler for E {
         }
         concerned.sort_by_key(|delivery| delivery.message.order_id);
         let mut tx = self.pool().begin().await?;
-        if concerned.len() > 1 {
+        let batched = concerned.len() > 1;
+        if batched {
             sqlx::query(BATCH_LOCK_TIMEOUT).execute(&mut *tx).await?;
         }
         let mut committed = Vec::with_capacity(concerned.len());
@@ -78,6 +84,9 @@ impl<E: Effect> Handler for E {
             .instrument(delivery.span.clone())
             .await?;
             committed.extend(applied);
+        }
+        if batched {
+            sqlx::query(NO_LOCK_TIMEOUT).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         for done in committed {

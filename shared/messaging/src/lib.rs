@@ -26,6 +26,7 @@ pub const EVENTS_HANDLED: &str = "shipshape_events_handled_total";
 pub const EVENTS_FAILED: &str = "shipshape_events_failed_total";
 pub const EVENT_HANDLE_DURATION: &str = "shipshape_event_handle_duration_seconds";
 pub const EVENT_BATCHES: &str = "shipshape_event_batches_total";
+pub const EVENT_BATCH_FALLBACKS: &str = "shipshape_event_batch_fallbacks_total";
 pub const DEAD_LETTERS: &str = "shipshape_dead_letters_total";
 pub const PAUSED_PARTITIONS: &str = "shipshape_consumer_paused_partitions";
 pub const CONSUMER_LAG: &str = "shipshape_consumer_lag";
@@ -44,11 +45,15 @@ pub fn describe() {
     metrics::describe_histogram!(
         EVENT_HANDLE_DURATION,
         metrics::Unit::Seconds,
-        "Duration of one attempt to handle an event, by event type"
+        "Duration of one attempt to handle an event, by event type (an event handled in a batch gets its share of the batch's time)"
     );
     metrics::describe_counter!(
         EVENT_BATCHES,
-        "Attempts to handle a batch of a partition's events in one transaction (a single event is a batch of one); events handled per batch is the mean batch size"
+        "Attempts to handle a batch of a partition's events at once (a lone event is a batch of one), failed ones and retries included; events handled per batch approximates the mean batch size"
+    );
+    metrics::describe_counter!(
+        EVENT_BATCH_FALLBACKS,
+        "Batches of several events that failed (a bad event, a lock waited on too long) and were handled again one event at a time"
     );
     metrics::describe_counter!(
         DEAD_LETTERS,

@@ -43,6 +43,16 @@ pub(super) struct Worker<H> {
     pub(super) shutdown: CancellationToken,
 }
 
+/// How handling a batch ended.
+enum BatchEnd {
+    /// Every message is handled or dead-lettered.
+    Done,
+    /// The partition was taken away part-way; the rest is its new owner's.
+    Revoked,
+    /// Shutdown interrupted the retries, or dead-lettering failed for good.
+    Interrupted,
+}
+
 impl<H: Handler> Worker<H> {
     /// Handles one partition's messages in order until its lane closes,
     /// taking whatever has arrived (up to `max_batch`) as one batch:
@@ -66,19 +76,16 @@ impl<H: Handler> Worker<H> {
                 batch.clear();
                 continue;
             }
-            if !self.handle_batch(&batch).await {
-                if self.shutdown.is_cancelled() {
-                    break;
+            match self.handle_batch(&batch).await {
+                BatchEnd::Done => {
+                    if let Some(last) = batch.last() {
+                        self.store_offset(last);
+                    }
                 }
-                return;
-            }
-            if let Some(last) = batch.last()
-                && let Err(error) =
-                    self.consumer
-                        .store_offset(last.topic(), last.partition(), last.offset())
-            {
-                // The partition was revoked meanwhile; its new owner redelivers.
-                tracing::debug!(%error, "offset not stored");
+                // Its new owner handles the rest, from the committed offset.
+                BatchEnd::Revoked => {}
+                BatchEnd::Interrupted if self.shutdown.is_cancelled() => break,
+                BatchEnd::Interrupted => return,
             }
             self.backlog.done(&self.consumer, batch.len());
             batch.clear();
@@ -86,11 +93,22 @@ impl<H: Handler> Worker<H> {
         alarm.disarm();
     }
 
+    /// Stores `message`'s offset: it and everything before it are done.
+    fn store_offset(&self, message: &OwnedMessage) {
+        if let Err(error) =
+            self.consumer
+                .store_offset(message.topic(), message.partition(), message.offset())
+        {
+            // The partition was revoked meanwhile; its new owner redelivers.
+            tracing::debug!(%error, "offset not stored");
+        }
+    }
+
     /// Dead-letters the messages that cannot be handled and handles the
     /// others: all in one call of the handler, or, if that fails, one at a
-    /// time with retries. `true` once every message is handled or
-    /// dead-lettered; `false` when shutdown interrupted the retries.
-    async fn handle_batch(&self, batch: &[OwnedMessage]) -> bool {
+    /// time with retries, storing each one's offset as it is done (so a
+    /// restart does not repeat those retries or dead letters).
+    async fn handle_batch(&self, batch: &[OwnedMessage]) -> BatchEnd {
         let mut handled = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::with_capacity(batch.len());
         for message in batch {
@@ -116,28 +134,37 @@ impl<H: Handler> Worker<H> {
                     }
                 },
             };
-            // Its effect is none, so dead-lettering it before the messages
-            // around it are handled changes nothing they do.
+            // It has no effect, so dead-lettering it before the messages
+            // around it are handled changes nothing they do. Its offset is
+            // stored with the batch's: a restart before then dead-letters
+            // it again (dead letters are at least once).
             if let Some(reason) = rejected
                 && !self.dead_letter(message, &reason).instrument(span).await
             {
-                return false;
+                return BatchEnd::Interrupted;
             }
         }
-        if deliveries.len() > 1 && self.handle_at_once(&deliveries).await {
-            return true;
+        if deliveries.len() > 1 {
+            if self.handle_at_once(&deliveries).await {
+                return BatchEnd::Done;
+            }
+            metrics::counter!(crate::EVENT_BATCH_FALLBACKS).increment(1);
         }
         for (message, delivery) in handled.into_iter().zip(deliveries) {
+            if self.backlog.is_revoked() {
+                return BatchEnd::Revoked;
+            }
             let span = delivery.span.clone();
             if !self
                 .handle_with_retries(message, delivery)
                 .instrument(span)
                 .await
             {
-                return false;
+                return BatchEnd::Interrupted;
             }
+            self.store_offset(message);
         }
-        true
+        BatchEnd::Done
     }
 
     /// One attempt to handle the whole batch; `false` if it failed, and
@@ -146,14 +173,16 @@ impl<H: Handler> Worker<H> {
         let _permit = self.handling.acquire().await;
         let started = Instant::now();
         let handled = self.handler.handle(batch).await;
-        let elapsed = started.elapsed().as_secs_f64();
+        // Each event's share of the batch's time, so the histogram's sum
+        // stays the time spent handling.
+        let share = started.elapsed().as_secs_f64() / batch.len() as f64;
         metrics::counter!(crate::EVENT_BATCHES).increment(1);
         match handled {
             Ok(()) => {
                 for delivery in batch {
                     let event_type = delivery.message.event.type_name();
                     metrics::histogram!(crate::EVENT_HANDLE_DURATION, "type" => event_type)
-                        .record(elapsed);
+                        .record(share);
                     metrics::counter!(crate::EVENTS_HANDLED, "type" => event_type).increment(1);
                 }
                 true
