@@ -257,6 +257,8 @@ pub struct CapacityReport {
     pub slo: Slo,
     pub steps_config: Steps,
     pub step_secs: f64,
+    /// Seconds run at the first step's rate before the search, not judged.
+    pub warmup_secs: f64,
     /// The highest rate that met the objective; `null` if even the first
     /// did not.
     pub sustainable_rate: Option<f64>,
@@ -265,16 +267,35 @@ pub struct CapacityReport {
     pub steps: Vec<StepReport>,
 }
 
-/// Runs the search: each step is an open-model run of `step_duration` at
-/// one rate (with `template`'s other settings), followed by a short pause
-/// so the next step starts from a quiet system.
+/// Runs the search: `warmup` at the first step's rate, not judged, then
+/// each step an open-model run of `step_duration` at one rate (with
+/// `template`'s other settings), followed by a short pause so the next step
+/// starts from a quiet system.
+///
+/// The warm-up is there because a stack just started is not yet the system
+/// being measured: its consumers' first fetches, its pools' first
+/// connections and its broker's JIT make the first seconds' sagas take
+/// hundreds of milliseconds, which would break the first step at any rate.
 pub async fn find(
     template: &RunOptions,
     steps: Steps,
     step_duration: Duration,
+    warmup: Duration,
     slo: Slo,
     watch: &Watch,
 ) -> anyhow::Result<CapacityReport> {
+    if !warmup.is_zero() {
+        eprintln!(
+            "capacity: warming up at {}/s for {} s (not judged)",
+            steps.start,
+            warmup.as_secs()
+        );
+        let mut options = template.clone();
+        options.load = Load::Open(Schedule::constant(Rate::new(steps.start)?, warmup));
+        options.ramp = Duration::ZERO;
+        run(&options).await?;
+        tokio::time::sleep(PAUSE_BETWEEN_STEPS).await;
+    }
     let mut search = Search::new(steps);
     let mut reports = Vec::new();
     while let Some(rate) = search.next_rate() {
@@ -334,6 +355,7 @@ pub async fn find(
         slo,
         steps_config: steps,
         step_secs: step_duration.as_secs_f64(),
+        warmup_secs: warmup.as_secs_f64(),
         sustainable_rate: search.sustainable(),
         first_broken_rate: search.first_broken(),
         steps: reports,

@@ -107,6 +107,10 @@ struct CapacityArgs {
     /// Seconds each step runs
     #[arg(long, value_name = "S", default_value = "30", value_parser = seconds)]
     step_secs: Duration,
+    /// Seconds at the first step's rate before the search, not judged: a
+    /// stack just started takes its first seconds to warm up (0: none)
+    #[arg(long, value_name = "S", default_value = "15", value_parser = seconds)]
+    warmup_secs: Duration,
     /// Bisections between the last rate that held and the first that broke
     #[arg(long, value_name = "N", default_value_t = 2)]
     refine: u32,
@@ -317,6 +321,8 @@ pub struct CapacityCommand {
     pub load: LoadCommand,
     pub steps: Steps,
     pub step_duration: Duration,
+    /// Before the search, a run at the first step's rate, not judged.
+    pub warmup: Duration,
     pub slo: Slo,
     /// After the search, a run at half the sustainable rate for this long.
     pub half_rate: Option<Duration>,
@@ -354,6 +360,7 @@ impl Cli {
                         refine: capacity.refine,
                     },
                     step_duration: capacity.step_secs,
+                    warmup: capacity.warmup_secs,
                     slo: Slo {
                         saga_p99_ms: capacity.slo_p99_ms,
                         max_error_rate: capacity.max_error_rate,

@@ -92,6 +92,7 @@ async fn execute_capacity(command: CapacityCommand) -> anyhow::Result<()> {
         &load.options,
         command.steps,
         command.step_duration,
+        command.warmup,
         command.slo,
         &load.watch,
     )

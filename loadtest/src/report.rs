@@ -441,11 +441,12 @@ fn render_capacity(out: &mut String, capacity: &CapacityReport) {
     let _ = writeln!(
         out,
         "\ncapacity search: SLO saga p99 <= {:.0} ms, error rate < {:.3} %, throughput >= {:.0} % \
-         of the rate; {:.0} s per step",
+         of the rate; {:.0} s per step, after {:.0} s of warm-up at the first step's rate",
         slo.saga_p99_ms,
         slo.max_error_rate * 100.0,
         slo.min_throughput_share * 100.0,
-        capacity.step_secs
+        capacity.step_secs,
+        capacity.warmup_secs
     );
     let _ = writeln!(
         out,

@@ -77,6 +77,11 @@ pub struct KafkaSettings {
     /// partition resumed or newly assigned while the others are idle may
     /// wait up to this long for its first fetch.
     pub fetch_wait_ms: u64,
+    /// `KAFKA_FETCH_MIN_BYTES`: how much a fetch waits for (up to
+    /// `fetch_wait_ms`) before the broker answers it (default 1: the first
+    /// message). More makes a busy consumer fetch less often, each fetch
+    /// bringing more, at the price of waiting when traffic is light.
+    pub fetch_min_bytes: u32,
     /// `KAFKA_LINGER_MS`: how long the producer waits for more messages to
     /// send in one request (default 0: at once).
     pub linger_ms: u64,
@@ -117,6 +122,7 @@ impl KafkaSettings {
             topic_prefix,
             group_protocol: config::var_or("KAFKA_GROUP_PROTOCOL", GroupProtocol::Classic)?,
             fetch_wait_ms: config::var_or("KAFKA_FETCH_WAIT_MS", 500)?,
+            fetch_min_bytes: config::var_or("KAFKA_FETCH_MIN_BYTES", 1_u32)?.max(1),
             linger_ms: config::var_or("KAFKA_LINGER_MS", 0)?,
             session_timeout_ms: config::var_or("KAFKA_SESSION_TIMEOUT_MS", 6000)?,
             partitions: config::var_or("KAFKA_TOPIC_PARTITIONS", DEFAULT_PARTITIONS)?,
@@ -173,7 +179,8 @@ impl KafkaSettings {
             .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string());
+            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
+            .set("fetch.min.bytes", self.fetch_min_bytes.to_string());
         if self.group_protocol == GroupProtocol::Classic {
             // The consumer protocol refuses these: its broker holds them.
             config
@@ -321,6 +328,7 @@ mod tests {
             group_id: "g".to_owned(),
             group_protocol,
             fetch_wait_ms: 10,
+            fetch_min_bytes: 1,
             linger_ms: 0,
             session_timeout_ms: 6000,
             partitions: DEFAULT_PARTITIONS,

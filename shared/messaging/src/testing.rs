@@ -51,6 +51,7 @@ pub fn service_config<S: ServiceSpec>(backing: &BackingServices) -> anyhow::Resu
             group_id: shipshape_kafka::grants::group_id(topic_prefix, S::ROLE.service),
             group_protocol: GroupProtocol::Classic,
             fetch_wait_ms: 10,
+            fetch_min_bytes: 1,
             linger_ms: 0,
             session_timeout_ms: 6000,
             partitions: DEFAULT_PARTITIONS,

@@ -54,6 +54,7 @@ fn settings(admin: &Connection, topic_prefix: &str, group: &str) -> KafkaSetting
         group_id: group.to_owned(),
         group_protocol: GroupProtocol::Classic,
         fetch_wait_ms: 10,
+        fetch_min_bytes: 1,
         linger_ms: 0,
         session_timeout_ms: 6000,
         partitions: 2,
