@@ -290,10 +290,7 @@ pub async fn find(
             steps.start,
             warmup.as_secs()
         );
-        let mut options = template.clone();
-        options.load = Load::Open(Schedule::constant(Rate::new(steps.start)?, warmup));
-        options.ramp = Duration::ZERO;
-        run(&options).await?;
+        run(&at_rate(template, steps.start, warmup)?).await?;
         tokio::time::sleep(PAUSE_BETWEEN_STEPS).await;
     }
     let mut search = Search::new(steps);
@@ -303,9 +300,7 @@ pub async fn find(
             "capacity: trying {rate}/s for {} s",
             step_duration.as_secs()
         );
-        let mut options = template.clone();
-        options.load = Load::Open(Schedule::constant(Rate::new(rate)?, step_duration));
-        options.ramp = Duration::ZERO;
+        let options = at_rate(template, rate, step_duration)?;
         let sampler = (!watch.is_empty()).then(|| Sampler::start(watch.clone()));
         let report = run(&options).await?;
         let load = match sampler {
@@ -360,6 +355,14 @@ pub async fn find(
         first_broken_rate: search.first_broken(),
         steps: reports,
     })
+}
+
+/// `template` as an open-model run of `duration` at `rate`, without a ramp.
+fn at_rate(template: &RunOptions, rate: f64, duration: Duration) -> anyhow::Result<RunOptions> {
+    let mut options = template.clone();
+    options.load = Load::Open(Schedule::constant(Rate::new(rate)?, duration));
+    options.ramp = Duration::ZERO;
+    Ok(options)
 }
 
 /// Lets queues left by a step that broke drain before the next one.

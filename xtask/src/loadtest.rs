@@ -223,23 +223,25 @@ impl Args {
                  one replica count"
             );
         }
-        let comparisons = [
+        let given: Vec<&str> = [
             ("--compare-env", !self.compare_env.is_empty()),
             ("--compare-bin-dir", self.compare_bin_dir.is_some()),
-        ];
-        for (flag, _) in comparisons.iter().filter(|(_, given)| *given) {
-            if !matches!(self.command, LoadCommand::Run | LoadCommand::Capacity)
+        ]
+        .into_iter()
+        .filter_map(|(flag, present)| present.then_some(flag))
+        .collect();
+        if let Some(flag) = given.first()
+            && (given.len() > 1
+                || !matches!(self.command, LoadCommand::Run | LoadCommand::Capacity)
                 || self.baseline
                 || comparing
                 || self.tracing == Tracing::Compare
-                || self.security == Security::Compare
-                || comparisons.iter().filter(|(_, given)| *given).count() > 1
-            {
-                bail!(
-                    "{flag} runs `run` or `capacity` twice; it takes no --baseline, one replica \
-                     count and no other comparison"
-                );
-            }
+                || self.security == Security::Compare)
+        {
+            bail!(
+                "{flag} runs `run` or `capacity` twice; it takes no --baseline, one replica \
+                 count and no other comparison"
+            );
         }
         if self.broker_tls && self.security == Security::Off {
             bail!("--broker-tls secures the broker's listener: it needs --security on or compare");
@@ -319,29 +321,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let file = "security-cost.txt";
         return off_then_on(&args, &bin_dir, &out, runs, file, &mut interrupt).await;
     }
-    if !args.compare_env.is_empty() {
-        let run = Run {
-            traced: args.tracing == Tracing::On,
-            secured,
-            replicas: args.replicas[0],
-            with_env: false,
-            other_build: false,
-        };
-        let runs = [
-            ("as-configured", run),
-            (
-                "with-env",
-                Run {
-                    with_env: true,
-                    ..run
-                },
-            ),
-        ];
-        let file = "env-comparison.txt";
-        return off_then_on(&args, &bin_dir, &out, runs, file, &mut interrupt).await;
-    }
-    if let Some(other) = &args.compare_bin_dir {
+    // What --compare-env or --compare-bin-dir changes in the second run.
+    let compared = if !args.compare_env.is_empty() {
+        Some(("as-configured", "with-env", "env-comparison.txt"))
+    } else if let Some(other) = &args.compare_bin_dir {
         check_binaries(other)?;
+        Some(("as-built", "other-build", "build-comparison.txt"))
+    } else {
+        None
+    };
+    if let Some((first, second, file)) = compared {
         let run = Run {
             traced: args.tracing == Tracing::On,
             secured,
@@ -349,17 +338,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             with_env: false,
             other_build: false,
         };
-        let runs = [
-            ("as-built", run),
-            (
-                "other-build",
-                Run {
-                    other_build: true,
-                    ..run
-                },
-            ),
-        ];
-        let file = "build-comparison.txt";
+        let changed = Run {
+            with_env: !args.compare_env.is_empty(),
+            other_build: args.compare_bin_dir.is_some(),
+            ..run
+        };
+        let runs = [(first, run), (second, changed)];
         return off_then_on(&args, &bin_dir, &out, runs, file, &mut interrupt).await;
     }
     if let [replicas] = args.replicas[..]
