@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # The Shipshape image: all six processes in one image, one binary per
 # service, the service chosen by the container's command, and the one-shot
 # `shipshape-kafka-setup` that gives a secured broker the services' logins,
@@ -53,9 +51,18 @@
 # info: `--build-arg CARGO_PROFILE_RELEASE_STRIP=none` keeps the line tables
 # the workspace's release profile asks for (about 240 MB more in all).
 
+# Base images: today's published ones by default. Where no registry can be
+# reached, deploy/docker/base-images.sh makes local equivalents from Debian
+# bookworm (a builder with the same Rust, a runtime with the same libraries
+# and user as distroless) and the build names them:
+#
+#   docker build --build-arg BUILD_IMAGE=local/rust:1.95-bookworm \
+#     --build-arg RUNTIME_IMAGE=local/distroless-cc:nonroot -t shipshape:dev .
 ARG RUST_VERSION=1.95
+ARG BUILD_IMAGE=rust:${RUST_VERSION}-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM rust:${RUST_VERSION}-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
@@ -109,7 +116,7 @@ RUN set -eu; \
         fi; \
     done
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="shipshape" \
       org.opencontainers.image.description="Shipshape services: gateway, order, inventory, payment, shipping, the PSP simulator and the Kafka setup; pick one with the container command" \

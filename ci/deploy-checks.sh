@@ -184,12 +184,15 @@ checkov() {
 log "checks"
 
 # Shell scripts (the image has no shell; these run in CI, compose and the chart's test).
-check "shellcheck: scripts, CI, Postgres init" \
-    shellcheck ci/deploy-checks.sh scripts/*.sh deploy/postgres/init/*.sh
+check "shellcheck: scripts, CI, Postgres init, local images and stand-ins" \
+    shellcheck ci/deploy-checks.sh ci/compose-smoke.sh scripts/*.sh deploy/postgres/init/*.sh \
+    deploy/docker/*.sh deploy/docker/standins/postgres/docker-entrypoint.sh \
+    deploy/docker/standins/kafka/run deploy/docker/standins/kafka/bin/*.sh
 
 # Dockerfile.
-check "hadolint: Dockerfile" \
-    "$tools_venv/bin/hadolint" --config deploy/hadolint.yaml Dockerfile
+check "hadolint: Dockerfile, local base images and stand-ins" \
+    "$tools_venv/bin/hadolint" --config deploy/hadolint.yaml Dockerfile \
+    deploy/docker/*.Dockerfile deploy/docker/standins/*/Dockerfile
 check "checkov: Dockerfile" \
     checkov --framework dockerfile --file Dockerfile --config-file deploy/checkov/checkov.yaml
 # A workspace member: cargo fmt and cargo clippy (.ci/run) cover its code.
@@ -198,10 +201,13 @@ check "health probe: builds with cargo and tells 200 from 503, 404 and refused" 
 
 # docker-compose.yml and what it mounts.
 check "docker-compose config -q" docker-compose config -q
+check "docker-compose config -q, with the stand-ins' override" \
+    docker-compose -f docker-compose.yml -f deploy/docker/compose.standins.yml config -q
 # Maven refuses a POM that is not well-formed XML (a `--` in a comment), and
 # the test kit only fetches the broker's jars on a machine without them.
-check "deploy/kafka/pom.xml is well-formed XML" \
-    python3 -c 'import sys, xml.etree.ElementTree as t; t.parse(sys.argv[1])' deploy/kafka/pom.xml
+check "deploy/kafka/pom.xml and the Kafka stand-in's are well-formed XML" \
+    python3 -c 'import sys, xml.etree.ElementTree as t; [t.parse(f) for f in sys.argv[1:]]' \
+    deploy/kafka/pom.xml deploy/docker/standins/kafka/pom.xml
 check "promtool check config (Compose scrape configuration)" \
     "$promtool" check config deploy/prometheus/prometheus.yml
 check "promtool check rules" "$promtool" check rules deploy/prometheus/rules/shipshape.yml

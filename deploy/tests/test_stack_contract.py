@@ -475,3 +475,51 @@ def test_dashboard_provider_reads_the_mounted_folder(compose):
     path = provider["providers"][0]["options"]["path"]
     mounts = [str(m) for m in compose["services"]["grafana"]["volumes"]]
     assert any(m.startswith(str(REPO / "deploy/grafana/dashboards") + ":" + path) for m in mounts)
+
+
+# ------------------------------------------- stand-ins (no registry) ----
+
+STANDINS = REPO / "deploy/docker/compose.standins.yml"
+
+
+@pytest.fixture(scope="module")
+def standins() -> dict:
+    return yaml.safe_load(STANDINS.read_text())["services"]
+
+
+def test_standins_replace_only_third_party_images(compose, standins):
+    for name, override in standins.items():
+        assert name in compose["services"], name
+        assert compose["services"][name]["image"] != "shipshape:dev", name
+        assert set(override) <= {"image", "profiles"}, f"{name} changes more than its image"
+
+
+def test_every_third_party_image_has_a_standin_or_is_left_out(compose, standins):
+    third_party = {name for name, s in compose["services"].items() if s["image"] != "shipshape:dev"}
+    assert third_party == set(standins)
+    for name in third_party:
+        override = standins[name]
+        assert ("image" in override) != ("profiles" in override), name
+        if "image" in override:
+            assert override["image"].startswith("local/"), name
+
+
+def test_kafka_standin_is_the_kafka_of_the_compose_file_and_of_the_tests(compose, standins):
+    pom = (REPO / "deploy/kafka/pom.xml").read_text()
+    version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom).group(1)
+    for name in ("kafka", "kafka-secrets", "grpc-certs"):
+        assert compose["services"][name]["image"] == f"apache/kafka:{version}", name
+        assert standins[name]["image"] == f"local/kafka:{version}", name
+
+
+def test_jaeger_standin_tag_is_the_pinned_go_module(standins):
+    go_mod = (REPO / "deploy/docker/standins/jaeger/go.mod").read_text()
+    version = re.search(r"github.com/jaegertracing/jaeger (v[0-9.]+)", go_mod).group(1)
+    assert standins["jaeger"]["image"] == f"local/jaeger:{version}"
+
+
+def test_dockerfile_base_images_default_to_the_published_ones():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG BUILD_IMAGE=rust:${RUST_VERSION}-bookworm" in dockerfile
+    assert "ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot" in dockerfile
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["${BUILD_IMAGE}", "${RUNTIME_IMAGE}"]
