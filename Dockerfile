@@ -62,6 +62,7 @@ ARG RUST_VERSION=1.95
 ARG BUILD_IMAGE=rust:${RUST_VERSION}-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
+# checkov:skip=CKV_DOCKER_7: pinned through BUILD_IMAGE's default above (rust:1.95-bookworm), which checkov does not read
 FROM ${BUILD_IMAGE} AS build
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
