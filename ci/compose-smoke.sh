@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # The Compose stack run for real, from nothing, on a machine that reaches no
-# image registry (docs/deployment.md, "Docker Compose"):
+# image registry (docs/deployment.md, "The Compose smoke test"):
 #
 #  1. builds every image (deploy/docker/images.sh): the Shipshape image from
 #     the Dockerfile, the stand-ins for the third-party ones;
 #  2. `up` with docker-compose.yml and the stand-ins' override, and waits
-#     until every container is healthy and every one-shot has exited 0;
+#     until every container is healthy and every one-shot has exited 0.
 #     The six Shipshape containers must run as 65532 on a read-only root
 #     filesystem, and the image must have no shell;
 #  3. one checkout through the gateway's published port, to CONFIRMED;
 #  4. a load through the gateway while the payment service's process is
 #     killed (SIGKILL, as a crash or the OOM killer would): the restart
 #     policy brings it back, every order ends terminal and the saga's
-#     invariant checker (shipshape-check, on the stack's network) is clean;
+#     invariant checker (shipshape-check, in the PSP simulator's network
+#     namespace) is clean;
 #     every service has sent its traces to Jaeger;
 #  5. `stop`: every service drains and exits 0 on SIGTERM; `down` and `up`
 #     again: the data is kept (the first order is there);
