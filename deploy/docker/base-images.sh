@@ -17,6 +17,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 docker=${DOCKER:-/usr/bin/docker}
 cache=${SHIPSHAPE_DOCKER_CACHE:-$HOME/.cache/shipshape/docker}
+mkdir -p "$cache"
 rebuild=false
 [ "${1:-}" = --rebuild ] && rebuild=true
 
