@@ -15,9 +15,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-docker=${DOCKER:-/usr/bin/docker}
-cache=${SHIPSHAPE_DOCKER_CACHE:-$HOME/.cache/shipshape/docker}
-mkdir -p "$cache"
+# shellcheck source=deploy/docker/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 rebuild=false
 [ "${1:-}" = --rebuild ] && rebuild=true
 
@@ -25,7 +24,6 @@ rust_version=$(sed -n 's/^ARG RUST_VERSION=//p' "$repo/Dockerfile")
 [ -n "$rust_version" ] || { echo "base-images: no RUST_VERSION in the Dockerfile" >&2; exit 1; }
 
 have() { [ "$rebuild" = false ] && "$docker" image inspect "$1" >/dev/null 2>&1; }
-took() { echo "base-images: $1: $((SECONDS - $2)) s"; }
 
 if ! have local/debian:bookworm; then
     started=$SECONDS
@@ -68,8 +66,7 @@ if ! have "local/rust:$rust_version-bookworm"; then
     if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
         cp /usr/local/share/ca-certificates/*.crt "$context/certificates/"
     fi
-    DOCKER_BUILDKIT=1 "$docker" build -q -f "$repo/deploy/docker/builder.Dockerfile" \
-        -t "local/rust:$rust_version-bookworm" "$context" >/dev/null
+    build_image "local/rust:$rust_version-bookworm" "$context" "$repo/deploy/docker/builder.Dockerfile"
     rm -rf "$context"
     trap - EXIT
     took "local/rust:$rust_version-bookworm (rustc $have_version)" "$started"
@@ -77,6 +74,5 @@ fi
 
 # Built every time, from the layer cache when nothing changed.
 started=$SECONDS
-DOCKER_BUILDKIT=1 "$docker" build -q -f "$repo/deploy/docker/runtime.Dockerfile" \
-    -t local/distroless-cc:nonroot "$repo/deploy/docker" >/dev/null
+build_image local/distroless-cc:nonroot "$repo/deploy/docker" "$repo/deploy/docker/runtime.Dockerfile"
 took local/distroless-cc:nonroot "$started"

@@ -4,15 +4,10 @@
 # debootstrap when missing, and starts dockerd (overlay2) in the background
 # when none runs, its log in ~/.cache/shipshape/docker/dockerd.log. Needs
 # root. Prints the engine's version.
-#
-# The scripts use Debian's CLI, /usr/bin/docker (DOCKER overrides it): a
-# newer CLI earlier on the PATH may refuse BuildKit builds without the buildx
-# plugin, which Debian's 20.10 CLI does not need.
 set -euo pipefail
 
-docker=${DOCKER:-/usr/bin/docker}
-cache=${SHIPSHAPE_DOCKER_CACHE:-$HOME/.cache/shipshape/docker}
-mkdir -p "$cache"
+# shellcheck source=deploy/docker/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)

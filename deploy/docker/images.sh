@@ -10,7 +10,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-docker=${DOCKER:-/usr/bin/docker}
+# shellcheck source=deploy/docker/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 tag=${SHIPSHAPE_IMAGE:-shipshape:dev}
 rust_version=$(sed -n 's/^ARG RUST_VERSION=//p' "$repo/Dockerfile")
 
@@ -18,7 +19,7 @@ bash "$repo/deploy/docker/engine.sh"
 bash "$repo/deploy/docker/base-images.sh"
 
 started=$SECONDS
-log=${SHIPSHAPE_DOCKER_CACHE:-$HOME/.cache/shipshape/docker}/build-$(echo "$tag" | tr ':/' '--').log
+log=$cache/build-$(echo "$tag" | tr ':/' '--').log
 echo "images: building $tag (log: $log)"
 if ! DOCKER_BUILDKIT=1 "$docker" build --progress=plain \
     --build-arg BUILD_IMAGE="local/rust:$rust_version-bookworm" \
@@ -28,7 +29,7 @@ if ! DOCKER_BUILDKIT=1 "$docker" build --progress=plain \
     echo "images: building $tag failed; the whole log: $log" >&2
     exit 1
 fi
-echo "images: $tag: $((SECONDS - started)) s"
+took "$tag" "$started"
 
 bash "$repo/deploy/docker/standins.sh"
 

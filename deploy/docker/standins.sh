@@ -19,15 +19,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here=$repo/deploy/docker/standins
-docker=${DOCKER:-/usr/bin/docker}
-cache=${SHIPSHAPE_DOCKER_CACHE:-$HOME/.cache/shipshape/docker}
-mkdir -p "$cache"
-
-took() { echo "standins: $1: $((SECONDS - $2)) s"; }
-build() {
-    local tag=$1 context=$2
-    DOCKER_BUILDKIT=1 "$docker" build -q -t "$tag" "$context" >/dev/null
-}
+# shellcheck source=deploy/docker/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 pom_property() {
     sed -n "s:.*<$1>\(.*\)</$1>.*:\1:p" "$repo/deploy/kafka/pom.xml" | head -n 1
 }
@@ -49,15 +42,15 @@ fi
 cp -a "$here/kafka" "$context/kafka"
 rm -f "$context/kafka/pom.xml"
 cp -a "$jars" "$context/kafka/libs"
-build "local/kafka:$kafka_version" "$context/kafka"
+build_image "local/kafka:$kafka_version" "$context/kafka"
 took "local/kafka:$kafka_version" "$started"
 
 started=$SECONDS
-build local/postgres:15-bookworm "$here/postgres"
+build_image local/postgres:15-bookworm "$here/postgres"
 took local/postgres:15-bookworm "$started"
 
 started=$SECONDS
-build local/prometheus:bookworm "$here/prometheus"
+build_image local/prometheus:bookworm "$here/prometheus"
 took local/prometheus:bookworm "$started"
 
 jaeger_version=$(sed -n 's:^\s*github.com/jaegertracing/jaeger \(v[0-9.]*\).*:\1:p' "$here/jaeger/go.mod" | head -n 1)
@@ -72,5 +65,5 @@ fi
 mkdir -p "$context/jaeger"
 cp "$here/jaeger/Dockerfile" "$context/jaeger/"
 cp "$binary" "$context/jaeger/jaeger"
-build "local/jaeger:$jaeger_version" "$context/jaeger"
+build_image "local/jaeger:$jaeger_version" "$context/jaeger"
 took "local/jaeger:$jaeger_version" "$started"
