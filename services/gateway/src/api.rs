@@ -364,6 +364,113 @@ impl TryFrom<order::Order> for OrderJson {
     }
 }
 
+/// `GET /api/v1/orders/{id}/timeline`: every saga step of the order so far,
+/// in the order they happened, with where the order stands now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineJson {
+    #[schema(value_type = String, format = "uuid")]
+    pub order_id: OrderId,
+    pub status: OrderStatus,
+    /// `null` unless the order is cancelled (or being cancelled).
+    #[schema(required = true)]
+    pub cancellation_reason: Option<String>,
+    /// When the order is cancelled `timed_out` if it is still pending.
+    #[schema(format = DateTime)]
+    pub deadline_at: String,
+    pub steps: Vec<TimelineStepJson>,
+}
+
+/// One saga step: an event a service published about the order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineStepJson {
+    /// Increases with every step recorded (across all orders): a stream
+    /// resumes after the last one it sent.
+    pub sequence: i64,
+    #[schema(format = "uuid")]
+    pub event_id: String,
+    /// `OrderPlaced`, `StockReserved`, `StockRejected`, `StockReleased`,
+    /// `PaymentCaptured`, `PaymentDeclined`, `PaymentRefunded`,
+    /// `PaymentVoided`, `ShipmentScheduled`, `ShipmentFailed`,
+    /// `OrderConfirmed` or `OrderCancelled`.
+    #[schema(example = "StockReserved")]
+    pub event: String,
+    /// The service that did it: `order`, `inventory`, `payment` or `shipping`.
+    #[schema(example = "inventory")]
+    pub service: String,
+    /// By the clock of the service that did it.
+    #[schema(format = DateTime)]
+    pub occurred_at: String,
+    /// A reason, an amount or a carrier; `""` when the event says no more
+    /// than its name.
+    pub detail: String,
+    /// True when the step undoes an earlier one (stock released, payment
+    /// refunded or voided).
+    pub compensation: bool,
+    /// The trace it happened in (32 hex digits); `null` when tracing was off.
+    /// In Jaeger, the trace's spans of this step carry the event id as
+    /// `messaging.message.id`.
+    #[schema(required = true, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
+}
+
+impl TryFrom<order::OrderTimeline> for TimelineJson {
+    type Error = MalformedResponse;
+
+    fn try_from(timeline: order::OrderTimeline) -> Result<Self, Self::Error> {
+        Ok(Self {
+            order_id: order_id(&timeline.order_id)?,
+            status: status_name(timeline.status)?,
+            cancellation_reason: Some(timeline.cancellation_reason).filter(|r| !r.is_empty()),
+            deadline_at: timestamp(timeline.deadline_at_micros)?
+                .ok_or_else(|| MalformedResponse::new("deadline_at is unset"))?,
+            steps: timeline
+                .entries
+                .into_iter()
+                .map(TimelineStepJson::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl TryFrom<order::TimelineEntry> for TimelineStepJson {
+    type Error = MalformedResponse;
+
+    fn try_from(entry: order::TimelineEntry) -> Result<Self, Self::Error> {
+        Ok(Self {
+            sequence: entry.sequence,
+            event_id: entry.event_id,
+            event: entry.event_type,
+            service: entry.service,
+            occurred_at: timestamp(entry.occurred_at_micros)?
+                .ok_or_else(|| MalformedResponse::new("occurred_at is unset"))?,
+            detail: entry.detail,
+            compensation: entry.compensation,
+            trace_id: Some(entry.trace_id).filter(|t| !t.is_empty()),
+        })
+    }
+}
+
+/// `POST /api/v1/admin/order-timelines/rebuild`: what the rebuild did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildJson {
+    /// Events read from the four topics, from their beginning.
+    pub events_read: i64,
+    /// Timeline steps written from them (events of unknown orders are
+    /// skipped).
+    pub steps_written: i64,
+    pub duration_ms: i64,
+}
+
+impl From<order::RebuildOrderTimelinesResponse> for RebuildJson {
+    fn from(rebuilt: order::RebuildOrderTimelinesResponse) -> Self {
+        Self {
+            events_read: rebuilt.events_read,
+            steps_written: rebuilt.entries_written,
+            duration_ms: rebuilt.duration_millis,
+        }
+    }
+}
+
 fn order_id(raw: &str) -> Result<OrderId, MalformedResponse> {
     raw.parse()
         .map_err(|e| MalformedResponse::new(format!("order id: {e}")))

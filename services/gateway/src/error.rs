@@ -245,6 +245,8 @@ fn classify(code: Code) -> (StatusCode, &'static str) {
         // is not reused for a different request.
         Code::FailedPrecondition => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
         Code::AlreadyExists => (StatusCode::UNPROCESSABLE_ENTITY, "already_exists"),
+        // Only an operator's action that is already under way.
+        Code::Aborted => (StatusCode::CONFLICT, "conflict"),
         _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
     }
 }
@@ -368,7 +370,7 @@ mod tests {
             (Code::Unimplemented, 502, "upstream_error"),
             (Code::Unauthenticated, 502, "upstream_error"),
             (Code::PermissionDenied, 502, "upstream_error"),
-            (Code::Aborted, 502, "upstream_error"),
+            (Code::Aborted, 409, "conflict"),
             (Code::OutOfRange, 502, "upstream_error"),
             (Code::DataLoss, 502, "upstream_error"),
             (Code::Ok, 502, "upstream_error"),

@@ -195,6 +195,7 @@ impl AppState {
                 )?,
                 &inventory,
             ),
+            streams: CancellationToken::new(),
         })
     }
 }
@@ -221,6 +222,18 @@ pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
             post(routes::create_order).get(routes::list_orders),
         )
         .route("/api/v1/orders/{id}", get(routes::get_order))
+        .route(
+            "/api/v1/orders/{id}/timeline",
+            get(routes::get_order_timeline),
+        )
+        .route(
+            "/api/v1/orders/{id}/timeline/stream",
+            get(routes::stream_order_timeline),
+        )
+        .route(
+            "/api/v1/admin/order-timelines/rebuild",
+            post(routes::rebuild_order_timelines),
+        )
         .route(
             "/api/v1/admin/products/{sku}/stock",
             put(routes::restock_product),
@@ -286,7 +299,10 @@ fn readiness(config: &Config) -> anyhow::Result<Readiness> {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     http_metrics::describe();
     catalog_cache::register_counters();
-    let state = AppState::from_config(&config)?;
+    let state = AppState {
+        streams: shutdown.clone(),
+        ..AppState::from_config(&config)?
+    };
     let readiness = readiness(&config)?;
     let listener = serve::bind(config.http_addr).await?;
     tracing::info!(

@@ -3,21 +3,27 @@
 //! error mapping in `error`, the stale-catalog fallback in `catalog_cache`
 //! and the resilience stack around each call in `upstream`.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::sse::{Event as SseEvent, KeepAlive, KeepAliveStream, Sse};
 use axum::response::{IntoResponse, Response};
 use shipshape_proto::{inventory, order};
+use shipshape_runtime::CancellationToken;
 use shipshape_types::{OrderId, Sku};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::{
     CreateOrderBody, ListOrdersQuery, OrderAcceptedJson, OrderJson, OrderListJson, ProductJson,
-    ProductListJson, RestockBody,
+    ProductListJson, RebuildJson, RestockBody, TimelineJson,
 };
 use crate::auth::{Admin, Customer};
 use crate::catalog_cache::{CatalogAnswer, CatalogCache};
@@ -248,6 +254,158 @@ pub async fn get_order(
     Ok(Json(order))
 }
 
+/// `GET /api/v1/orders/{id}/timeline`: every saga step of the order so far;
+/// 404 for another customer's order, as for one that does not exist.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/timeline",
+    tag = "orders",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The order id (a UUID)", format = "uuid")),
+    responses(
+        (status = 200, description = "The order's saga steps, in the order they happened", body = TimelineJson),
+        (status = 400, description = "The request is malformed; `error.code` says how (`invalid_order_id`, ...)", body = ErrorBody),
+        (status = 401, description = "No bearer token, or one that was refused", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 404, description = "No such order of the caller's (`not_found`)", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client (`rate_limited`), or too many of them in flight at once (`too_many_in_flight`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "An upstream service failed or answered something unusable (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`) or an upstream service is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
+#[tracing::instrument(skip_all)]
+pub async fn get_order_timeline(
+    Customer(caller): Customer,
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<TimelineJson>, ApiError> {
+    let Path(id) = id?;
+    let id: OrderId = id.parse()?;
+    let timeline = state
+        .orders
+        .get_order_timeline(
+            &caller,
+            order::GetOrderTimelineRequest {
+                order_id: id.to_string(),
+            },
+        )
+        .await
+        .map_err(|status| ApiError::upstream(ORDER_SERVICE, &status))?;
+    let timeline = TimelineJson::try_from(timeline)
+        .map_err(|e| ApiError::malformed_response(ORDER_SERVICE, e))?;
+    Ok(Json(timeline))
+}
+
+/// `GET /api/v1/orders/{id}/timeline/stream`: the timeline live, as
+/// Server-Sent Events. Each event (`event: timeline`) is a `TimelineJson`
+/// with the order's status and the steps recorded since the last event, its
+/// `id` the last step's sequence; a reconnecting `EventSource` sends that
+/// back as `Last-Event-ID` and gets only what it missed. A stream ends after
+/// [`STREAM_LIFETIME`], or when the gateway shuts down: browsers reconnect.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/timeline/stream",
+    tag = "orders",
+    security(("bearerAuth" = [])),
+    params(
+        ("id" = String, Path, description = "The order id (a UUID)", format = "uuid"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "The `id` of the last event received: only later steps are sent", minimum = 0),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: one `timeline` event at once (the status and every step after `Last-Event-ID`), then one per step as it is recorded; a comment every 15 s keeps the connection open", content_type = "text/event-stream", body = String),
+        (status = 400, description = "The request is malformed; `error.code` says how (`invalid_order_id`, `invalid_last_event_id`)", body = ErrorBody),
+        (status = 401, description = "No bearer token, or one that was refused", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 404, description = "No such order of the caller's (`not_found`)", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client (`rate_limited`), or too many of them in flight at once (`too_many_in_flight`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "An upstream service failed or answered something unusable (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`) or an upstream service is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
+#[tracing::instrument(skip_all)]
+pub async fn stream_order_timeline(
+    Customer(caller): Customer,
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Sse<KeepAliveStream<TimelineEvents>>, ApiError> {
+    let Path(id) = id?;
+    let id: OrderId = id.parse()?;
+    let after = validation::last_event_id(&headers)?;
+    let upstream = state
+        .orders
+        .watch_order_timeline(
+            &caller,
+            order::WatchOrderTimelineRequest {
+                order_id: id.to_string(),
+                after_sequence: after,
+            },
+        )
+        .await
+        .map_err(|status| ApiError::upstream(ORDER_SERVICE, &status))?;
+    let (events, stream) = mpsc::channel(8);
+    tokio::spawn(relay_timeline(upstream, events, state.streams.clone()));
+    Ok(Sse::new(ReceiverStream::new(stream)).keep_alive(KeepAlive::default()))
+}
+
+/// The events of one timeline stream, as [`relay_timeline`] sends them.
+pub type TimelineEvents = ReceiverStream<Result<SseEvent, Infallible>>;
+
+/// How long one timeline stream runs before the gateway ends it; the
+/// browser's `EventSource` reconnects, so no stream outlives a token's
+/// lifetime by much, and a replica being drained loses its streams soon.
+pub const STREAM_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Turns the order service's timeline messages into events, until the
+/// browser goes away, the upstream ends, [`STREAM_LIFETIME`] passes or
+/// `shutdown`.
+async fn relay_timeline(
+    mut upstream: tonic::Streaming<order::OrderTimeline>,
+    events: mpsc::Sender<Result<SseEvent, Infallible>>,
+    shutdown: CancellationToken,
+) {
+    let end = tokio::time::sleep(STREAM_LIFETIME);
+    tokio::pin!(end);
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = events.closed() => return,
+            _ = &mut end => return,
+            message = upstream.message() => message,
+        };
+        let update = match message {
+            Ok(Some(update)) => update,
+            Ok(None) => return,
+            Err(status) => {
+                tracing::debug!(code = ?status.code(), message = status.message(), "timeline stream ended upstream");
+                return;
+            }
+        };
+        let newest = update.entries.iter().map(|entry| entry.sequence).max();
+        let json = match TimelineJson::try_from(update) {
+            Ok(json) => json,
+            Err(error) => {
+                tracing::warn!(%error, "the order service sent an unusable timeline");
+                return;
+            }
+        };
+        let mut event = SseEvent::default().event("timeline");
+        if let Some(newest) = newest {
+            event = event.id(newest.to_string());
+        }
+        let Ok(event) = event.json_data(json) else {
+            return;
+        };
+        if events.send(Ok(event)).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// `GET /api/v1/orders?limit=&page_token=`: the caller's orders, newest
 /// first, a page at a time.
 #[utoipa::path(
@@ -348,6 +506,47 @@ pub async fn restock_product(
     let product = ProductJson::try_from(product)
         .map_err(|e| ApiError::malformed_response(INVENTORY_SERVICE, e))?;
     Ok(Json(product))
+}
+
+/// `POST /api/v1/admin/order-timelines/rebuild`: empties every order's
+/// timeline and fills it again from the event topics, read from their
+/// beginning. For callers with the `admin` scope only. Answers when the
+/// rebuild is done; one runs at a time.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/order-timelines/rebuild",
+    tag = "admin",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The timelines are rebuilt", body = RebuildJson),
+        (status = 401, description = "No bearer token, or one that was refused", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 403, description = "The token lacks the `admin` scope (`insufficient_scope`)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge, with `error=\"insufficient_scope\"`"))),
+        (status = 409, description = "Another rebuild is running (`rebuild_running`)", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client (`rate_limited`), or too many of them in flight at once (`too_many_in_flight`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "An upstream service failed or answered something unusable (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`), the order service is unavailable, or the topics could not be read (`rebuild_failed`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
+#[tracing::instrument(skip_all)]
+pub async fn rebuild_order_timelines(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+) -> Result<Json<RebuildJson>, ApiError> {
+    let rebuilt = state
+        .orders
+        .rebuild_order_timelines(&caller)
+        .await
+        .map_err(|status| ApiError::upstream(ORDER_SERVICE, &status))?;
+    tracing::info!(
+        events_read = rebuilt.events_read,
+        steps_written = rebuilt.entries_written,
+        "order timelines rebuilt"
+    );
+    Ok(Json(rebuilt.into()))
 }
 
 /// Any path the API does not have.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use shipshape_runtime::CancellationToken;
 
 use crate::catalog_cache::CatalogCache;
 use crate::upstream::{Inventory, Orders};
@@ -14,6 +15,9 @@ use crate::upstream::{Inventory, Orders};
 pub struct AppState {
     pub orders: Orders,
     pub inventory: Inventory,
+    /// Cancelled when the gateway shuts down: every open event stream then
+    /// ends, so the graceful shutdown does not wait for browsers.
+    pub streams: CancellationToken,
 }
 
 /// What the handlers share: the upstream clients, and the catalog the

@@ -24,15 +24,16 @@ use shipshape_proto::inventory::{
 };
 use shipshape_proto::order::order_service_client::OrderServiceClient;
 use shipshape_proto::order::{
-    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, ListOrdersRequest,
-    ListOrdersResponse, Order,
+    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderTimelineRequest,
+    ListOrdersRequest, ListOrdersResponse, Order, OrderTimeline, RebuildOrderTimelinesRequest,
+    RebuildOrderTimelinesResponse, WatchOrderTimelineRequest,
 };
 use shipshape_resilience::{Classify, Downstream, FailureClass, Idempotency, ResilienceError};
 use shipshape_runtime::grpc::ClientMetricsLayer;
 use shipshape_runtime::grpc_balance::{host_port, split_urls};
 use shipshape_runtime::grpc_tls::{self, TlsFiles};
 use shipshape_runtime::ops::CheckFuture;
-use shipshape_telemetry::grpc::traced;
+use shipshape_telemetry::grpc::{TracedChannel, traced};
 use tokio::task::JoinSet;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -91,7 +92,19 @@ pub struct Orders {
     create: Method<Forwarded<CreateOrderRequest>, CreateOrderResponse>,
     get: Method<Forwarded<GetOrderRequest>, Order>,
     list: Method<Forwarded<ListOrdersRequest>, ListOrdersResponse>,
+    timeline: Method<Forwarded<GetOrderTimelineRequest>, OrderTimeline>,
+    /// For the calls that outlive the stack's per-attempt timeout: the
+    /// operators' rebuild, as long as the topics take to read, and the
+    /// timeline streams, as long as a browser watches.
+    client: OrderServiceClient<TracedChannel>,
 }
+
+/// How long a timeline stream may take to open: the order stack's default
+/// per-attempt timeout.
+const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the gateway waits for a timeline rebuild.
+const REBUILD_TIMEOUT: Duration = Duration::from_secs(330);
 
 impl Orders {
     pub fn new(channel: Channel, downstream: &Downstream) -> Self {
@@ -126,12 +139,23 @@ impl Orders {
                 ORDER,
                 downstream,
                 Idempotency::Idempotent,
-                client,
+                client.clone(),
                 "ListOrders",
                 |mut client, request: Forwarded<ListOrdersRequest>| async move {
                     client.list_orders(request.into_request()).await
                 },
             ),
+            timeline: method(
+                ORDER,
+                downstream,
+                Idempotency::Idempotent,
+                client.clone(),
+                "GetOrderTimeline",
+                |mut client, request: Forwarded<GetOrderTimelineRequest>| async move {
+                    client.get_order_timeline(request.into_request()).await
+                },
+            ),
+            client,
         }
     }
 
@@ -157,6 +181,46 @@ impl Orders {
         request: ListOrdersRequest,
     ) -> Result<ListOrdersResponse, Status> {
         call(&self.list, Forwarded::new(caller, request)).await
+    }
+
+    pub async fn get_order_timeline(
+        &self,
+        caller: &Identity,
+        request: GetOrderTimelineRequest,
+    ) -> Result<OrderTimeline, Status> {
+        call(&self.timeline, Forwarded::new(caller, request)).await
+    }
+
+    /// Opens the live timeline of an order of the caller's; the stream
+    /// then runs until either side ends it.
+    pub async fn watch_order_timeline(
+        &self,
+        caller: &Identity,
+        request: WatchOrderTimelineRequest,
+    ) -> Result<tonic::Streaming<OrderTimeline>, Status> {
+        let request = Forwarded::new(caller, request).into_request();
+        let mut client = self.client.clone();
+        let opened =
+            tokio::time::timeout(STREAM_OPEN_TIMEOUT, client.watch_order_timeline(request))
+                .await
+                .map_err(|_| {
+                    Status::unavailable("the order service did not open the stream in time")
+                })?;
+        opened.map(tonic::Response::into_inner)
+    }
+
+    /// Never retried: a second rebuild would only repeat the first.
+    pub async fn rebuild_order_timelines(
+        &self,
+        caller: &Identity,
+    ) -> Result<RebuildOrderTimelinesResponse, Status> {
+        let mut request = Forwarded::new(caller, RebuildOrderTimelinesRequest {}).into_request();
+        request.set_timeout(REBUILD_TIMEOUT);
+        self.client
+            .clone()
+            .rebuild_order_timelines(request)
+            .await
+            .map(tonic::Response::into_inner)
     }
 }
 

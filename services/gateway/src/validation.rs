@@ -121,6 +121,27 @@ pub fn page_size(limit: Option<u32>) -> Result<i32, InvalidValue> {
     }
 }
 
+/// The `Last-Event-ID` of a reconnecting timeline stream: the sequence of
+/// the last step the client has (0, all of them, when absent or empty).
+pub fn last_event_id(headers: &HeaderMap) -> Result<i64, InvalidValue> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(0);
+    };
+    let text = value.to_str().unwrap_or("\u{fffd}").trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    text.parse::<i64>()
+        .ok()
+        .filter(|sequence| *sequence >= 0)
+        .ok_or_else(|| {
+            InvalidValue::new(
+                "invalid_last_event_id",
+                "Last-Event-ID must be the id of an event this stream sent (a whole number)",
+            )
+        })
+}
+
 /// 1 to [`MAX_CARD_TOKEN_LEN`] characters (not bytes, as the message says
 /// and the order service counts), not blank, and no control characters: a
 /// NUL cannot be stored in Postgres, and an order accepted with one would
@@ -236,6 +257,25 @@ mod tests {
     use crate::api::{ItemBody, PaymentBody};
     use axum::http::HeaderValue;
     use shipshape_types::limits::MAX_ORDER_LINES;
+
+    #[test]
+    fn a_last_event_id_is_a_sequence_or_nothing() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("last-event-id", HeaderValue::from_static(value));
+            last_event_id(&headers)
+        };
+        assert_eq!(last_event_id(&HeaderMap::new()), Ok(0));
+        assert_eq!(with(""), Ok(0));
+        assert_eq!(with("42"), Ok(42));
+        for bad in ["-1", "4x", "9223372036854775808"] {
+            assert_eq!(
+                with(bad).map_err(|e| e.code),
+                Err("invalid_last_event_id"),
+                "{bad}"
+            );
+        }
+    }
 
     fn body() -> CreateOrderBody {
         CreateOrderBody {

@@ -28,8 +28,9 @@ use shipshape_proto::inventory::{
 };
 use shipshape_proto::order::order_service_server::{OrderService, OrderServiceServer};
 use shipshape_proto::order::{
-    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, ListOrdersRequest,
-    ListOrdersResponse, Order, OrderLine, OrderStatus,
+    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderTimelineRequest,
+    ListOrdersRequest, ListOrdersResponse, Order, OrderLine, OrderStatus, OrderTimeline,
+    RebuildOrderTimelinesRequest, RebuildOrderTimelinesResponse, WatchOrderTimelineRequest,
 };
 use shipshape_resilience::{BreakerConfig, ResilienceConfig, RetryConfig, TimeoutConfig};
 use shipshape_runtime::CancellationToken;
@@ -234,6 +235,30 @@ impl OrderService for FakeOrders {
         order.cancellation_reason = "out_of_stock".into();
         order.completed_at_micros = 1_738_315_802_000_000;
         Ok(GrpcResponse::new(order))
+    }
+
+    async fn get_order_timeline(
+        &self,
+        _request: GrpcRequest<GetOrderTimelineRequest>,
+    ) -> Result<GrpcResponse<OrderTimeline>, Status> {
+        Err(Status::unimplemented("not played by this fake"))
+    }
+
+    type WatchOrderTimelineStream =
+        tokio_stream::wrappers::ReceiverStream<Result<OrderTimeline, Status>>;
+
+    async fn watch_order_timeline(
+        &self,
+        _request: GrpcRequest<WatchOrderTimelineRequest>,
+    ) -> Result<GrpcResponse<Self::WatchOrderTimelineStream>, Status> {
+        Err(Status::unimplemented("not played by this fake"))
+    }
+
+    async fn rebuild_order_timelines(
+        &self,
+        _request: GrpcRequest<RebuildOrderTimelinesRequest>,
+    ) -> Result<GrpcResponse<RebuildOrderTimelinesResponse>, Status> {
+        Err(Status::unimplemented("not played by this fake"))
     }
 
     async fn list_orders(

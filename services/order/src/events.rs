@@ -8,7 +8,7 @@ use shipshape_types::OrderId;
 use sqlx::{PgConnection, PgPool};
 
 use crate::saga::{CancelReason, Observation, OrderStatus};
-use crate::store;
+use crate::{store, timeline};
 
 pub const PRODUCER: &str = "order";
 
@@ -84,7 +84,8 @@ pub async fn advance(
         completed_after = store::save_saga(&mut *conn, order_id, &saga).await?;
     }
     for event in &decisions {
-        outbox::enqueue(&mut *conn, PRODUCER, order_id, event).await?;
+        let sent = outbox::enqueue(&mut *conn, PRODUCER, order_id, event).await?;
+        timeline::record_current(&mut *conn, &sent).await?;
     }
     if saga.status != before.status {
         tracing::info!(
@@ -136,6 +137,9 @@ impl Effect for OrderEvents {
         let Some(observation) = Observation::from_event(&message.event) else {
             return Ok(None);
         };
+        // Before what it causes, so the timeline's sequences follow cause
+        // and effect (an unknown order records nothing).
+        timeline::record_current(tx, message).await?;
         match advance(tx, message.order_id, observation).await? {
             Advanced::Applied(outcome) => Ok(outcome),
             Advanced::UnknownOrder => {

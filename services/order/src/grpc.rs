@@ -4,21 +4,25 @@
 use std::collections::HashMap;
 
 use prost::Message;
-use shipshape_auth::Identity;
-use shipshape_messaging::outbox;
+use shipshape_auth::{ADMIN_SCOPE, Identity};
+use shipshape_messaging::{KafkaSettings, outbox};
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::inventory::{PriceSkusRequest, PriceSkusResponse};
 use shipshape_proto::order::order_service_server::OrderService;
 use shipshape_proto::order::{
-    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, ListOrdersRequest,
-    ListOrdersResponse, Order,
+    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderTimelineRequest,
+    ListOrdersRequest, ListOrdersResponse, Order, OrderTimeline, RebuildOrderTimelinesRequest,
+    RebuildOrderTimelinesResponse, WatchOrderTimelineRequest,
 };
 use shipshape_proto::{Event, error_status, events};
 use shipshape_resilience::{Downstream, Idempotency, ResilienceError};
+use shipshape_runtime::CancellationToken;
 use shipshape_runtime::grpc::ClientMetricsLayer;
 use shipshape_telemetry::grpc::TracedChannel;
 use shipshape_types::{InvalidValue, Money, OrderId, Sku};
 use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
@@ -27,6 +31,8 @@ use crate::events::PRODUCER;
 use crate::listing;
 use crate::placement::{self, OrderRequest, PricedLine};
 use crate::store::{self, NewOrder};
+use crate::timeline::{self, RebuildError};
+use crate::watch::{self, TimelineNews};
 
 /// The downstream name of the inventory service, in metrics and errors.
 pub const INVENTORY: &str = "inventory";
@@ -39,6 +45,20 @@ pub struct OrderApi {
     pool: PgPool,
     price_skus: PriceSkus,
     deadline_secs: f64,
+    /// Where timeline rebuilds read the event topics.
+    kafka: KafkaSettings,
+    /// What timeline streams follow, and when they end.
+    news: TimelineNews,
+    shutdown: CancellationToken,
+}
+
+/// The settings of the order API beside its pool and pricing client.
+pub struct OrderApiSettings {
+    pub deadline_secs: f64,
+    pub kafka: KafkaSettings,
+    pub news: TimelineNews,
+    /// Ends every open timeline stream.
+    pub shutdown: CancellationToken,
 }
 
 impl OrderApi {
@@ -47,7 +67,7 @@ impl OrderApi {
         pool: PgPool,
         inventory: InventoryServiceClient<TracedChannel>,
         downstream: &Downstream,
-        deadline_secs: f64,
+        settings: OrderApiSettings,
     ) -> Self {
         let price_skus = ServiceBuilder::new()
             // Pricing is a read: safe to retry.
@@ -66,7 +86,10 @@ impl OrderApi {
         Self {
             pool,
             price_skus: BoxCloneSyncService::new(price_skus),
-            deadline_secs,
+            deadline_secs: settings.deadline_secs,
+            kafka: settings.kafka,
+            news: settings.news,
+            shutdown: settings.shutdown,
         }
     }
 }
@@ -80,6 +103,10 @@ enum OrderApiError {
     KeyReused,
     #[error("no order {0}")]
     NotFound(String),
+    #[error("this needs the `{ADMIN_SCOPE}` scope")]
+    NotAdmin,
+    #[error(transparent)]
+    Rebuild(#[from] RebuildError),
     #[error("inventory: {}", .0.message())]
     Inventory(Status),
     #[error("database: {0}")]
@@ -99,6 +126,23 @@ impl From<OrderApiError> for Status {
             ),
             OrderApiError::NotFound(_) => {
                 error_status(Code::NotFound, "not_found", error.to_string())
+            }
+            OrderApiError::NotAdmin => error_status(
+                Code::PermissionDenied,
+                "insufficient_scope",
+                error.to_string(),
+            ),
+            OrderApiError::Rebuild(RebuildError::AlreadyRunning) => {
+                error_status(Code::Aborted, "rebuild_running", error.to_string())
+            }
+            OrderApiError::Rebuild(RebuildError::Database(e)) => {
+                shipshape_runtime::database::query_failed(&e, "order")
+            }
+            OrderApiError::Rebuild(
+                ref failed @ (RebuildError::OutboxNotDraining(_) | RebuildError::Replay(_)),
+            ) => {
+                tracing::warn!(error = %failed, "timeline rebuild failed");
+                error_status(Code::Unavailable, "rebuild_failed", failed.to_string())
             }
             // The catalog's own verdict on the request (e.g. unknown_sku) passes through.
             OrderApiError::Inventory(status) if status.code() == Code::InvalidArgument => status,
@@ -143,6 +187,21 @@ impl OrderApi {
             order: Some(order),
             replayed: true,
         }))
+    }
+
+    /// The timeline of `caller`'s order `order_id`, its entries after
+    /// `after`. As for GetOrder, another customer's order is a missing one.
+    async fn own_timeline(
+        &self,
+        caller: &Identity,
+        order_id: OrderId,
+        after: i64,
+    ) -> Result<OrderTimeline, OrderApiError> {
+        let mut conn = self.pool.acquire().await?;
+        match timeline::load(&mut conn, order_id, after).await? {
+            Some((owner, timeline)) if owner == caller.subject() => Ok(timeline),
+            _ => Err(OrderApiError::NotFound(order_id.to_string())),
+        }
     }
 
     async fn prices(&self, request: &OrderRequest) -> Result<HashMap<Sku, Money>, OrderApiError> {
@@ -206,7 +265,8 @@ impl OrderApi {
                 .ok_or_else(|| OrderApiError::NotFound(key.to_owned()));
         }
         let placed = Event::OrderPlaced(order_placed(&request, &lines, total));
-        outbox::enqueue(&mut tx, PRODUCER, order_id, &placed).await?;
+        let sent = outbox::enqueue(&mut tx, PRODUCER, order_id, &placed).await?;
+        timeline::record_current(&mut tx, &sent).await?;
         // Read back before the commit: the answer shows the order as placed.
         // Read after it, a busy process could answer with whatever state the
         // saga had reached by then (a first answer already CONFIRMED).
@@ -271,6 +331,71 @@ impl OrderService for OrderApi {
             Some(order) if order.customer_id == caller.subject() => Ok(Response::new(order)),
             _ => Err(OrderApiError::NotFound(order_id.to_string()).into()),
         }
+    }
+
+    async fn get_order_timeline(
+        &self,
+        request: Request<GetOrderTimelineRequest>,
+    ) -> Result<Response<OrderTimeline>, Status> {
+        let caller = Identity::from_metadata(request.metadata())?;
+        let order_id: OrderId = request
+            .into_inner()
+            .order_id
+            .parse()
+            .map_err(OrderApiError::Invalid)?;
+        Ok(Response::new(
+            self.own_timeline(&caller, order_id, 0).await?,
+        ))
+    }
+
+    type WatchOrderTimelineStream = ReceiverStream<Result<OrderTimeline, Status>>;
+
+    async fn watch_order_timeline(
+        &self,
+        request: Request<WatchOrderTimelineRequest>,
+    ) -> Result<Response<Self::WatchOrderTimelineStream>, Status> {
+        let caller = Identity::from_metadata(request.metadata())?;
+        let request = request.into_inner();
+        let order_id: OrderId = request.order_id.parse().map_err(OrderApiError::Invalid)?;
+        // Before the first read: what is recorded after it is then heard of.
+        let news = self.news.subscribe();
+        let first = self
+            .own_timeline(&caller, order_id, request.after_sequence.max(0))
+            .await?;
+        let (sender, receiver) = mpsc::channel(8);
+        tokio::spawn(watch::follow(
+            self.pool.clone(),
+            order_id,
+            first,
+            news,
+            sender,
+            self.shutdown.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn rebuild_order_timelines(
+        &self,
+        request: Request<RebuildOrderTimelinesRequest>,
+    ) -> Result<Response<RebuildOrderTimelinesResponse>, Status> {
+        let caller = Identity::from_metadata(request.metadata())?;
+        if !caller.has_scope(ADMIN_SCOPE) {
+            return Err(OrderApiError::NotAdmin.into());
+        }
+        let rebuilt = timeline::rebuild(&self.pool, &self.kafka)
+            .await
+            .map_err(OrderApiError::from)?;
+        tracing::info!(
+            events_read = rebuilt.events_read,
+            entries_written = rebuilt.entries_written,
+            took_ms = rebuilt.took.as_millis() as u64,
+            "order timelines rebuilt"
+        );
+        Ok(Response::new(RebuildOrderTimelinesResponse {
+            events_read: rebuilt.events_read as i64,
+            entries_written: rebuilt.entries_written as i64,
+            duration_millis: rebuilt.took.as_millis() as i64,
+        }))
     }
 
     async fn list_orders(

@@ -11,11 +11,13 @@ pub mod listing;
 pub mod placement;
 pub mod saga;
 pub mod store;
+pub mod timeline;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shipshape_messaging::ServiceSpec;
+use shipshape_messaging::{KafkaSettings, ServiceSpec};
 use shipshape_proto::inventory::inventory_service_client::InventoryServiceClient;
 use shipshape_proto::order::order_service_server::OrderServiceServer;
 use shipshape_proto::{GATEWAY, INVENTORY_ROLE, ORDER_ROLE, Role};
@@ -55,6 +57,9 @@ pub struct Config {
     /// `SAGA_SWEEP_INTERVAL_MS`: how often overdue orders are looked for
     /// (default 1000).
     pub sweep_interval: Duration,
+    /// The broker settings every service reads (`KAFKA_*`), with which a
+    /// timeline rebuild reads the event topics.
+    pub kafka: KafkaSettings,
 }
 
 /// Pricing runs inside the gateway's CreateOrder call (3 s per attempt by
@@ -88,6 +93,7 @@ impl ServiceSpec for Spec {
             inventory: ResilienceConfig::from_env_over("INVENTORY", pricing_defaults())?,
             saga_deadline: config::millis_or("SAGA_DEADLINE_MS", 30_000)?,
             sweep_interval: config::millis_or("SAGA_SWEEP_INTERVAL_MS", 1000)?,
+            kafka: KafkaSettings::from_env(ORDER_ROLE.service)?,
         })
     }
 
@@ -106,11 +112,22 @@ impl ServiceSpec for Spec {
             wiring.grpc_tls(),
             Duration::from_secs(1),
         )?;
+        let news = watch::TimelineNews::default();
+        wiring.add_task(
+            "timeline listener",
+            news.clone()
+                .listen(wiring.pool().clone(), wiring.shutdown()),
+        );
         let api = grpc::OrderApi::new(
             wiring.pool().clone(),
             InventoryServiceClient::new(shipshape_telemetry::grpc::traced(inventory)),
             &Downstream::new(grpc::INVENTORY, config.inventory),
-            config.saga_deadline.as_secs_f64(),
+            grpc::OrderApiSettings {
+                deadline_secs: config.saga_deadline.as_secs_f64(),
+                kafka: config.kafka,
+                news: news.clone(),
+                shutdown: wiring.shutdown(),
+            },
         );
         let grpc_addr = wiring
             .serve_grpc(

@@ -226,6 +226,17 @@ pub async fn list_orders(
     Ok((orders, next))
 }
 
+/// A stored status as the API names it.
+pub fn api_status(stored: &str) -> order::OrderStatus {
+    match OrderStatus::parse(stored) {
+        Some(OrderStatus::Pending) => order::OrderStatus::Pending,
+        Some(OrderStatus::Confirmed) => order::OrderStatus::Confirmed,
+        Some(OrderStatus::Cancelling) => order::OrderStatus::Cancelling,
+        Some(OrderStatus::Cancelled) => order::OrderStatus::Cancelled,
+        None => order::OrderStatus::Unspecified,
+    }
+}
+
 fn shown(row: OrderRow, lines: Vec<LineRow>) -> order::Order {
     let OrderRow {
         order_id,
@@ -243,13 +254,7 @@ fn shown(row: OrderRow, lines: Vec<LineRow>) -> order::Order {
         amount_minor,
         currency: currency.clone(),
     };
-    let status = match OrderStatus::parse(&status) {
-        Some(OrderStatus::Pending) => order::OrderStatus::Pending,
-        Some(OrderStatus::Confirmed) => order::OrderStatus::Confirmed,
-        Some(OrderStatus::Cancelling) => order::OrderStatus::Cancelling,
-        Some(OrderStatus::Cancelled) => order::OrderStatus::Cancelled,
-        None => order::OrderStatus::Unspecified,
-    };
+    let status = api_status(&status);
     order::Order {
         order_id: order_id.to_string(),
         customer_id,

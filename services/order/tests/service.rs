@@ -56,6 +56,7 @@ async fn create_an_order(backing: &BackingServices) -> anyhow::Result<()> {
         inventory: pricing_defaults(),
         saga_deadline: Duration::from_secs(30),
         sweep_interval: Duration::from_secs(1),
+        kafka: config.kafka.clone(),
     };
     let order_service = RunningService::start::<Spec>(config, own).await?;
 

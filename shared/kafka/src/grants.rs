@@ -73,9 +73,11 @@ pub fn grants(role: &Role, prefix: &str) -> Vec<Grant> {
             Operation::Read,
         ),
     ];
+    let mut read: Vec<&str> = role.consumes.iter().chain(role.replays).copied().collect();
+    read.sort_unstable();
+    read.dedup();
     grants.extend(
-        role.consumes
-            .iter()
+        read.into_iter()
             .map(|topic| grant(Resource::Topic, format!("{prefix}{topic}"), Operation::Read)),
     );
     grants
@@ -166,6 +168,35 @@ mod tests {
             role,
             Resource::Group,
             "t1.shipshape-order",
+            Operation::Read
+        ));
+    }
+
+    #[test]
+    fn order_reads_every_event_topic_to_rebuild_its_timelines_and_payment_does_not_read_its_own() {
+        for topic in [
+            ORDER_EVENTS,
+            INVENTORY_EVENTS,
+            PAYMENT_EVENTS,
+            SHIPPING_EVENTS,
+        ] {
+            let name = format!("t1.{topic}");
+            assert!(allowed(
+                &ORDER_ROLE,
+                Resource::Topic,
+                &name,
+                Operation::Read
+            ));
+        }
+        let reads = grants(&ORDER_ROLE, "t1.")
+            .into_iter()
+            .filter(|grant| grant.operation == Operation::Read && grant.resource == Resource::Topic)
+            .count();
+        assert_eq!(reads, 4, "each topic is granted once");
+        assert!(!allowed(
+            &PAYMENT_ROLE,
+            Resource::Topic,
+            "t1.payment.events",
             Operation::Read
         ));
     }

@@ -16,6 +16,20 @@ pub struct Incoming {
     pub event: Event,
 }
 
+impl Incoming {
+    /// The envelope that carries this event.
+    pub fn envelope(&self) -> Envelope {
+        Envelope {
+            event_id: self.event_id.to_string(),
+            event_type: self.event.type_name().to_owned(),
+            order_id: self.order_id.to_string(),
+            occurred_at_micros: self.occurred_at_micros,
+            producer: self.producer.clone(),
+            payload: self.event.encode_payload(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("not an event envelope: {0}")]
@@ -26,16 +40,20 @@ pub enum OpenError {
     Payload(#[from] EventDecodeError),
 }
 
-/// Wraps `event` in a new envelope with a fresh event id.
-pub fn seal(producer: &str, order_id: OrderId, event: &Event) -> Envelope {
-    Envelope {
-        event_id: Uuid::now_v7().to_string(),
-        event_type: event.type_name().to_owned(),
-        order_id: order_id.to_string(),
+/// `event` as a new event of `producer`'s: a fresh event id, occurring now.
+pub fn stamp(producer: &str, order_id: OrderId, event: Event) -> Incoming {
+    Incoming {
+        event_id: Uuid::now_v7(),
+        order_id,
         occurred_at_micros: chrono::Utc::now().timestamp_micros(),
         producer: producer.to_owned(),
-        payload: event.encode_payload(),
+        event,
     }
+}
+
+/// Wraps `event` in a new envelope with a fresh event id.
+pub fn seal(producer: &str, order_id: OrderId, event: &Event) -> Envelope {
+    stamp(producer, order_id, event.clone()).envelope()
 }
 
 /// Decodes an envelope and its payload from a message body.

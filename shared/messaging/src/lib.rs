@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod inbox;
 pub mod kafka;
 pub mod outbox;
+pub mod replay;
 pub mod service;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -15,7 +15,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::envelope;
+use crate::envelope::{self, Incoming};
 
 /// The channel the relay listens on. NOTIFY inside a transaction is
 /// delivered at commit, so the relay wakes exactly when rows become visible.
@@ -28,14 +28,17 @@ const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
 /// Between attempts to publish a batch while the broker refuses it.
 const RELAY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 
-/// Adds `event` for `order_id` to the outbox inside the caller's transaction.
+/// Adds `event` for `order_id` to the outbox inside the caller's
+/// transaction, and returns it as its consumers will see it (its event id
+/// and time are set here).
 pub async fn enqueue(
     conn: &mut PgConnection,
     producer: &str,
     order_id: OrderId,
     event: &Event,
-) -> sqlx::Result<()> {
-    let envelope = envelope::seal(producer, order_id, event);
+) -> sqlx::Result<Incoming> {
+    let sent = envelope::stamp(producer, order_id, event.clone());
+    let envelope = sent.envelope();
     sqlx::query!(
         "WITH row AS (INSERT INTO outbox (topic, message_key, payload, trace_context) \
          VALUES ($1, $2, $3, $4)) SELECT pg_notify($5, '') AS notified",
@@ -49,7 +52,7 @@ pub async fn enqueue(
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(sent)
 }
 
 /// The span of publishing one row, a child of the span that wrote it; none

@@ -79,27 +79,40 @@ pub struct Role {
     pub service: &'static str,
     pub publishes: &'static str,
     pub consumes: &'static [&'static str],
+    /// Topics it reads from their beginning, outside any consumer group,
+    /// to rebuild a read model (the order service's timelines read all
+    /// four, its own included).
+    pub replays: &'static [&'static str],
 }
 
 pub const ORDER_ROLE: Role = Role {
     service: "order",
     publishes: ORDER_EVENTS,
     consumes: &[INVENTORY_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS],
+    replays: &[
+        ORDER_EVENTS,
+        INVENTORY_EVENTS,
+        PAYMENT_EVENTS,
+        SHIPPING_EVENTS,
+    ],
 };
 pub const INVENTORY_ROLE: Role = Role {
     service: "inventory",
     publishes: INVENTORY_EVENTS,
     consumes: &[ORDER_EVENTS, PAYMENT_EVENTS, SHIPPING_EVENTS],
+    replays: &[],
 };
 pub const PAYMENT_ROLE: Role = Role {
     service: "payment",
     publishes: PAYMENT_EVENTS,
     consumes: &[ORDER_EVENTS, INVENTORY_EVENTS, SHIPPING_EVENTS],
+    replays: &[],
 };
 pub const SHIPPING_ROLE: Role = Role {
     service: "shipping",
     publishes: SHIPPING_EVENTS,
     consumes: &[ORDER_EVENTS, PAYMENT_EVENTS],
+    replays: &[],
 };
 
 /// The gateway's name: its certificate names it so for the gRPC services

@@ -125,6 +125,16 @@ impl TraceContext {
         }
     }
 
+    /// The trace id (32 lower-case hex digits) of a valid `traceparent`,
+    /// as trace viewers such as Jaeger name the trace.
+    pub fn trace_id(&self) -> Option<&str> {
+        let mut fields = self.0.get("traceparent")?.split('-');
+        let (_version, trace_id) = (fields.next()?, fields.next()?);
+        let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+        (trace_id.len() == 32 && trace_id.chars().all(hex) && trace_id.chars().any(|c| c != '0'))
+            .then_some(trace_id)
+    }
+
     /// The context without its `tracestate`: vendor data an untrusted
     /// sender chose.
     pub fn without_state(mut self) -> Self {
@@ -172,6 +182,24 @@ mod tests {
     use super::*;
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn the_trace_id_is_read_from_a_valid_traceparent_only() {
+        let context = |parent: &str| TraceContext::from_pairs([("traceparent", parent.as_bytes())]);
+        assert_eq!(
+            context(PARENT).trace_id(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for invalid in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(context(invalid).trace_id(), None, "{invalid}");
+        }
+        assert_eq!(TraceContext::default().trace_id(), None);
+    }
 
     #[test]
     fn headers_and_pairs_keep_only_the_trace_fields() {
