@@ -267,14 +267,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     workspace.build_binaries(true, false).await?;
     let bin_dir = workspace.bin_dir(true);
     let loadtest = bin_dir.join("shipshape-loadtest");
-    let out = match args.out.clone() {
-        Some(out) => out,
-        None => workspace
-            .target_dir
-            .join("loadtest")
-            .join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()),
-    };
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let out = workspace.run_dir("loadtest", args.out.clone())?;
     let admin_url = postgres::ensure_server().await?;
 
     if args.command == LoadCommand::Baseline {

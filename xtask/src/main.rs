@@ -2,6 +2,7 @@
 //! command line; each command lives in its own module, with its options.
 #![forbid(unsafe_code)]
 
+mod browser_tests;
 mod certs;
 mod chaos;
 mod loadtest;
@@ -63,6 +64,11 @@ enum Command {
     /// admin ones, prints how many test cases ran, then stops the stack;
     /// fails on any 5xx or response that does not match the document.
     Schemathesis(schemathesis::Args),
+    /// Build the services, start the stack on free ports with fresh
+    /// databases and the demo sign-in on, and drive the web shop in
+    /// Chromium with playwright-core (testing/browser), saving a screenshot
+    /// of each page; fails if a test does
+    BrowserTests(browser_tests::Args),
     /// Build the release binaries, run the checkout load on a stack of its
     /// own while applying a schedule's faults, wait until it is quiet and
     /// check the saga's invariants; fails on any violation
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
         Command::Loadtest(args) => block_on(loadtest::run(args)),
         Command::Schemathesis(args) => block_on(schemathesis::run(args)),
         Command::Chaos(args) => block_on(chaos::run(args)),
+        Command::BrowserTests(args) => block_on(browser_tests::run(args)),
         Command::SqlxPrepare(args) => block_on(sqlx_prepare::run(args)),
         Command::Certs(args) => block_on(certs::run(args)),
         Command::Token(args) => token::run(args),

@@ -60,8 +60,10 @@ pub async fn run(Args { release, replicas }: Args) -> anyhow::Result<ExitCode> {
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
 
     let log_dir = workspace.root.join(".shipshape/logs");
-    let mut options =
-        StackOptions::local(workspace.bin_dir(release), &log_dir).with_replicas(replicas, replicas);
+    // The web shop signs people in as its demo accounts, with the dev secret.
+    let mut options = StackOptions::local(workspace.bin_dir(release), &log_dir)
+        .with_replicas(replicas, replicas)
+        .with_env(Service::Gateway, "DEMO_SIGN_IN", "true");
     options.jwt_secret = auth::dev_secret()?;
     eprintln!("starting the stack (logs in {})", log_dir.display());
     let mut stack = tokio::select! {
@@ -116,6 +118,7 @@ fn print_banner(stack: &Stack, log_dir: &Path) {
     let gateway = stack.gateway_url();
     println!();
     println!("Shipshape is up.");
+    println!("  web shop       {gateway}/   (sign in as alice, bob or ops, the operator)");
     println!("  gateway API    {gateway}");
     println!(
         "  PSP simulator  {}   (admin API of the card processor stand-in)",

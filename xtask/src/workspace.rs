@@ -66,6 +66,20 @@ impl Workspace {
             .join(if release { "release" } else { "debug" })
     }
 
+    /// The folder a run writes its logs and reports to: `out` when given,
+    /// else `<target>/<kind>/<UTC time>`; made if missing, as an absolute
+    /// path (the processes started in it run elsewhere).
+    pub fn run_dir(&self, kind: &str, out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+        let out = out.unwrap_or_else(|| {
+            self.target_dir
+                .join(kind)
+                .join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string())
+        });
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        out.canonicalize()
+            .with_context(|| format!("resolving {}", out.display()))
+    }
+
     /// Builds every binary of the workspace (the services among them);
     /// with `with_tests`, the test targets too.
     pub async fn build_binaries(&self, release: bool, with_tests: bool) -> anyhow::Result<()> {

@@ -353,6 +353,14 @@ certificate. The servers' certificates name the short service names
 {{- $_ := set $env "JWT_ALGORITHM" $root.Values.auth.algorithm }}
 {{- $_ := set $env "JWT_LEEWAY_SECS" (toString (int $root.Values.auth.leewaySecs)) }}
 {{- $_ := set $env $key.variable $key.path }}
+{{- if and $root.Values.web.demoSignIn (ne $root.Values.auth.algorithm "HS256") }}
+{{- fail (printf "web.demoSignIn: the gateway signs the demo accounts' tokens with its HS256 secret, but auth.algorithm is %s: set auth.algorithm=HS256 (development) or leave web.demoSignIn off" $root.Values.auth.algorithm) }}
+{{- end }}
+{{- $_ := set $env "DEMO_SIGN_IN" (toString $root.Values.web.demoSignIn) }}
+{{- $_ := set $env "SESSION_COOKIE_SECURE" (toString $root.Values.web.secureCookie) }}
+{{- with $root.Values.web.jaegerUiUrl }}
+{{- $_ := set $env "JAEGER_UI_URL" . }}
+{{- end }}
 {{- end }}
 {{- if eq .key "order" }}
 {{- $_ := set $env "INVENTORY_URL" (printf "%s://%s-inventory:50052" $grpcScheme $fullname) }}

@@ -7,7 +7,9 @@
 //! [`refuse_bad_tokens`], which runs after the rate limiter, so a flood of
 //! forged tokens is limited by address like any anonymous traffic; either
 //! way, before the body is read. A request without a bearer token goes on
-//! anonymous: the catalog is public. Handlers that need a caller take
+//! anonymous: the catalog is public. Without an `Authorization` header, the
+//! web shop's session cookie (`crate::web::session`) carries the token
+//! instead; a refused cookie is no session. Handlers that need a caller take
 //! [`Customer`] (`401` without one) or [`Admin`] (`403` without the
 //! `admin` scope).
 
@@ -22,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use shipshape_auth::{ADMIN_SCOPE, Identity, Verifier};
 
 use crate::error::ApiError;
+use crate::web::session;
 
 /// Middleware: checks the bearer token, if any, and records the caller, or
 /// why the token was refused.
@@ -41,6 +44,15 @@ pub async fn authenticate(
                     .extensions_mut()
                     .insert(RefusedToken(error.to_string()));
             }
+        }
+    } else if let Some(token) = session::token(request.headers()) {
+        // The shop's session: a refused one (expired, say) is no session,
+        // so the pages are served signed out instead of failing.
+        match verifier.verify(&token) {
+            Ok(identity) => {
+                request.extensions_mut().insert(identity);
+            }
+            Err(error) => tracing::debug!(%error, "session cookie refused"),
         }
     }
     next.run(request).await

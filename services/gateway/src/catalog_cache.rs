@@ -69,6 +69,14 @@ pub struct CatalogAnswer<T> {
     age: Option<Duration>,
 }
 
+impl<T> CatalogAnswer<T> {
+    /// The answer, and its age when it is the last good one rather than
+    /// fresh.
+    pub fn into_parts(self) -> (T, Option<Duration>) {
+        (self.body, self.age)
+    }
+}
+
 impl<T: Serialize> IntoResponse for CatalogAnswer<T> {
     fn into_response(self) -> Response {
         let mut response = Json(self.body).into_response();

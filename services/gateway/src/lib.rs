@@ -22,6 +22,7 @@ pub mod serve;
 mod state;
 pub mod upstream;
 pub mod validation;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -125,6 +126,9 @@ pub struct Config {
     /// trace of its own and links the client's). Set it only behind an edge
     /// that starts traces itself and strips clients' trace headers.
     pub trust_client_trace_context: bool,
+    /// The web shop's settings (`DEMO_SIGN_IN`, `JAEGER_UI_URL`,
+    /// `SESSION_COOKIE_SECURE`; see [`web::WebConfig::from_env`]).
+    pub web: web::WebConfig,
 }
 
 impl Config {
@@ -168,6 +172,7 @@ impl Config {
             auth: VerifierConfig::from_env()?,
             trust_client_trace_context: config::var_or("TRUST_CLIENT_TRACE_CONTEXT", false)?,
             trusted_proxies: config::var_or("TRUSTED_PROXIES", TrustedProxies::default())?,
+            web: web::WebConfig::from_env()?,
         })
     }
 }
@@ -196,6 +201,7 @@ impl AppState {
                 &inventory,
             ),
             streams: CancellationToken::new(),
+            web: web::WebState::new(&config.web, &config.auth)?,
         })
     }
 }
@@ -234,13 +240,17 @@ pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
             "/api/v1/admin/order-timelines/rebuild",
             post(routes::rebuild_order_timelines),
         )
+        .route("/api/v1/demo/sign-in/{customer}", post(web::demo_sign_in))
+        .route("/api/v1/sign-out", post(web::sign_out))
         .route(
             "/api/v1/admin/products/{sku}/stock",
             put(routes::restock_product),
         )
         // Public: the API's OpenAPI document. Every route above must be in
         // it (`openapi::ApiDoc`); tests/openapi.rs checks that.
-        .route(openapi::PATH, get(openapi::serve));
+        .route(openapi::PATH, get(openapi::serve))
+        // The web shop's pages, and its session and demo sign-in.
+        .merge(web::routes());
     let mut router = router
         // Applies to the routes above, so it must come after them.
         .method_not_allowed_fallback(routes::method_not_allowed)

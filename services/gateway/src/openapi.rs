@@ -48,6 +48,8 @@ const REQUIRED_HEADERS: [&str; 3] = ["Location", "Retry-After", "WWW-Authenticat
         routes::stream_order_timeline,
         routes::restock_product,
         routes::rebuild_order_timelines,
+        crate::web::demo_sign_in,
+        crate::web::sign_out,
         serve,
     ),
     components(schemas(ErrorBody)),
@@ -56,6 +58,7 @@ const REQUIRED_HEADERS: [&str; 3] = ["Location", "Retry-After", "WWW-Authenticat
         (name = "catalog", description = "Products, prices and availability; public"),
         (name = "orders", description = "The caller's orders"),
         (name = "admin", description = "Operators only: needs the `admin` scope"),
+        (name = "session", description = "The web shop's session cookie, and its demo sign-in (on only where `DEMO_SIGN_IN` is set)"),
         (name = "meta", description = "This document"),
     ),
 )]

@@ -8,6 +8,7 @@ use shipshape_runtime::CancellationToken;
 
 use crate::catalog_cache::CatalogCache;
 use crate::upstream::{Inventory, Orders};
+use crate::web::WebState;
 
 /// What every handler shares: one client per upstream, each call going
 /// through that upstream's resilience stack. Cheap to clone.
@@ -18,6 +19,8 @@ pub struct AppState {
     /// Cancelled when the gateway shuts down: every open event stream then
     /// ends, so the graceful shutdown does not wait for browsers.
     pub streams: CancellationToken,
+    /// The web shop's settings and its demo sign-in.
+    pub web: WebState,
 }
 
 /// What the handlers share: the upstream clients, and the catalog the

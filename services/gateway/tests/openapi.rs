@@ -11,6 +11,7 @@ use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{Method, Request, StatusCode};
 use serde_json::Value;
 use shipshape_gateway::Config;
+use shipshape_gateway::web::WebConfig;
 use tower::ServiceExt;
 
 mod support;
@@ -25,6 +26,11 @@ fn app() -> axum::Router {
         // Probing every path with every method is more than a burst of the
         // default limit allows from one client.
         rate_limit_enabled: false,
+        // Every documented route answers: the demo sign-in's too.
+        web: WebConfig {
+            demo_sign_in: true,
+            ..WebConfig::default()
+        },
         ..config(NOTHING_LISTENS)
     })
 }
@@ -127,6 +133,7 @@ fn balanced(text: &str) -> &str {
 fn concrete(path: &str) -> String {
     path.replace("{sku}", "SKU-0001")
         .replace("{id}", "0193b6d2-7c1e-7a3b-9f00-1234567890ab")
+        .replace("{customer}", "alice")
 }
 
 #[tokio::test]
@@ -188,6 +195,10 @@ async fn the_bearer_scheme_guards_customer_and_admin_routes() {
         ("GET", "/api/v1/products"),
         ("GET", "/api/v1/products/{sku}"),
         ("GET", "/openapi.json"),
+        // The web shop's session: signing in is how a caller gets a token,
+        // and signing out only clears a cookie.
+        ("POST", "/api/v1/demo/sign-in/{customer}"),
+        ("POST", "/api/v1/sign-out"),
     ];
     for (method, path) in documented(&document) {
         let operation = &document["paths"][&path][method.to_lowercase()];

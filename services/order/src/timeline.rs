@@ -17,7 +17,7 @@ use shipshape_messaging::{Incoming, KafkaSettings};
 use shipshape_proto::order::{OrderTimeline, TimelineEntry};
 use shipshape_proto::{Event, ORDER_ROLE, common};
 use shipshape_telemetry::TraceContext;
-use shipshape_types::OrderId;
+use shipshape_types::{Money, OrderId};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -100,22 +100,12 @@ pub fn detail(event: &Event) -> String {
     }
 }
 
-/// `money` in its major unit: `49.80 EUR`, `1200 JPY`.
+/// `money` in its major unit (`49.80 EUR`); as sent when its currency is
+/// not a currency.
 fn amount(money: &common::Money) -> String {
-    // ISO 4217 currencies without minor units; the others have two, or
-    // three for a handful that the catalog does not sell in.
-    const WHOLE_UNITS: [&str; 8] = ["BIF", "CLP", "ISK", "JPY", "KRW", "PYG", "UGX", "VND"];
-    let minor = money.amount_minor;
-    if WHOLE_UNITS.contains(&money.currency.as_str()) {
-        return format!("{minor} {}", money.currency);
-    }
-    let sign = if minor < 0 { "-" } else { "" };
-    let minor = minor.unsigned_abs();
-    format!(
-        "{sign}{}.{:02} {}",
-        minor / 100,
-        minor % 100,
-        money.currency
+    Money::try_from(money).map_or_else(
+        |_| format!("{} {}", money.amount_minor, money.currency),
+        |money| money.to_string(),
     )
 }
 
@@ -473,12 +463,5 @@ mod tests {
         for (event, expected) in cases {
             assert_eq!(detail(&event), expected, "{}", event.type_name());
         }
-    }
-
-    #[test]
-    fn amounts_are_shown_in_the_major_unit() {
-        assert_eq!(amount(&money(5, "EUR").unwrap()), "0.05 EUR");
-        assert_eq!(amount(&money(-250, "USD").unwrap()), "-2.50 USD");
-        assert_eq!(amount(&money(980, "KRW").unwrap()), "980 KRW");
     }
 }

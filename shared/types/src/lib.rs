@@ -215,6 +215,30 @@ impl Money {
     }
 }
 
+/// ISO 4217 currencies without minor units; the others are shown with two
+/// decimals (the few with three are not sold in).
+const WHOLE_UNIT_CURRENCIES: [&str; 8] = ["BIF", "CLP", "ISK", "JPY", "KRW", "PYG", "UGX", "VND"];
+
+/// The amount in the currency's major unit, for people: `49.80 EUR`,
+/// `1200 JPY`.
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let minor = self.amount_minor;
+        if WHOLE_UNIT_CURRENCIES.contains(&self.currency.as_str()) {
+            return write!(f, "{minor} {}", self.currency);
+        }
+        let sign = if minor < 0 { "-" } else { "" };
+        let minor = minor.unsigned_abs();
+        write!(
+            f,
+            "{sign}{}.{:02} {}",
+            minor / 100,
+            minor % 100,
+            self.currency
+        )
+    }
+}
+
 impl From<Money> for common::Money {
     fn from(m: Money) -> Self {
         common::Money {
@@ -333,6 +357,17 @@ macro_rules! text_enum {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_is_shown_in_its_major_unit() {
+        let money = |amount_minor, currency| {
+            Money::new(amount_minor, Currency::parse(currency).expect("currency")).to_string()
+        };
+        assert_eq!(money(4980, "EUR"), "49.80 EUR");
+        assert_eq!(money(5, "EUR"), "0.05 EUR");
+        assert_eq!(money(-250, "USD"), "-2.50 USD");
+        assert_eq!(money(1200, "JPY"), "1200 JPY");
+    }
 
     #[test]
     fn sku_accepts_catalog_codes_and_rejects_the_rest() {

@@ -46,6 +46,7 @@ pub fn config(upstream: &str) -> Config {
         auth: auth(),
         trust_client_trace_context: false,
         trusted_proxies: Default::default(),
+        web: Default::default(),
     }
 }
 
