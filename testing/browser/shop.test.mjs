@@ -131,6 +131,8 @@ test('a customer buys two products and watches the saga confirm the order', asyn
   assert.equal((await stepEvents(page)).length, 5);
 
   await page.getByRole('link', { name: 'My orders' }).click();
+  await page.waitForURL(/\/orders$/);
+  await page.locator('table.orders tbody tr').first().waitFor();
   assert.equal(await page.locator('table.orders tbody tr').count(), 1);
   await shot(page, '06-my-orders');
   await context.close();
@@ -256,4 +258,39 @@ test('signed out, the orders send you to sign in, and every page is reachable by
   await page.keyboard.press('Enter');
   await page.waitForURL(/\/orders$/);
   await context.close();
+});
+
+test('the operator sees the breakers and sets the payment faults; a customer may not', async () => {
+  const { context, page } = await visitor();
+  await signIn(page, 'ops');
+  await page.getByRole('link', { name: 'Operator' }).click();
+  await page.locator('#edges tr[data-process="payment"][data-downstream="psp"]').waitFor();
+  assert.equal(
+    await page.locator('#edges tr[data-process="payment"][data-downstream="psp"] .breaker').textContent(),
+    'closed',
+  );
+  // The page reads the figures again every 2 s: the rates appear.
+  await page.locator('#checkouts-per-sec').filter({ hasText: /^\d/ }).waitFor();
+  await shot(page, '11-operator');
+
+  await page.getByLabel(/^Error rate/).fill('1');
+  await page.getByRole('button', { name: 'Set faults' }).click();
+  await page.locator('#faults-status').filter({ hasText: 'error rate 1' }).waitFor();
+  const faults = await page.evaluate(async () => (await fetch('/api/v1/admin/psp/faults')).json());
+  assert.deepEqual(faults, { latency_ms: 0, error_rate: 1, lose_response_rate: 0 });
+  // Out of bounds: the API's message, on the form.
+  await page.getByLabel(/^Error rate/).fill('2');
+  await page.getByRole('button', { name: 'Set faults' }).click();
+  await page.getByRole('alert').filter({ hasText: /error_rate/ }).waitFor();
+  await page.getByLabel(/^Error rate/).fill('0');
+  await page.getByRole('button', { name: 'Set faults' }).click();
+  await page.locator('#faults-status').filter({ hasText: 'error rate 0' }).waitFor();
+  await context.close();
+
+  const customer = await visitor();
+  await signIn(customer.page, 'bob');
+  const response = await customer.page.goto('/operator');
+  assert.equal(response.status(), 403);
+  assert.equal(await customer.page.getByRole('link', { name: 'Operator' }).count(), 0);
+  await customer.context.close();
 });

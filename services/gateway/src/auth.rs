@@ -45,7 +45,11 @@ pub async fn authenticate(
                     .insert(RefusedToken(error.to_string()));
             }
         }
-    } else if let Some(token) = session::token(request.headers()) {
+    } else if let Some(token) = session::token(request.headers()).filter(|_| {
+        // Another site's page may make the browser send the cookie with a
+        // body-less POST; only reads are let through with it.
+        request.method().is_safe() || !session::sent_by_another_site(request.headers())
+    }) {
         // The shop's session: a refused one (expired, say) is no session,
         // so the pages are served signed out instead of failing.
         match verifier.verify(&token) {

@@ -242,6 +242,11 @@ pub fn router(state: AppState, config: &Config) -> anyhow::Result<Router> {
         )
         .route("/api/v1/demo/sign-in/{customer}", post(web::demo_sign_in))
         .route("/api/v1/sign-out", post(web::sign_out))
+        .route("/api/v1/admin/operations", get(web::admin_operations))
+        .route(
+            "/api/v1/admin/psp/faults",
+            get(web::psp_faults).put(web::set_psp_faults),
+        )
         .route(
             "/api/v1/admin/products/{sku}/stock",
             put(routes::restock_product),

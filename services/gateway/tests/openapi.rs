@@ -29,6 +29,8 @@ fn app() -> axum::Router {
         // Every documented route answers: the demo sign-in's too.
         web: WebConfig {
             demo_sign_in: true,
+            // A simulator that does not answer: its routes are there.
+            psp_admin_url: Some(NOTHING_LISTENS.to_owned()),
             ..WebConfig::default()
         },
         ..config(NOTHING_LISTENS)

@@ -19,8 +19,8 @@ fn app(demo_sign_in: bool) -> axum::Router {
     app_with(&Config {
         web: WebConfig {
             demo_sign_in,
-            jaeger_ui_url: None,
             secure_cookie: true,
+            ..WebConfig::default()
         },
         ..config(NOTHING_LISTENS)
     })
@@ -185,4 +185,35 @@ async fn pages_run_only_this_origins_script_and_an_upstream_down_is_a_page_too()
             .starts_with("text/javascript")
     );
     assert!(script.contains("Idempotency-Key"));
+}
+
+#[tokio::test]
+async fn another_sites_page_can_neither_sign_in_nor_act_with_the_cookie() {
+    let app = app(true);
+    let mut cross_site = post("/api/v1/demo/sign-in/alice");
+    cross_site
+        .headers_mut()
+        .insert("sec-fetch-site", "cross-site".parse().expect("header"));
+    let (response, body) = send(app.clone(), cross_site).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(body.contains("cross_site"), "{body}");
+    assert!(response.headers().get(SET_COOKIE).is_none());
+
+    let session = sign_in(app.clone(), "ops").await;
+    let rebuild = |site: &'static str| {
+        let mut request = post("/api/v1/admin/order-timelines/rebuild");
+        request
+            .headers_mut()
+            .insert(COOKIE, cookie_pair(&session).parse().expect("header"));
+        request
+            .headers_mut()
+            .insert("sec-fetch-site", site.parse().expect("header"));
+        request
+    };
+    // From a sibling subdomain: the cookie does not count.
+    let (response, _) = send(app.clone(), rebuild("same-site")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // From the shop's own page it does (the order service is not there).
+    let (response, _) = send(app, rebuild("same-origin")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }

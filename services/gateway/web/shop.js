@@ -110,20 +110,25 @@
         const product = catalog.get(node.dataset.sku);
         if (!product) continue;
         node.textContent = product.available === 0 ? 'Out of stock' : `${product.available} in stock`;
-        for (const button of document.querySelectorAll(`button.add-to-cart[data-sku="${node.dataset.sku}"]`)) {
+        for (const button of document.querySelectorAll(`button.add-to-cart[data-sku="${CSS.escape(node.dataset.sku)}"]`)) {
           button.disabled = product.available === 0;
         }
       }
     }, 5000);
   }
 
+  /** Renders under way, per container: only the latest one draws. */
+  const renders = new WeakMap();
+
   /** The cart as a table of lines with quantities to change, and its total. */
   async function renderCart(container, editable) {
+    const render = (renders.get(container) || 0) + 1;
+    renders.set(container, render);
     const cart = readCart();
-    container.replaceChildren();
     const skus = Object.keys(cart);
     const checkoutLink = document.getElementById('to-checkout');
     if (skus.length === 0) {
+      container.replaceChildren();
       container.append(element('p', { class: 'empty' }, container.dataset.empty || 'Your cart is empty.'));
       if (checkoutLink) checkoutLink.hidden = true;
       return [];
@@ -133,9 +138,13 @@
     try {
       catalog = await products();
     } catch (error) {
-      container.append(element('p', { class: 'error', role: 'alert' }, error.message));
+      if (renders.get(container) !== render) return [];
+      container.replaceChildren(element('p', { class: 'error', role: 'alert' }, error.message));
       return [];
     }
+    // A later render started meanwhile: it draws, not this one.
+    if (renders.get(container) !== render) return [];
+    container.replaceChildren();
     const table = element('table', { class: 'cart' });
     table.append(element('thead', {}, element('tr', {},
       element('th', { scope: 'col' }, 'Item'),
@@ -277,8 +286,11 @@
       try {
         do {
           again = false;
-          const response = await fetch(`/orders/${id}/steps`, { credentials: 'same-origin' });
-          if (response.ok) timeline.innerHTML = await response.text();
+          const response = await fetch(`/orders/${id}/steps`, { credentials: 'same-origin', redirect: 'error' });
+          // Only the server's own fragment of this order's steps goes in.
+          if (response.ok && response.headers.get('content-type')?.startsWith('text/html')) {
+            timeline.innerHTML = await response.text();
+          }
         } while (again);
       } finally {
         fetching = false;
@@ -309,6 +321,58 @@
     signOut.addEventListener('click', async () => {
       await fetch('/api/v1/sign-out', { method: 'POST', credentials: 'same-origin' });
       location.assign('/');
+    });
+  }
+
+  // The operator page: the figures every 2 s, and the PSP's faults.
+  const operations = document.getElementById('operations');
+  if (operations) {
+    const number = (value, decimals) => (value === null || value === undefined ? '–' : value.toFixed(decimals));
+    setInterval(async () => {
+      const response = await fetch('/api/v1/admin/operations', { credentials: 'same-origin' });
+      if (!response.ok) return;
+      const figures = await response.json();
+      document.getElementById('checkouts-per-sec').textContent = number(figures.checkouts_per_sec, 1);
+      document.getElementById('checkout-p99').textContent = number(figures.checkout_p99_ms, 0);
+      document.getElementById('window').textContent = number(figures.window_secs, 1);
+      document.getElementById('outcomes').replaceChildren(
+        ...Object.entries(figures.outcomes).map(([outcome, count]) =>
+          element('li', { 'data-outcome': outcome }, `${outcome}: ${count}`)),
+      );
+      document.getElementById('edges').replaceChildren(
+        ...figures.edges.map((edge) => element('tr', { 'data-process': edge.process, 'data-downstream': edge.downstream },
+          element('td', {}, edge.process),
+          element('td', {}, edge.downstream),
+          element('td', { class: 'breaker', 'data-breaker': edge.breaker }, edge.breaker),
+          element('td', {}, String(edge.bulkhead_in_use)))),
+      );
+    }, 2000);
+  }
+  const faultsForm = document.getElementById('faults-form');
+  if (faultsForm) {
+    faultsForm.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const problem = document.getElementById('form-error');
+      const status = document.getElementById('faults-status');
+      problem.textContent = '';
+      status.textContent = '';
+      const value = (name) => Number(faultsForm.elements[name].value);
+      const response = await fetch('/api/v1/admin/psp/faults', {
+        method: 'PUT',
+        credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({
+          latency_ms: value('latency_ms'),
+          error_rate: value('error_rate'),
+          lose_response_rate: value('lose_response_rate'),
+        }),
+      });
+      if (response.ok) {
+        const set = await response.json();
+        status.textContent = `Set: ${set.latency_ms} ms added, error rate ${set.error_rate}, lost replies ${set.lose_response_rate}.`;
+      } else {
+        problem.textContent = await errorMessage(response);
+      }
     });
   }
 

@@ -137,8 +137,11 @@ impl Effect for OrderEvents {
         let Some(observation) = Observation::from_event(&message.event) else {
             return Ok(None);
         };
-        // Before what it causes, so the timeline's sequences follow cause
-        // and effect (an unknown order records nothing).
+        // The order's row lock first: rows of one order then get their
+        // sequences in the order their transactions commit, which a stream
+        // resuming after a sequence relies on. Then the event's row, before
+        // the rows of what it causes (an unknown order records nothing).
+        store::lock_saga(tx, message.order_id).await?;
         timeline::record_current(tx, message).await?;
         match advance(tx, message.order_id, observation).await? {
             Advanced::Applied(outcome) => Ok(outcome),

@@ -359,13 +359,13 @@ impl OrderService for OrderApi {
         let order_id: OrderId = request.order_id.parse().map_err(OrderApiError::Invalid)?;
         // Before the first read: what is recorded after it is then heard of.
         let news = self.news.subscribe();
-        let first = self
-            .own_timeline(&caller, order_id, request.after_sequence.max(0))
-            .await?;
+        let after = request.after_sequence.max(0);
+        let first = self.own_timeline(&caller, order_id, after).await?;
         let (sender, receiver) = mpsc::channel(8);
         tokio::spawn(watch::follow(
             self.pool.clone(),
             order_id,
+            after,
             first,
             news,
             sender,

@@ -87,13 +87,15 @@ impl TimelineNews {
     }
 }
 
-/// Sends `first` (already read for `order_id`), then whatever is recorded
-/// for the order after it, to `sender`, until the receiver goes away or
-/// `shutdown`. `news` was subscribed before `first` was read, so nothing
-/// recorded in between is missed.
+/// Sends `first` (already read for `order_id`: its entries after
+/// `after`), then whatever is recorded for the order after it, to
+/// `sender`, until the receiver goes away or `shutdown`. `news` was
+/// subscribed before `first` was read, so nothing recorded in between is
+/// missed.
 pub async fn follow(
     pool: PgPool,
     order_id: OrderId,
+    after: i64,
     first: OrderTimeline,
     mut news: broadcast::Receiver<OrderId>,
     sender: mpsc::Sender<Result<OrderTimeline, Status>>,
@@ -104,7 +106,8 @@ pub async fn follow(
         .iter()
         .map(|e| e.sequence)
         .max()
-        .unwrap_or_default();
+        .unwrap_or(after)
+        .max(after);
     if sender.send(Ok(first)).await.is_err() {
         return;
     }

@@ -67,6 +67,9 @@ where
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
+            // Should the beginning be gone by the time it is fetched
+            // (retention), start at what is left, not at the end.
+            .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "100")
             .create()
             .context("creating the replay consumer")?,

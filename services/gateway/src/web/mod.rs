@@ -5,6 +5,7 @@
 //! submission, live availability and the live saga timeline. Sign-in is a
 //! session cookie holding a JWT ([`session`]).
 
+pub mod operations;
 pub mod pages;
 pub mod session;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::request::Parts;
@@ -25,11 +26,12 @@ use shipshape_auth::{ADMIN_SCOPE, Algorithm, Identity, Minter, VerificationKey, 
 use shipshape_runtime::config;
 
 use crate::api::ListOrdersQuery;
-use crate::auth::Customer;
+use crate::auth::{Admin, Customer};
 use crate::catalog_cache::CatalogCache;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes;
 use crate::state::{ApiState, AppState};
+use operations::{FaultsJson, Operations, OperationsJson, PspAdmin};
 use pages::Viewer;
 
 /// The shop's settings.
@@ -45,6 +47,26 @@ pub struct WebConfig {
     /// `SESSION_COOKIE_SECURE` (default false): send the session cookie
     /// over HTTPS only. Set it wherever the shop is served over HTTPS.
     pub secure_cookie: bool,
+    /// `OPERATOR_METRICS_URLS` (default none): the processes whose
+    /// `/metrics` the operator page reads, as `name=url` pairs, comma
+    /// separated (`payment=http://payment:9103/metrics,...`).
+    pub operator_metrics: Vec<(String, String)>,
+    /// `PSP_ADMIN_URL` (default none): the PSP simulator whose faults the
+    /// operator page sets, e.g. `http://127.0.0.1:8090`.
+    pub psp_admin_url: Option<String>,
+    /// `PSP_ADMIN_TOKEN` (or `PSP_ADMIN_TOKEN_FILE`): the simulator's admin
+    /// token, which it wants from callers on another machine.
+    pub psp_admin_token: Option<Redacted>,
+}
+
+/// A secret setting: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl WebConfig {
@@ -54,6 +76,14 @@ impl WebConfig {
             demo_sign_in: config::var_or("DEMO_SIGN_IN", false)?,
             jaeger_ui_url: (!jaeger.trim().is_empty()).then_some(jaeger),
             secure_cookie: config::var_or("SESSION_COOKIE_SECURE", false)?,
+            operator_metrics: operations::parse_processes(&config::string_or(
+                "OPERATOR_METRICS_URLS",
+                "",
+            )?)
+            .context("OPERATOR_METRICS_URLS")?,
+            psp_admin_url: Some(config::string_or("PSP_ADMIN_URL", "")?)
+                .filter(|url| !url.trim().is_empty()),
+            psp_admin_token: config::value_or_file("PSP_ADMIN_TOKEN")?.map(Redacted),
         })
     }
 }
@@ -64,6 +94,10 @@ pub struct WebState {
     config: Arc<WebConfig>,
     /// Mints the demo accounts' tokens; `None` with the demo sign-in off.
     minter: Option<Arc<Minter>>,
+    /// The operator page's figures.
+    operations: Arc<Operations>,
+    /// The PSP simulator's faults; `None` without `PSP_ADMIN_URL`.
+    psp: Option<Arc<PspAdmin>>,
 }
 
 impl WebState {
@@ -82,9 +116,18 @@ impl WebState {
         } else {
             None
         };
+        let psp = match &config.psp_admin_url {
+            Some(url) => Some(Arc::new(PspAdmin::new(
+                url,
+                config.psp_admin_token.as_ref().map(|token| token.0.clone()),
+            )?)),
+            None => None,
+        };
         Ok(Self {
             config: Arc::new(config.clone()),
             minter,
+            operations: Arc::new(Operations::new(config.operator_metrics.clone())?),
+            psp,
         })
     }
 
@@ -105,6 +148,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/orders/{id}", get(order))
         .route("/orders/{id}/steps", get(steps))
         .route("/sign-in", get(sign_in))
+        .route("/operator", get(operator))
         .route("/static/shop.js", get(script))
         .route("/static/shop.css", get(style))
 }
@@ -192,6 +236,7 @@ fn page(status: StatusCode, markup: Markup) -> Response {
 fn problem(viewer: &Viewer, error: &ApiError) -> Response {
     let title = match error.status() {
         StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
         StatusCode::BAD_REQUEST => "Bad request",
         status if status.is_server_error() => "Unavailable",
         _ => "Something went wrong",
@@ -311,9 +356,9 @@ async fn order(viewing: Viewing, State(app): State<AppState>, Path(id): Path<Str
 /// the order page's script puts in place when the stream says they changed.
 async fn steps(viewing: Viewing, State(app): State<AppState>, Path(id): Path<String>) -> Response {
     let viewer = viewing.viewer();
-    let caller = match viewing.signed_in(&format!("/orders/{id}")) {
-        Ok(caller) => caller,
-        Err(to_sign_in) => return to_sign_in.into_response(),
+    // A fragment: signed out (the session expired), it is no page to follow.
+    let Some(caller) = viewing.0 else {
+        return ApiError::unauthenticated(None).into_response();
     };
     match routes::get_order_timeline(Customer(caller), State(app.clone()), Ok(Path(id))).await {
         Ok(timeline) => page(
@@ -365,6 +410,7 @@ pub struct SignedInJson {
             headers(("Set-Cookie" = String, description = "`shipshape_session=<jwt>; Path=/; Max-Age=28800; HttpOnly; SameSite=Strict`"))),
         (status = 401, description = "A bearer token was sent and refused", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 400, description = "Another site's page sent it (`cross_site`, from `Sec-Fetch-Site`)", body = ErrorBody),
         (status = 404, description = "The demo sign-in is off (`demo_sign_in_off`), or there is no such demo account (`not_found`)", body = ErrorBody),
         (status = 429, description = "Too many requests from this client (`rate_limited`), or too many of them in flight at once (`too_many_in_flight`)", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
@@ -372,7 +418,16 @@ pub struct SignedInJson {
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ),
 )]
-pub async fn demo_sign_in(State(app): State<AppState>, Path(customer): Path<String>) -> Response {
+pub async fn demo_sign_in(
+    State(app): State<AppState>,
+    Path(customer): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    // Another site must not sign its visitors in here (login CSRF).
+    if session::sent_by_another_site(&headers) {
+        return ApiError::bad_request("cross_site", "signing in is only for this site's own pages")
+            .into_response();
+    }
     let Some(minter) = &app.web.minter else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
@@ -434,6 +489,139 @@ pub async fn sign_out(State(app): State<AppState>) -> Response {
         )],
     )
         .into_response()
+}
+
+/// `GET /operator`: the operators' page, for the `admin` scope.
+async fn operator(viewing: Viewing, State(app): State<AppState>) -> Response {
+    let viewer = viewing.viewer();
+    if let Err(to_sign_in) = viewing.signed_in("/operator") {
+        return to_sign_in.into_response();
+    }
+    if !viewer.admin {
+        return problem(&viewer, &ApiError::insufficient_scope(ADMIN_SCOPE));
+    }
+    let figures = app.web.operations.figures().await;
+    let faults = match &app.web.psp {
+        Some(psp) => Some(psp.faults().await),
+        None => None,
+    };
+    page(
+        StatusCode::OK,
+        pages::operator(&viewer, &figures, faults.as_ref()),
+    )
+}
+
+/// `GET /api/v1/admin/operations`: checkouts/s, p99, saga outcomes,
+/// breakers and bulkheads, from the services' own metrics. For callers
+/// with the `admin` scope only.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/operations",
+    tag = "admin",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The figures since the previous reading (the first has no rates)", body = OperationsJson),
+        (status = 401, description = "No bearer token, or one that was refused", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 403, description = "The token lacks the `admin` scope (`insufficient_scope`)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge, with `error=\"insufficient_scope\"`"))),
+        (status = 429, description = "Too many requests from this client (`rate_limited`), or too many of them in flight at once (`too_many_in_flight`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "The gateway is at capacity (`overloaded`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
+pub async fn admin_operations(_: Admin, State(app): State<AppState>) -> axum::Json<OperationsJson> {
+    axum::Json(app.web.operations.figures().await)
+}
+
+/// `GET /api/v1/admin/psp/faults`: the faults the PSP simulator injects.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/psp/faults",
+    tag = "admin",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The simulator's faults", body = FaultsJson),
+        (status = 401, description = "No bearer token, or one that was refused", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 403, description = "The token lacks the `admin` scope (`insufficient_scope`)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge, with `error=\"insufficient_scope\"`"))),
+        (status = 404, description = "No simulator is configured (`psp_admin_off`: `PSP_ADMIN_URL`)", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client (`rate_limited`), or too many of them in flight at once (`too_many_in_flight`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "The simulator failed or refused (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
+pub async fn psp_faults(
+    _: Admin,
+    State(app): State<AppState>,
+) -> Result<axum::Json<FaultsJson>, ApiError> {
+    let psp = psp_admin(&app)?;
+    psp.faults()
+        .await
+        .map(axum::Json)
+        .map_err(|reason| ApiError::malformed_response(PSP_SIMULATOR, reason))
+}
+
+/// `PUT /api/v1/admin/psp/faults` with `{"latency_ms", "error_rate",
+/// "lose_response_rate"}`: replaces the faults the PSP simulator injects.
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/psp/faults",
+    tag = "admin",
+    security(("bearerAuth" = [])),
+    request_body(content = FaultsJson, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The simulator's faults, as now set", body = FaultsJson),
+        (status = 400, description = "The faults are out of bounds (`invalid_faults`) or malformed (`invalid_json`)", body = ErrorBody),
+        (status = 401, description = "No bearer token, or one that was refused", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge (RFC 6750)"))),
+        (status = 403, description = "The token lacks the `admin` scope (`insufficient_scope`)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "The Bearer challenge, with `error=\"insufficient_scope\"`"))),
+        (status = 404, description = "No simulator is configured (`psp_admin_off`: `PSP_ADMIN_URL`)", body = ErrorBody),
+        (status = 408, description = "The body arrived too slowly (`body_timeout`); the connection is closed", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not `Content-Type: application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client (`rate_limited`), or too many of them in flight at once (`too_many_in_flight`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 502, description = "The simulator failed or refused (`upstream_error`)", body = ErrorBody),
+        (status = 503, description = "The gateway is at capacity (`overloaded`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
+pub async fn set_psp_faults(
+    Admin(caller): Admin,
+    State(app): State<AppState>,
+    body: Result<axum::Json<FaultsJson>, JsonRejection>,
+) -> Result<axum::Json<FaultsJson>, ApiError> {
+    let axum::Json(faults) = body?;
+    faults.check()?;
+    let psp = psp_admin(&app)?;
+    let set = psp
+        .set_faults(&faults)
+        .await
+        .map_err(|reason| ApiError::malformed_response(PSP_SIMULATOR, reason))?;
+    tracing::warn!(
+        operator = caller.subject(),
+        ?set,
+        "PSP simulator faults set"
+    );
+    Ok(axum::Json(set))
+}
+
+const PSP_SIMULATOR: &str = "psp-simulator";
+
+fn psp_admin(app: &AppState) -> Result<&PspAdmin, ApiError> {
+    app.web.psp.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "psp_admin_off",
+            "no PSP simulator is configured here (PSP_ADMIN_URL)",
+        )
+    })
 }
 
 /// The shop's script and style: ours, built into the binary.

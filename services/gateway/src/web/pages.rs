@@ -10,6 +10,7 @@ use shipshape_types::{Currency, Money};
 use crate::api::{
     MoneyJson, OrderJson, OrderListJson, OrderStatus, ProductJson, TimelineJson, TimelineStepJson,
 };
+use crate::web::operations::{FaultsJson, OperationsJson};
 use crate::web::session::{DEMO_ACCOUNTS, DemoAccount};
 
 /// Who is looking at a page.
@@ -50,6 +51,9 @@ fn layout(title: &str, viewer: &Viewer, main: Markup) -> Markup {
                         a href="/cart" { "Cart (" span #cart-count { "0" } ")" }
                         @if viewer.subject.is_some() {
                             a href="/orders" { "My orders" }
+                        }
+                        @if viewer.admin {
+                            a href="/operator" { "Operator" }
                         }
                         span.who {
                             @if let Some(subject) = &viewer.subject {
@@ -341,8 +345,9 @@ fn since(steps: &[TimelineStepJson], step: &TimelineStepJson) -> String {
     };
     match (this - first).num_milliseconds() {
         0 => String::new(),
-        ms if ms.abs() < 1000 => format!("+{ms} ms"),
-        ms => format!("+{:.1} s", ms as f64 / 1000.0),
+        // Negative when the services' clocks disagree by more than the gap.
+        ms if ms.abs() < 1000 => format!("{ms:+} ms"),
+        ms => format!("{:+.1} s", ms as f64 / 1000.0),
     }
 }
 
@@ -393,6 +398,89 @@ pub fn sign_in(viewer: &Viewer, demo: bool, next: &str) -> Markup {
             } @else {
                 p { "The demo sign-in is switched off here (" code { "DEMO_SIGN_IN" } "). "
                     "Sign in through your identity provider and call the API with its token." }
+            }
+        },
+    )
+}
+
+/// `/operator`: the figures from the services' metrics, refreshed by the
+/// script, and the PSP simulator's faults as a form, so a person can break
+/// payment and watch the sagas compensate. `faults` is `None` without a
+/// simulator configured, `Err` when it did not answer.
+pub fn operator(
+    viewer: &Viewer,
+    figures: &OperationsJson,
+    faults: Option<&Result<FaultsJson, String>>,
+) -> Markup {
+    let number = |value: Option<f64>, decimals: usize| {
+        value.map_or_else(|| "–".to_owned(), |v| format!("{v:.decimals$}"))
+    };
+    layout(
+        "Operator",
+        viewer,
+        html! {
+            h1 { "Operator" }
+            section aria-labelledby="figures-title" #operations {
+                h2 #figures-title { "Checkouts" }
+                dl.figures {
+                    dt { "Checkouts per second" } dd #checkouts-per-sec { (number(figures.checkouts_per_sec, 1)) }
+                    dt { "p99 response time (ms)" } dd #checkout-p99 { (number(figures.checkout_p99_ms, 0)) }
+                    dt { "Window (s)" } dd #window { (number(figures.window_secs, 1)) }
+                }
+                h3 { "Saga outcomes in the window" }
+                ul #outcomes {
+                    @for (outcome, count) in &figures.outcomes {
+                        li data-outcome=(outcome) { (outcome) ": " (count) }
+                    }
+                }
+                h2 { "Breakers and bulkheads" }
+                table.edges {
+                    thead { tr { th scope="col" { "Process" } th scope="col" { "Calls to" } th scope="col" { "Breaker" } th scope="col" { "Bulkhead in use" } } }
+                    tbody #edges {
+                        @for edge in &figures.edges {
+                            tr data-process=(edge.process) data-downstream=(edge.downstream) {
+                                td { (edge.process) } td { (edge.downstream) }
+                                td.breaker data-breaker=(edge.breaker) { (edge.breaker) }
+                                td { (edge.bulkhead_in_use) }
+                            }
+                        }
+                    }
+                }
+                @for process in &figures.processes {
+                    @if let Some(error) = &process.error {
+                        p.error { (process.name) " could not be read: " (error) }
+                    }
+                }
+                @if figures.processes.is_empty() {
+                    p.notice { "No process to read: set " code { "OPERATOR_METRICS_URLS" } " on the gateway." }
+                }
+            }
+            section aria-labelledby="faults-title" {
+                h2 #faults-title { "Break payment" }
+                @match faults {
+                    None => p.notice { "No PSP simulator to break: set " code { "PSP_ADMIN_URL" } " on the gateway." },
+                    Some(Err(error)) => p.error { "The PSP simulator did not answer: " (error) },
+                    Some(Ok(faults)) => {
+                        p { "Faults the payment provider simulator injects into every payment call; the breaker on payment's calls to it opens, and orders are cancelled and compensated." }
+                        form #faults-form novalidate {
+                            p.field {
+                                label for="latency_ms" { "Added latency (ms, 0 to 60000)" }
+                                input #latency_ms name="latency_ms" type="number" min="0" max="60000" step="1" value=(faults.latency_ms);
+                            }
+                            p.field {
+                                label for="error_rate" { "Error rate (0 to 1)" }
+                                input #error_rate name="error_rate" type="number" min="0" max="1" step="0.05" value=(faults.error_rate);
+                            }
+                            p.field {
+                                label for="lose_response_rate" { "Lost replies rate (0 to 1): charged, answer lost" }
+                                input #lose_response_rate name="lose_response_rate" type="number" min="0" max="1" step="0.05" value=(faults.lose_response_rate);
+                            }
+                            p.error #form-error role="alert" {}
+                            p.note #faults-status role="status" {}
+                            button #set-faults type="submit" { "Set faults" }
+                        }
+                    }
+                }
             }
         },
     )
@@ -581,6 +669,54 @@ mod tests {
         assert!(page.contains("49.80 EUR"));
         assert!(page.contains("Order confirmed"));
         assert!(page.contains(r#"data-order-id="0193b6d2-7c1e-7a3b-9f00-1234567890ab""#));
+    }
+
+    #[test]
+    fn the_operator_page_shows_figures_edges_and_the_fault_controls() {
+        use crate::web::operations::{EdgeJson, ProcessJson};
+        let figures = OperationsJson {
+            window_secs: Some(2.0),
+            checkouts_per_sec: Some(12.5),
+            checkout_p99_ms: Some(48.2),
+            outcomes: [("payment_declined".to_owned(), 3.0)].into(),
+            edges: vec![EdgeJson {
+                process: "payment".to_owned(),
+                downstream: "psp".to_owned(),
+                breaker: "open".to_owned(),
+                bulkhead_in_use: 2.0,
+            }],
+            processes: vec![ProcessJson {
+                name: "shipping".to_owned(),
+                error: Some("connection refused".to_owned()),
+            }],
+        };
+        let ops = Viewer {
+            subject: Some("ops".to_owned()),
+            admin: true,
+        };
+        let faults = Ok(FaultsJson {
+            latency_ms: 250,
+            error_rate: 0.5,
+            lose_response_rate: 0.0,
+        });
+        let page = operator(&ops, &figures, Some(&faults)).into_string();
+        assert!(page.contains(r#"id="checkouts-per-sec">12.5<"#), "{page}");
+        assert!(page.contains(r#"id="checkout-p99">48<"#));
+        assert!(page.contains(r#"data-breaker="open""#));
+        assert!(page.contains("shipping could not be read: connection refused"));
+        assert!(page.contains(r#"id="error_rate" name="error_rate" type="number" min="0" max="1" step="0.05" value="0.5""#));
+        assert!(
+            page.contains(r#"href="/operator""#),
+            "operators see the link"
+        );
+        let first = operator(&ops, &OperationsJson::default(), None).into_string();
+        assert!(first.contains(r#"id="checkouts-per-sec">–<"#));
+        assert!(first.contains("PSP_ADMIN_URL"));
+        assert!(
+            !catalog(&alice(), &[], false)
+                .into_string()
+                .contains(r#"href="/operator""#)
+        );
     }
 
     #[test]

@@ -89,6 +89,16 @@ pub fn clear_cookie(secure: bool) -> String {
     set_cookie("", Duration::ZERO, secure)
 }
 
+/// Whether the browser says another site's page made this request
+/// (`Sec-Fetch-Site: cross-site`, or `same-site`: a sibling subdomain,
+/// which `SameSite=Strict` does not keep out). Such a request must not act
+/// with the session cookie, nor sign anyone in.
+pub fn sent_by_another_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"cross-site" || site.as_bytes() == b"same-site")
+}
+
 /// Where to go after signing in: a path of this site only, so a link cannot
 /// send someone elsewhere (`//evil.example`, `https://...`).
 pub fn local_path(next: Option<&str>) -> &str {
@@ -164,6 +174,20 @@ mod tests {
             assert_eq!(local_path(Some(elsewhere)), "/", "{elsewhere:?}");
         }
         assert_eq!(local_path(None), "/");
+    }
+
+    #[test]
+    fn requests_from_other_sites_are_told_apart() {
+        let from = |site: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("sec-fetch-site", HeaderValue::from_static(site));
+            sent_by_another_site(&headers)
+        };
+        assert!(from("cross-site"));
+        assert!(from("same-site"));
+        assert!(!from("same-origin"));
+        assert!(!from("none"));
+        assert!(!sent_by_another_site(&HeaderMap::new()), "curl sends none");
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub const PSP_URL: &str = "PSP_URL";
 pub const PSP_TIMEOUT_MS: &str = "PSP_TIMEOUT_MS";
 /// Gateway and PSP simulator: where the HTTP server listens.
 pub const HTTP_ADDR: &str = "HTTP_ADDR";
+/// Gateway: the `/metrics` of every process, as `name=url` pairs, for the
+/// operator page.
+pub const OPERATOR_METRICS_URLS: &str = "OPERATOR_METRICS_URLS";
+/// Gateway: the PSP simulator whose faults the operator page sets.
+pub const PSP_ADMIN_URL: &str = "PSP_ADMIN_URL";
 /// Gateway: the order service's gRPC URL.
 pub const ORDER_URL: &str = "ORDER_URL";
 /// Gateway: who issues the bearer tokens it accepts, and for whom.

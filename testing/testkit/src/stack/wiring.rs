@@ -98,6 +98,24 @@ impl Stack {
         auth::minter(&self.options.jwt_secret)?.mint(subject, scopes, auth::TOKEN_TTL)
     }
 
+    /// Every process's `/metrics`, as the gateway's operator page reads
+    /// them: `order=http://...,order-2=http://...` (a service's first replica
+    /// goes by the service's name).
+    fn metrics_urls(&self) -> String {
+        self.ports
+            .ops
+            .iter()
+            .map(|(replica, port)| {
+                let name = match replica.index {
+                    0 => replica.service.name().to_owned(),
+                    index => format!("{}-{}", replica.service.name(), index + 1),
+                };
+                format!("{name}=http://127.0.0.1:{port}/metrics")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The environment `replica` is started with.
     pub(super) fn env_for(&self, replica: impl Into<Replica>) -> BTreeMap<String, String> {
         let replica = replica.into();
@@ -169,6 +187,10 @@ impl Stack {
                 set(vars::JWT_HS256_SECRET, self.options.jwt_secret.clone());
                 set(vars::ORDER_URL, self.urls_for(Link::GatewayToOrder));
                 set(vars::INVENTORY_URL, self.urls_for(Link::GatewayToInventory));
+                // The operator page: every process's metrics, and the PSP
+                // simulator's faults (loopback, so no admin token).
+                set(vars::OPERATOR_METRICS_URLS, self.metrics_urls());
+                set(vars::PSP_ADMIN_URL, url(p.psp_http));
             }
             Service::Order => {
                 if let Some(port) = p.grpc(replica) {
