@@ -49,7 +49,7 @@ async fn sweep_batch(pool: &PgPool) -> sqlx::Result<usize> {
         );
         placed.adopt(&span);
         if let Advanced::Applied(Some(outcome)) =
-            advance(&mut tx, *order_id, Observation::DeadlinePassed)
+            advance(&mut tx, *order_id, Observation::DeadlinePassed, None)
                 .instrument(span)
                 .await?
         {

@@ -69,14 +69,23 @@ impl Outcome {
 }
 
 /// Applies `observation` to the locked order and queues what it decides.
+/// `cause`, the consumed event the observation comes from, joins the
+/// order's timeline under the order's lock, so rows of one order get their
+/// sequences in the order their transactions commit (which a stream
+/// resuming after a sequence relies on), and before the rows of what it
+/// causes.
 pub async fn advance(
     conn: &mut PgConnection,
     order_id: OrderId,
     observation: Observation,
+    cause: Option<&Incoming>,
 ) -> sqlx::Result<Advanced> {
     let Some(mut saga) = store::lock_saga(&mut *conn, order_id).await? else {
         return Ok(Advanced::UnknownOrder);
     };
+    if let Some(cause) = cause {
+        timeline::record_current(&mut *conn, cause).await?;
+    }
     let before = saga;
     let decisions = saga.observe(observation);
     let mut completed_after = None;
@@ -137,13 +146,7 @@ impl Effect for OrderEvents {
         let Some(observation) = Observation::from_event(&message.event) else {
             return Ok(None);
         };
-        // The order's row lock first: rows of one order then get their
-        // sequences in the order their transactions commit, which a stream
-        // resuming after a sequence relies on. Then the event's row, before
-        // the rows of what it causes (an unknown order records nothing).
-        store::lock_saga(tx, message.order_id).await?;
-        timeline::record_current(tx, message).await?;
-        match advance(tx, message.order_id, observation).await? {
+        match advance(tx, message.order_id, observation, Some(message)).await? {
             Advanced::Applied(outcome) => Ok(outcome),
             Advanced::UnknownOrder => {
                 // Recorded in the inbox all the same: a redelivery changes nothing.
